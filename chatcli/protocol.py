@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
-from typing import Annotated, Any, Final, Union
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -32,8 +32,8 @@ __all__ = [
     "DirectMessage",
     "Error",
     "Hello",
-    "Joined",
     "JoinRoom",
+    "Joined",
     "Left",
     "LineFramer",
     "Me",
@@ -85,7 +85,7 @@ ERROR_CODES: Final = frozenset(
 )
 LEAVE_REASONS: Final = frozenset({"quit", "part", "lost", "timeout", "slow", "kicked"})
 
-Ref = Union[str, int, None]
+Ref = str | int | None
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
@@ -119,8 +119,8 @@ class Hello(_Event, tag="hello"):
 
     name: str
     room: str = DEFAULT_ROOM
-    since: Union[NonNegative, None] = None
-    history: Union[NonNegative, None] = None
+    since: NonNegative | None = None
+    history: NonNegative | None = None
 
 
 class Say(_Event, tag="say"):
@@ -163,7 +163,7 @@ class Bye(_Event, tag="bye"):
     """Log out; the server closes the connection."""
 
 
-ClientEvent = Union[Hello, Say, Me, SendDirect, Who, RoomsRequest, JoinRoom, Bye, Ping, Pong]
+ClientEvent = Hello | Say | Me | SendDirect | Who | RoomsRequest | JoinRoom | Bye | Ping | Pong
 CLIENT_TYPES: Final = frozenset(
     {"hello", "say", "me", "dm", "who", "rooms", "join", "bye", "ping", "pong"}
 )
@@ -206,7 +206,7 @@ class Ready(_Event, tag="ready"):
     name: str
     room: str
     users: list[str]
-    history: list[Msg] = []
+    history: list[Msg]
     truncated: bool = False
 
 
@@ -258,9 +258,9 @@ class Error(_Event, tag="error"):
     ref: Ref = None
 
 
-ServerEvent = Union[
-    Welcome, Ready, Joined, Left, Msg, DirectMessage, Users, RoomList, Error, Ping, Pong
-]
+ServerEvent = (
+    Welcome | Ready | Joined | Left | Msg | DirectMessage | Users | RoomList | Error | Ping | Pong
+)
 SERVER_TYPES: Final = frozenset(
     {"welcome", "ready", "join", "leave", "msg", "dm", "users", "rooms", "error", "ping", "pong"}
 )
@@ -281,8 +281,10 @@ def _classify(line: bytes, exc: Exception, known: frozenset[str]) -> ProtocolErr
     """Turn a failed typed decode into the error the spec assigns (slow path only)."""
     try:
         raw = msgspec.json.decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return ProtocolError("bad_request", "frame is not valid UTF-8 JSON")
+    except UnicodeDecodeError:
+        return ProtocolError("bad_request", "frame is not valid UTF-8")
+    except msgspec.DecodeError as err:
+        return ProtocolError("bad_request", f"frame is not valid JSON ({err})")
     if not isinstance(raw, dict):
         return ProtocolError("bad_request", f"frame must be a JSON object, not {_json_kind(raw)}")
     ref = raw.get("ref")

@@ -1,0 +1,55 @@
+"""What every command shares: error mapping, the event loop runner, option helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from chatcli.errors import ChatError, UsageError
+
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "ChatGroup", "fail", "run_async"]
+
+T = TypeVar("T")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    """Print one red line on stderr and exit with ``code``."""
+    click.secho(f"chatcli: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+class ChatGroup(click.Group):
+    """A click group that turns ChatError into one line and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except ChatError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            click.echo("", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            # the reader of our output went away (e.g. `| head`); nothing left to say
+            sys.stderr.close()
+            sys.exit(EXIT_FAILURE)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on uvloop when it is installed, else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)

@@ -1,0 +1,164 @@
+"""``chatcli serve``: run the relay."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from chatcli.settings import DEFAULT_HOST, DEFAULT_PORT, ServerSettings
+
+__all__ = ["serve"]
+
+_DEFAULTS = ServerSettings()
+
+
+@click.command()
+@click.option(
+    "--host",
+    default=DEFAULT_HOST,
+    show_default=True,
+    envvar="CHATCLI_HOST",
+    show_envvar=True,
+    help="Address to listen on; 0.0.0.0 shares it on your LAN.",
+)
+@click.option(
+    "--port",
+    "-p",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    envvar="CHATCLI_PORT",
+    show_envvar=True,
+    help="TCP port; 0 picks a free one.",
+)
+@click.option(
+    "--login-timeout",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    default=_DEFAULTS.login_timeout,
+    show_default=True,
+    envvar="CHATCLI_LOGIN_TIMEOUT",
+    help="Time a new connection has to log in.",
+)
+@click.option(
+    "--max-frame",
+    type=click.IntRange(min=256),
+    metavar="BYTES",
+    default=_DEFAULTS.max_frame,
+    show_default=True,
+    envvar="CHATCLI_MAX_FRAME",
+    help="Longest line accepted.",
+)
+@click.option(
+    "--history",
+    type=click.IntRange(min=0),
+    metavar="N",
+    default=_DEFAULTS.history,
+    show_default=True,
+    envvar="CHATCLI_HISTORY",
+    help="Messages kept per room and sent to late joiners.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0),
+    metavar="N",
+    default=_DEFAULTS.rate_limit,
+    show_default=True,
+    envvar="CHATCLI_RATE_LIMIT",
+    help="Messages per second per connection (bursts allowed); 0 disables.",
+)
+@click.option(
+    "--rate-burst",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=_DEFAULTS.rate_burst,
+    show_default=True,
+    envvar="CHATCLI_RATE_BURST",
+    help="Messages a connection may send at once before --rate-limit applies.",
+)
+@click.option(
+    "--ping-interval",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    default=_DEFAULTS.ping_interval,
+    show_default=True,
+    envvar="CHATCLI_PING_INTERVAL",
+    help="Ping idle clients this often; drop them after 3 silent intervals. 0: off.",
+)
+@click.option(
+    "--max-buffer",
+    type=click.IntRange(min=1024),
+    metavar="BYTES",
+    default=_DEFAULTS.max_buffer,
+    show_default=True,
+    envvar="CHATCLI_MAX_BUFFER",
+    help="Unsent output after which a client is cut off as a slow consumer.",
+)
+@click.option(
+    "--record",
+    "record_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="CHATCLI_RECORD",
+    help="Record every room to a transcript in this directory.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+def serve(
+    host: str,
+    port: int,
+    login_timeout: float,
+    max_frame: int,
+    history: int,
+    rate_limit: float,
+    rate_burst: int,
+    ping_interval: float,
+    max_buffer: int,
+    record_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """Run a chat relay until Ctrl-C or SIGTERM.
+
+    JSON clients (chatcli join, bots) and people with plain nc or telnet can use it
+    at the same time; see docs/protocol.md.
+
+    \b
+    Examples:
+      chatcli serve
+      chatcli serve --port 0 -q                  # any free port, quiet
+      chatcli serve --host 0.0.0.0 --port 7777   # share on your LAN
+      chatcli serve --rate-limit 0 --history 200 --record recordings/
+    """
+    from chatcli.cli.common import run_async
+    from chatcli.logs import console_err, setup_logging
+    from chatcli.server import run_server
+
+    settings = ServerSettings(
+        host=host,
+        port=port,
+        login_timeout=login_timeout,
+        max_frame=max_frame,
+        history=history,
+        rate_limit=rate_limit,
+        rate_burst=rate_burst,
+        ping_interval=ping_interval,
+        max_buffer=max_buffer,
+        record_dir=record_dir,
+    )
+    setup_logging(logging.WARNING if quiet else logging.INFO)
+
+    def listening(addresses: list[tuple[str, int]]) -> None:
+        where = ", ".join(f"{h}:{p}" for h, p in addresses)
+        click.echo(f"chatcli serve listening on {where}", err=False)
+        if not quiet:
+            console_err.print(
+                f"[dim]Ctrl-C stops it; try: chatcli join YOURNAME --port {addresses[0][1]}[/dim]"
+            )
+
+    try:
+        run_async(run_server(settings, on_listening=listening))
+    except OSError as exc:
+        from chatcli.cli.common import fail
+
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

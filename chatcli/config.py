@@ -1,0 +1,66 @@
+"""Where chatcli keeps what it remembers between runs (the last server and name used).
+
+The directory is the platform's user config dir, or ``CHATCLI_CONFIG_DIR`` when set
+(tests and portable setups use that).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+__all__ = ["LastJoin", "config_dir", "load_last_join", "save_last_join"]
+
+
+def config_dir() -> Path:
+    """chatcli's configuration directory (not created here)."""
+    override = os.environ.get("CHATCLI_CONFIG_DIR")
+    if override:
+        return Path(override)
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("chatcli", appauthor=False))
+
+
+@dataclass(frozen=True)
+class LastJoin:
+    """The server and name of the last successful ``chatcli join``."""
+
+    host: str
+    port: int
+    name: str
+    room: str | None = None
+
+
+def _last_path() -> Path:
+    return config_dir() / "last-join.json"
+
+
+def load_last_join() -> LastJoin | None:
+    """What ``join`` used last time, or None if nothing (readable) is remembered."""
+    try:
+        data = json.loads(_last_path().read_text("utf-8"))
+        return LastJoin(
+            host=str(data["host"]),
+            port=int(data["port"]),
+            name=str(data["name"]),
+            room=data.get("room") if isinstance(data.get("room"), str) else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a missing or damaged file just means nothing is remembered
+
+
+def save_last_join(last: LastJoin) -> None:
+    """Remember ``last`` for the next ``join``; failing to write is not worth an error."""
+    path = _last_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(last)), "utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        import logging
+
+        logging.getLogger("chatcli").warning("could not remember the last join: %s", exc)

@@ -1,0 +1,47 @@
+"""Every tunable limit of chatcli, with its default, in one place.
+
+The CLI surfaces these as options (and ``CHATCLI_*`` environment variables); code takes
+them as named parameters instead of hiding numbers in the middle of functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatcli.protocol import DEFAULT_MAX_FRAME
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServerSettings"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7777
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How a relay listens, what it keeps and what it tolerates from its clients."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    #: seconds a new connection has to log in
+    login_timeout: float = 10.0
+    #: longest line accepted, in bytes
+    max_frame: int = DEFAULT_MAX_FRAME
+    #: messages kept per room and sent to late joiners
+    history: int = 50
+    #: sustained messages per second per connection (0 disables flood control)
+    rate_limit: float = 5.0
+    #: messages a connection may send at once before the sustained rate applies
+    rate_burst: int = 10
+    #: seconds of silence before the server pings a client; 3 silent intervals drop it
+    ping_interval: float = 15.0
+    #: unsent bytes a client may fall behind by before it is cut off as a slow consumer
+    max_buffer: int = 4 * 1024 * 1024
+    #: seconds a closing connection is given to take its last frames before it is reset
+    close_linger: float = 2.0
+    #: seconds the server waits for clients to go at shutdown before resetting them
+    shutdown_grace: float = 1.5
+    #: most simultaneous connections accepted (further ones are told and closed)
+    max_connections: int = 20000
+    #: directory for per-room transcripts (None: do not record)
+    record_dir: Path | None = None
