@@ -58,7 +58,7 @@ def test_bucket_width_is_within_the_precision() -> None:
     for index in range(BUCKETS):
         low, high = bucket_lowest(index), bucket_highest(index)
         assert bucket_index(low) == index == bucket_index(high)
-        assert high - low + 1 <= max(1, low * PRECISION)
+        assert high - low + 1 <= max(Fraction(1), low * PRECISION)
 
 
 def test_small_values_are_exact() -> None:
@@ -76,7 +76,7 @@ def test_percentiles_are_never_low_and_high_by_under_one_bucket(values: list[int
     for p, value in zip(PERCENTILES, reported, strict=True):
         true = exact_percentile(values, p)
         assert value is not None
-        assert true <= value <= true + max(0, true * PRECISION), (p, true, value)
+        assert true <= value <= true + true * PRECISION, (p, true, value)
 
 
 @settings(max_examples=100, deadline=None)
