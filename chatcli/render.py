@@ -60,7 +60,7 @@ MENTION_STYLE: Final = "bold"
 
 LEAVE_REASON_TEXT: Final = {
     "quit": "quit",
-    "part": "left the room",
+    "part": "moved to another room",
     "lost": "connection lost",
     "timeout": "timed out",
     "slow": "too slow to keep up",

@@ -104,7 +104,7 @@ def test_plain_lines_for_every_event() -> None:
         ),
         (
             Left(room="dev", name="dan", reason="part", ts=T0),
-            "09:00:00 -- dan left dev (left the room)",
+            "09:00:00 -- dan left dev (moved to another room)",
         ),
         (
             Left(room="dev", name="dan", reason="timeout", ts=T0),
