@@ -562,3 +562,60 @@ def test_last_timestamp_reads_only_the_tail(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "t.jsonl", HEADER, msg_line(1), msg_line(7)[:30])
     assert last_timestamp(path) == T0 + 1
     assert last_timestamp(write_lines(tmp_path / "h.jsonl", HEADER)) is None
+
+
+# ------------------------------------------------------------------------ samples
+
+RECORDINGS = Path(__file__).resolve().parent.parent / "recordings"
+SAMPLES = sorted(RECORDINGS.glob("*.jsonl"))
+CRASHED = {"20261122-141500_lobby.jsonl"}  # left behind by a crash, on purpose
+
+
+def test_the_samples_are_there() -> None:
+    names = {path.name for path in SAMPLES}
+    assert names >= CRASHED
+    assert "record_chat_2026-11-20_18-30-00.jsonl" in names
+    assert len(names) >= 3
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_every_sample_reads_cleanly(path: Path) -> None:
+    result = check_transcript(path)
+    assert result.ok, [str(p) for p in result.problems]
+    assert result.events > 5
+    if path.name in CRASHED:
+        assert [w.reason for w in result.warnings] == [
+            "last line is truncated (recording cut short)",
+            "no end line: the recording was cut short",
+        ]
+    else:
+        assert result.warnings == []
+    with read_transcript(path) as reader:
+        header = reader.header
+        items = [entry.event for entry in reader]
+    assert header.source == ("client" if path.name.startswith("record_chat_") else "server")
+    if header.source == "server":
+        assert path.name == server_filename(header.room or "", header.started)
+    stamps = [e.ts for e in items if not isinstance(e, Header)]
+    assert stamps == sorted(stamps)
+    last_id: dict[str, int] = {}
+    for event in items:
+        if isinstance(event, Msg):
+            assert event.id > last_id.get(event.room, 0)
+            last_id[event.room] = event.id
+
+
+def test_the_samples_cover_what_a_chat_leaves_behind() -> None:
+    seen = [e.event for path in SAMPLES for e in read_transcript(path)]
+    reasons = {e.reason for e in seen if isinstance(e, Left)}
+    assert {"quit", "part", "lost", "timeout", "kicked"} <= reasons
+    assert any(isinstance(e, DirectMessage) for e in seen)
+    assert any(isinstance(e, Msg) and e.action for e in seen)
+    texts = "".join(e.text for e in seen if isinstance(e, (Msg, DirectMessage)))
+    for sample in ("é", "📚", "东京", "おはよう", "Привет", "صباح"):
+        assert sample in texts
+    gaps = []
+    for path in SAMPLES:
+        stamps = [e.event.ts for e in read_transcript(path) if isinstance(e.event, Msg)]
+        gaps += [b - a for a, b in itertools.pairwise(stamps)]
+    assert max(gaps) >= 20 * 60  # a long idle gap, for replay --max-idle
