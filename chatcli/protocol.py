@@ -270,6 +270,8 @@ SERVER_TYPES: Final = frozenset(
 _encoder = msgspec.json.Encoder()
 _client_decoder = msgspec.json.Decoder(ClientEvent)
 _server_decoder = msgspec.json.Decoder(ServerEvent)
+# msgspec raises RecursionError for deeply nested JSON such as "[[[[...": a bad request too
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 
 def encode(event: msgspec.Struct) -> bytes:
@@ -285,6 +287,8 @@ def _classify(line: bytes, exc: Exception, known: frozenset[str]) -> ProtocolErr
         return ProtocolError("bad_request", "frame is not valid UTF-8")
     except msgspec.DecodeError as err:
         return ProtocolError("bad_request", f"frame is not valid JSON ({err})")
+    except RecursionError:
+        return ProtocolError("bad_request", "frame is nested too deeply")
     if not isinstance(raw, dict):
         return ProtocolError("bad_request", f"frame must be a JSON object, not {_json_kind(raw)}")
     ref = raw.get("ref")
@@ -316,7 +320,7 @@ def decode_client_frame(line: bytes) -> ClientEvent:
     """
     try:
         event = _client_decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except _DECODE_ERRORS as exc:
         raise _classify(line, exc, CLIENT_TYPES) from exc
     if isinstance(event, (Say, Me, SendDirect)):
         text = checked_text(event.text, event.ref)
@@ -329,7 +333,7 @@ def decode_server_frame(line: bytes) -> ServerEvent:
     """Decode one line a server sent; unknown fields are ignored, unknown types refused."""
     try:
         return _server_decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except _DECODE_ERRORS as exc:
         raise _classify(line, exc, SERVER_TYPES) from exc
 
 
