@@ -428,7 +428,8 @@ class TranscriptParser:
             return "not valid UTF-8"
         except msgspec.DecodeError as err:
             detail = str(err).removeprefix("JSON is malformed: ")
-            return f"not valid JSON ({detail[:1].lower()}{detail[1:]})"
+            reason = f"not valid JSON ({detail[:1].lower()}{detail[1:]})"
+            return reason if self.header else f"not a transcript: line 1 is {reason}"
         kind = value.get("type") if isinstance(value, dict) else None
         if self.header is None and kind != "transcript":
             return "not a transcript: line 1 must be the transcript header"

@@ -344,7 +344,7 @@ def test_header_problems_stop_reading(tmp_path: Path) -> None:
         "": "empty: no transcript header",
         "\n\n": "empty: no transcript header",
         msg_line(1): "not a transcript: line 1 must be the transcript header",
-        "hello world": "not valid JSON",
+        "hello world": "not a transcript: line 1 is not valid JSON",
         HEADER.replace('"version":1', '"version":2'): "unsupported transcript version 2",
         HEADER.replace('"2026-11-21T09:00:00Z"', '"yesterday"'): "bad 'transcript' line",
         HEADER.replace('"source":"server",', ""): "missing required field `source`",
