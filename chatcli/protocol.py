@@ -358,14 +358,15 @@ class LineFramer:
         """Add received bytes; return the complete frames they finish."""
         if self._tail:
             data = self._tail + data
+        # an unfinished tail may end with the \r of its line ending: allow one byte for it
         if b"\n" not in data:
-            if len(data) > self.max_frame:
+            if len(data) > self.max_frame + 1:
                 raise FrameTooLarge(self.max_frame)
             self._tail = data
             return []
         lines = data.split(b"\n")
         self._tail = lines.pop()
-        if len(self._tail) > self.max_frame:
+        if len(self._tail) > self.max_frame + 1:
             raise FrameTooLarge(self.max_frame)
         frames = []
         limit = self.max_frame
