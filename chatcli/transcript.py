@@ -100,10 +100,15 @@ _decoder = msgspec.json.Decoder(Item)
 
 
 class Entry(NamedTuple):
-    """One item read from a transcript and the line number (from 1) it was on."""
+    """One item read from a transcript, the line number (from 1) it was on, and that line.
+
+    ``raw`` is the line as stored (no newline), unknown fields included, for tools that
+    pass events through unchanged (``replay --format jsonl``).
+    """
 
     line: int
     event: Item
+    raw: bytes = b""
 
 
 # --------------------------------------------------------------------------- writer
@@ -418,7 +423,7 @@ class TranscriptParser:
                 )
         else:
             self.events += 1
-        return Entry(line, item)
+        return Entry(line, item, raw)
 
     def _why_bad(self, raw: bytes, exc: Exception) -> str | None:
         """Why a line failed to decode, or None for a type to skip (slow path only)."""

@@ -310,6 +310,7 @@ def test_unknown_types_and_fields_are_ignored(tmp_path: Path) -> None:
         entries = list(reader)
     assert [e.line for e in entries] == [1, 4, 5]
     assert entries[1].event == msg(1)
+    assert b'"reactions": [1, 2]' in entries[1].raw  # kept for pass-through
     assert reader.ignored == 2 and reader.warnings == []
 
 
@@ -547,10 +548,10 @@ def test_follow_on_a_pipe_ends_at_its_end() -> None:
 
 def test_parser_is_usable_without_io() -> None:
     parser = TranscriptParser("mem")
-    assert parser.parse(HEADER.encode(), 1) == Entry(1, parser.header)  # type: ignore[arg-type]
+    assert parser.parse(HEADER.encode(), 1) == Entry(1, parser.header, HEADER.encode())  # type: ignore[arg-type]
     assert parser.parse(b"   ", 2) is None
-    entry = parser.parse(msg_line(1).encode() + b"\n", 3)
-    assert entry == Entry(3, msg(1))
+    entry = parser.parse(msg_line(1).encode() + b"\r\n", 3)
+    assert entry == Entry(3, msg(1), msg_line(1).encode())
     with pytest.raises(TranscriptError, match="mem:4: not valid JSON"):
         parser.parse(b"{", 4)
     assert parser.parse(b'{"type":"ms', 5, unterminated=True) is None
