@@ -459,6 +459,8 @@ def parse_text_line(line: str, logged_in: bool) -> ClientEvent | str:
     word, _, rest = stripped.partition(" ")
     rest = rest.strip()
     command = word.lower()
+    if rest and command in ("help", "look", "logout"):
+        command = ""  # these bare words take no argument: "look at this" is chat
     if command in ("/help", "help", "/?"):
         return TEXT_HELP
     if command == "login":
