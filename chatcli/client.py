@@ -78,7 +78,11 @@ class ChatClient:
             raise ConnectionFailed(f"connection to {self.address} lost: {exc}") from exc
 
     async def receive(self) -> ServerEvent:
-        """The next event from the server (pings are answered, not returned)."""
+        """The next event from the server (pings are answered, not returned).
+
+        ``pong`` is returned: a ping sent with :meth:`send` works as a barrier, since the
+        server answers in order.
+        """
         while True:
             while not self._pending:
                 try:

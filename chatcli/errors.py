@@ -62,10 +62,10 @@ class ServerRefused(ChatError):
 
 
 class TranscriptError(ChatError):
-    """A transcript could not be read; ``path:line`` says where."""
+    """A transcript could not be read or written; ``path:line`` says where (line 0: the file)."""
 
     def __init__(self, path: str, line: int, reason: str) -> None:
-        super().__init__(f"{path}:{line}: {reason}")
+        super().__init__(f"{path}:{line}: {reason}" if line > 0 else f"{path}: {reason}")
         self.path = path
         self.line = line
         self.reason = reason

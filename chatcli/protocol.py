@@ -103,18 +103,18 @@ class _Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True):
     """Base of every frame: a small immutable record tagged by its ``type``."""
 
 
-class Ping(_Event, tag="ping"):
+class Ping(_Event, tag="ping", frozen=True):
     """Heartbeat probe; the other side answers ``pong``."""
 
 
-class Pong(_Event, tag="pong"):
+class Pong(_Event, tag="pong", frozen=True):
     """Answer to ``ping``."""
 
 
 # Client -> server
 
 
-class Hello(_Event, tag="hello"):
+class Hello(_Event, tag="hello", frozen=True):
     """Login: the first JSON frame of a session."""
 
     name: str
@@ -123,21 +123,21 @@ class Hello(_Event, tag="hello"):
     history: NonNegative | None = None
 
 
-class Say(_Event, tag="say"):
+class Say(_Event, tag="say", frozen=True):
     """Say ``text`` in the current room; ``ref`` is echoed back to the sender only."""
 
     text: str
     ref: Ref = None
 
 
-class Me(_Event, tag="me"):
+class Me(_Event, tag="me", frozen=True):
     """An action (``/me waves``), relayed as ``msg`` with ``action: true`` (extension)."""
 
     text: str
     ref: Ref = None
 
 
-class SendDirect(_Event, tag="dm"):
+class SendDirect(_Event, tag="dm", frozen=True):
     """A direct message to one user."""
 
     to: str
@@ -145,21 +145,21 @@ class SendDirect(_Event, tag="dm"):
     ref: Ref = None
 
 
-class Who(_Event, tag="who"):
+class Who(_Event, tag="who", frozen=True):
     """Ask who is in the current room."""
 
 
-class RoomsRequest(_Event, tag="rooms"):
+class RoomsRequest(_Event, tag="rooms", frozen=True):
     """Ask for the list of rooms."""
 
 
-class JoinRoom(_Event, tag="join"):
+class JoinRoom(_Event, tag="join", frozen=True):
     """Leave the current room and enter ``room``."""
 
     room: str
 
 
-class Bye(_Event, tag="bye"):
+class Bye(_Event, tag="bye", frozen=True):
     """Log out; the server closes the connection."""
 
 
@@ -178,7 +178,7 @@ class RoomInfo(msgspec.Struct, frozen=True):
     users: int
 
 
-class Welcome(_Event, tag="welcome"):
+class Welcome(_Event, tag="welcome", frozen=True):
     """Sent to every new connection before it says anything."""
 
     server: str
@@ -188,7 +188,7 @@ class Welcome(_Event, tag="welcome"):
     hint: str
 
 
-class Msg(_Event, tag="msg"):
+class Msg(_Event, tag="msg", frozen=True):
     """A message said in a room, as relayed to every member (the sender's copy is the ack)."""
 
     id: int
@@ -200,7 +200,7 @@ class Msg(_Event, tag="msg"):
     ref: Ref = None
 
 
-class Ready(_Event, tag="ready"):
+class Ready(_Event, tag="ready", frozen=True):
     """Login (or room change) succeeded: who is there and what was said before."""
 
     name: str
@@ -210,7 +210,7 @@ class Ready(_Event, tag="ready"):
     truncated: bool = False
 
 
-class Joined(_Event, tag="join"):
+class Joined(_Event, tag="join", frozen=True):
     """Someone entered the room."""
 
     room: str
@@ -218,7 +218,7 @@ class Joined(_Event, tag="join"):
     ts: float
 
 
-class Left(_Event, tag="leave"):
+class Left(_Event, tag="leave", frozen=True):
     """Someone left the room; ``reason`` is one of LEAVE_REASONS."""
 
     room: str
@@ -227,7 +227,7 @@ class Left(_Event, tag="leave"):
     ts: float
 
 
-class DirectMessage(_Event, tag="dm"):
+class DirectMessage(_Event, tag="dm", frozen=True):
     """A direct message, delivered to the recipient and (as the ack) to the sender."""
 
     from_: str = msgspec.field(name="from")
@@ -237,20 +237,20 @@ class DirectMessage(_Event, tag="dm"):
     ref: Ref = None
 
 
-class Users(_Event, tag="users"):
+class Users(_Event, tag="users", frozen=True):
     """Answer to ``who``."""
 
     room: str
     users: list[str]
 
 
-class RoomList(_Event, tag="rooms"):
+class RoomList(_Event, tag="rooms", frozen=True):
     """Answer to ``rooms``."""
 
     rooms: list[RoomInfo]
 
 
-class Error(_Event, tag="error"):
+class Error(_Event, tag="error", frozen=True):
     """Something went wrong; ``code`` is one of ERROR_CODES."""
 
     code: str

@@ -68,6 +68,11 @@ LEAVE_REASON_TEXT: Final = {
 }
 
 
+def clean_text_lines(text: str) -> str:
+    """clean_text for multi-line text: each line cleaned, the line breaks kept."""
+    return "\n".join(clean_text(line) for line in text.split("\n"))
+
+
 def user_colour(name: str) -> str:
     """The style of a user's name: the same for a name in any case, in every run."""
     return PALETTE[zlib.crc32(name_key(clean_text(name)).encode("utf-8")) % len(PALETTE)]
@@ -130,6 +135,13 @@ class Renderer:
         """The same line(s) as :meth:`render`, as plain text (an IRC-style log line)."""
         text = self.render(event)
         return None if text is None else text.plain
+
+    def notice(self, text: str, error: bool = False) -> Text:
+        """A line of the client's own (help, toggles, local errors), set apart from chat."""
+        line = Text()
+        line.append("!! " if error else "** ", ERROR_STYLE if error else SYSTEM_STYLE)
+        line.append(clean_text_lines(text), ERROR_STYLE if error else SYSTEM_STYLE)
+        return line
 
     def is_me(self, name: str) -> bool:
         """True when ``name`` is the local user's."""

@@ -1,8 +1,104 @@
-"""``chatcli join``: the interactive client (placeholder replaced below)."""
+"""``chatcli join``: chat from a terminal, or from a script through stdin."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import click
 
+from chatcli.settings import DEFAULT_HOST, DEFAULT_PORT
+
+__all__ = ["join"]
+
 
 @click.command()
-def join() -> None:
-    """Join a chat."""
+@click.argument("name", required=False)
+@click.option(
+    "--host", envvar="CHATCLI_HOST", help=f"Server address  [default: last used, or {DEFAULT_HOST}]"
+)
+@click.option(
+    "--port",
+    "-p",
+    type=click.IntRange(1, 65535),
+    envvar="CHATCLI_PORT",
+    help=f"Server port  [default: last used, or {DEFAULT_PORT}]",
+)
+@click.option("--room", "-r", help="Room to enter  [default: lobby]")
+@click.option(
+    "--history",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Past messages to show on entry (0: none)  [default: the server's]",
+)
+@click.option(
+    "--timestamps/--no-timestamps",
+    "-t",
+    default=False,
+    help="Show the time in front of each line (/time toggles it).",
+)
+@click.option("--record", is_flag=True, help="Start recording at once (/record toggles it).")
+@click.option(
+    "--record-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("recordings"),
+    show_default=True,
+    help="Where /record writes transcripts.",
+)
+@click.option(
+    "--json",
+    "json_output",
+    is_flag=True,
+    help="Print incoming events as JSON lines (for programs).",
+)
+def join(
+    name: str | None,
+    host: str | None,
+    port: int | None,
+    room: str | None,
+    history: int | None,
+    timestamps: bool,
+    record: bool,
+    record_dir: Path,
+    json_output: bool,
+) -> None:
+    """Join a chat server as NAME (NAME, host and port default to the last ones used).
+
+    In a terminal it is interactive: type to talk, /help lists the commands
+    (/who .l, /msg, /me, /join, /rooms, /time .t, /record .r, /quit .q).
+    With stdin not a terminal, it sends each input line, prints what arrives as plain
+    lines (or JSON with --json) and exits once its messages are acknowledged.
+
+    \b
+    Examples:
+      chatcli join alice
+      chatcli join bob --host 192.168.1.20 --port 7777 --room dev
+      printf 'hello\\n/me waves\\n' | chatcli join bot
+      chatcli join watcher --json < /dev/null
+    """
+    from chatcli.cli.common import fail, run_async
+    from chatcli.config import load_last_join
+    from chatcli.protocol import valid_name, valid_room
+    from chatcli.terminal import JoinOptions, run_join
+
+    last = load_last_join()
+    name = name or (last.name if last else None)
+    if not name:
+        fail("give a NAME to join as (none is remembered yet): chatcli join alice", 2)
+    if not valid_name(name):
+        fail(f"{name!r} is not a valid name: 1-24 letters, digits, '_', '-' or '.'", 2)
+    if room is not None and not valid_room(room.lstrip("#")):
+        fail(f"{room!r} is not a valid room: 1-32 lowercase letters, digits, '_' or '-'", 2)
+    options = JoinOptions(
+        host=host or (last.host if last else DEFAULT_HOST),
+        port=port or (last.port if last else DEFAULT_PORT),
+        name=name,
+        room=room.lstrip("#") if room else None,
+        history=history,
+        timestamps=timestamps,
+        json_output=json_output,
+        record_dir=record_dir,
+        record=record,
+    )
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_output
+    sys.exit(run_async(run_join(options, interactive)))

@@ -1,0 +1,427 @@
+"""``chatcli join``: the chat session and its two front ends.
+
+``JoinSession`` holds what both front ends share: the connection, the renderer, the
+recorder, the input commands and the bookkeeping of messages waiting for their
+acknowledgement. ``interactive`` runs it under prompt_toolkit (the line being typed is
+never garbled by incoming messages); ``piped`` reads lines from stdin, prints plain lines
+or JSON, and exits once everything it sent has been acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from chatcli.client import ChatClient, connect
+from chatcli.commands import HELP, parse_input
+from chatcli.errors import ChatError, ConnectionFailed, ProtocolError
+from chatcli.protocol import (
+    ClientEvent,
+    DirectMessage,
+    Error,
+    JoinRoom,
+    Me,
+    Msg,
+    Ping,
+    Pong,
+    Ready,
+    RoomsRequest,
+    Say,
+    SendDirect,
+    ServerEvent,
+    Who,
+    checked_text,
+    encode,
+)
+from chatcli.render import Renderer
+from chatcli.transcript import TranscriptWriter, client_filename
+
+__all__ = ["JoinOptions", "JoinSession", "run_join"]
+
+#: seconds piped mode waits at end of input for its last messages to be acknowledged
+ACK_TIMEOUT = 10.0
+#: attempts piped mode makes at a rate-limited message before it reports it as refused
+RATE_LIMIT_RETRIES = 30
+#: first pause before re-sending a rate-limited message; doubles up to RETRY_MAX
+RETRY_FIRST = 0.2
+RETRY_MAX = 2.0
+
+
+@dataclass(frozen=True)
+class JoinOptions:
+    """Everything ``chatcli join`` was asked to do."""
+
+    host: str
+    port: int
+    name: str
+    room: str | None = None
+    history: int | None = None
+    timestamps: bool = False
+    json_output: bool = False
+    record_dir: Path = Path("recordings")
+    record: bool = False
+
+
+class Output(Protocol):
+    """Where a session shows things: events from the server and its own notices."""
+
+    def event(self, event: ServerEvent) -> None: ...
+
+    def notice(self, text: str, error: bool = False) -> None: ...
+
+
+class RichOutput:
+    """Coloured lines on a terminal through rich (what people see)."""
+
+    def __init__(self, renderer: Renderer) -> None:
+        from rich.console import Console
+
+        self.renderer = renderer
+        # file=None: rich writes to whatever sys.stdout is at print time, which
+        # prompt_toolkit's patch_stdout replaces to keep the input line intact.
+        self.console = Console(highlight=False, soft_wrap=True)
+
+    def event(self, event: ServerEvent) -> None:
+        text = self.renderer.render(event)
+        if text is not None:
+            self.console.print(text)
+
+    def notice(self, text: str, error: bool = False) -> None:
+        self.console.print(self.renderer.notice(text, error=error))
+
+
+class PlainOutput:
+    """Plain lines for pipes and scripts; ``json`` prints each event as a JSON line."""
+
+    def __init__(self, renderer: Renderer, json_lines: bool, stream: IO[str] | None = None):
+        self.renderer = renderer
+        self.json_lines = json_lines
+        self.stream = stream or sys.stdout
+
+    def event(self, event: ServerEvent) -> None:
+        if self.json_lines:
+            line: str | None = encode(event).decode().rstrip("\n")
+        else:
+            line = self.renderer.plain(event)
+        if line is not None:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def notice(self, text: str, error: bool = False) -> None:
+        # Notices are the client's own words; in piped mode they go to stderr so that
+        # stdout holds only what the server said.
+        print(("error: " if error else "") + text, file=sys.stderr, flush=True)
+
+
+class JoinSession:
+    """A logged-in chat session and what the user can do with it."""
+
+    def __init__(
+        self, client: ChatClient, options: JoinOptions, output: Output, renderer: Renderer
+    ) -> None:
+        self.client = client
+        self.options = options
+        self.output = output
+        self.renderer = renderer
+        self.room = client.ready.room if client.ready else options.room or "lobby"
+        self.recorder: TranscriptWriter | None = None
+        #: ref -> the event sent, until the server acknowledges or refuses it
+        self.pending: dict[str, ClientEvent] = {}
+        self.refused = 0
+        self.acked = asyncio.Event()
+        self.acked.set()
+        self.retry: Callable[[str, ClientEvent], None] | None = None
+        #: set when a pong arrives: everything sent before the ping has been answered
+        self.pong = asyncio.Event()
+
+    # -- input -------------------------------------------------------------------------
+
+    async def submit(self, line: str) -> bool:
+        """Act on one typed line; False means the user asked to quit."""
+        if not line.strip():
+            return True
+        command = parse_input(line)
+        if command.error:
+            self.output.notice(command.error, error=True)
+            return True
+        verb = command.verb
+        if verb == "quit":
+            return False
+        if verb == "help":
+            self.output.notice("commands:\n" + HELP)
+        elif verb == "time":
+            self.renderer.timestamps = not self.renderer.timestamps
+            self.output.notice(f"timestamps {'on' if self.renderer.timestamps else 'off'}")
+        elif verb == "record":
+            self.toggle_recording()
+        elif verb == "who":
+            await self.client.send(Who())
+        elif verb == "rooms":
+            await self.client.send(RoomsRequest())
+        elif verb == "join":
+            await self.client.send(JoinRoom(room=command.arg))
+        else:
+            try:
+                text = checked_text(command.text)
+            except ProtocolError as exc:
+                self.output.notice(exc.message, error=True)
+                return True
+            ref = self.client.next_ref()
+            event: ClientEvent
+            if verb == "msg":
+                event = SendDirect(to=command.arg, text=text, ref=ref)
+            elif verb == "me":
+                event = Me(text=text, ref=ref)
+            else:
+                event = Say(text=text, ref=ref)
+            await self.send_tracked(ref, event)
+        return True
+
+    async def send_tracked(self, ref: str, event: ClientEvent) -> None:
+        """Send a message whose acknowledgement (or refusal) will be waited for."""
+        self.pending[ref] = event
+        self.acked.clear()
+        await self.client.send(event)
+
+    # -- events ------------------------------------------------------------------------
+
+    def handle(self, event: ServerEvent) -> None:
+        """Account for, record and show one event from the server."""
+        if isinstance(event, Pong):
+            self.pong.set()
+            return
+        if isinstance(event, Ready):
+            self.room = event.room
+        elif isinstance(event, (Msg, DirectMessage)) and event.ref is not None:
+            self._settle(str(event.ref))
+        elif isinstance(event, Error) and event.ref is not None:
+            ref = str(event.ref)
+            sent = self.pending.get(ref)
+            if event.code == "rate_limited" and sent is not None and self.retry is not None:
+                self.retry(ref, sent)
+                return
+            if sent is not None:
+                self.refused += 1
+            self._settle(ref)
+        if self.recorder is not None:
+            self._record(event)
+        self.output.event(event)
+
+    def _settle(self, ref: str) -> None:
+        self.pending.pop(ref, None)
+        if not self.pending:
+            self.acked.set()
+
+    async def receive_forever(self) -> None:
+        """Handle server events until the connection ends (raises ChatError then)."""
+        async for event in self.client.events():
+            self.handle(event)
+
+    # -- recording ---------------------------------------------------------------------
+
+    def toggle_recording(self) -> None:
+        """Start recording to a new transcript, or stop the current one."""
+        if self.recorder is not None:
+            path = self.recorder.path
+            self.recorder.close()
+            self.recorder = None
+            self.output.notice(f"recording stopped: {path}")
+            return
+        try:
+            self.recorder = TranscriptWriter.create(
+                self.options.record_dir / client_filename(),
+                source="client",
+                name=self.client.name,
+                room=self.room,
+                host=f"{self.options.host}:{self.options.port}",
+            )
+        except ChatError as exc:
+            self.output.notice(f"cannot record: {exc}", error=True)
+            return
+        self.output.notice(f"recording to {self.recorder.path} (/record again stops)")
+
+    def _record(self, event: ServerEvent) -> None:
+        assert self.recorder is not None
+        try:
+            self.recorder.write(event)
+        except ChatError as exc:
+            self.output.notice(f"recording stopped: {exc}", error=True)
+            self.recorder = None
+
+    def stop_recording(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+            self.output.notice(f"recording saved: {self.recorder.path}")
+            self.recorder = None
+
+
+# ------------------------------------------------------------------------- front ends
+
+
+async def run_join(options: JoinOptions, interactive: bool) -> int:
+    """Connect, run the chosen front end, and return the process exit code."""
+    client = await connect(
+        options.host, options.port, options.name, options.room, history=options.history
+    )
+    renderer = Renderer(me=client.name, timestamps=options.timestamps)
+    output: Output = (
+        RichOutput(renderer) if interactive else PlainOutput(renderer, options.json_output)
+    )
+    session = JoinSession(client, options, output, renderer)
+    from chatcli.config import LastJoin, save_last_join
+
+    save_last_join(LastJoin(options.host, options.port, client.name, options.room))
+    if options.json_output and client.welcome is not None:
+        output.event(client.welcome)
+    assert client.ready is not None
+    output.event(client.ready)
+    if options.record:
+        session.toggle_recording()
+    try:
+        if interactive:
+            return await _interactive(session)
+        return await _piped(session)
+    finally:
+        session.stop_recording()
+        await client.close()
+
+
+async def _interactive(session: JoinSession) -> int:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.formatted_text import FormattedText
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    from chatcli.config import config_dir
+
+    try:
+        config_dir().mkdir(parents=True, exist_ok=True)
+        history: FileHistory | InMemoryHistory = FileHistory(str(config_dir() / "input-history"))
+    except OSError:
+        history = InMemoryHistory()
+
+    def prompt() -> FormattedText:
+        rec = [("fg:ansired bold", "● rec ")] if session.recorder else []
+        return FormattedText(
+            [*rec, ("fg:ansicyan", f"[{session.room}] "), ("bold", f"{session.client.name}> ")]
+        )
+
+    prompt_session: PromptSession[str] = PromptSession(history=history, erase_when_done=True)
+    failure: list[BaseException] = []
+
+    async def receive() -> None:
+        try:
+            await session.receive_forever()
+        except ChatError as exc:
+            failure.append(exc)
+            if prompt_session.app.is_running:
+                prompt_session.app.exit(exception=EOFError())
+
+    session.output.notice("type /help for commands, /quit to leave")
+    with patch_stdout(raw=True):
+        receiver = asyncio.create_task(receive())
+        try:
+            while not failure:
+                try:
+                    line = await prompt_session.prompt_async(prompt)
+                except (EOFError, KeyboardInterrupt):
+                    break
+                if not await session.submit(line):
+                    break
+        finally:
+            receiver.cancel()
+    if failure:
+        raise failure[0]
+    return 0
+
+
+async def _piped(session: JoinSession) -> int:
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read_stdin() -> None:
+        # A daemon thread: a blocking read never keeps the process alive at exit.
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\r\n"))
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    retries: dict[str, int] = {}
+
+    def retry(ref: str, event: ClientEvent) -> None:
+        attempt = retries.get(ref, 0) + 1
+        retries[ref] = attempt
+        if attempt > RATE_LIMIT_RETRIES:
+            session.output.notice("message refused: rate limited", error=True)
+            session.refused += 1
+            session._settle(ref)
+            return
+        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1))
+        loop.call_later(delay, lambda: asyncio.ensure_future(_resend(event)))
+
+    async def _resend(event: ClientEvent) -> None:
+        try:
+            await session.client.send(event)
+        except ConnectionFailed as exc:
+            failure.append(exc)
+
+    session.retry = retry
+    failure: list[BaseException] = []
+    threading.Thread(target=read_stdin, name="stdin", daemon=True).start()
+    receiver = asyncio.create_task(session.receive_forever())
+    try:
+        while True:
+            line_task = asyncio.ensure_future(lines.get())
+            done, _ = await asyncio.wait({line_task, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                line_task.cancel()
+                receiver.result()  # raises the ChatError that ended the session
+                return 1
+            line = line_task.result()
+            if line is None:
+                break
+            # One message in flight at a time keeps order, even across retries.
+            await _wait_acked(session, receiver)
+            if not await session.submit(line):
+                break
+        await _wait_acked(session, receiver)
+        await _barrier(session, receiver)
+    finally:
+        receiver.cancel()
+    if failure:
+        raise failure[0]
+    if session.pending:
+        session.output.notice(
+            f"{len(session.pending)} message(s) not acknowledged within {ACK_TIMEOUT:g} s",
+            error=True,
+        )
+        return 1
+    return 1 if session.refused else 0
+
+
+async def _barrier(session: JoinSession, receiver: asyncio.Task[None]) -> None:
+    """Wait until the server has answered everything sent so far (ping, then its pong)."""
+    session.pong.clear()
+    await session.client.send(Ping())
+    await _wait_for(session.pong, receiver)
+
+
+async def _wait_acked(session: JoinSession, receiver: asyncio.Task[None]) -> None:
+    await _wait_for(session.acked, receiver)
+
+
+async def _wait_for(event: asyncio.Event, receiver: asyncio.Task[None]) -> None:
+    """Wait (at most ACK_TIMEOUT) for ``event``, or raise what ended the receiver."""
+    if event.is_set():
+        return
+    waiter = asyncio.ensure_future(event.wait())
+    done, _ = await asyncio.wait(
+        {waiter, receiver}, timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+    )
+    waiter.cancel()
+    if receiver in done:
+        receiver.result()
