@@ -313,7 +313,11 @@ class Relay:
         if isinstance(event, Pong):
             return []
         if not session.logged_in:
-            raise ProtocolError("not_logged_in", 'log in first: {"type":"hello","name":"..."}')
+            raise ProtocolError(
+                "not_logged_in",
+                'log in first: {"type":"hello","name":"..."}',
+                getattr(event, "ref", None),
+            )
         if isinstance(event, Me):
             return self._say(session, event.text, event.ref, True)
         if isinstance(event, SendDirect):
