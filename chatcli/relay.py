@@ -195,7 +195,8 @@ class MemoryRooms:
         if state is None:
             return
         state.members.pop(session, None)
-        if not state.members and not state.history and room != self.default_room:
+        # a room that ever had a message is kept, so its ids never start over at 1
+        if not state.members and state.next_id == 1 and room != self.default_room:
             del self._rooms[room]
 
     def members(self, room: str) -> Collection[Session]:
