@@ -28,6 +28,7 @@ __all__ = [
     "Better",
     "HistogramFamily",
     "Metric",
+    "finite_or_none",
     "format_metric",
     "histogram_metrics",
 ]
@@ -176,6 +177,11 @@ UNIT_SUFFIXES: Final[Mapping[str, Mapping[str, float]]] = MappingProxyType(
 A bare number is in the metric's own unit (milliseconds for latency, as in k6). Sizes
 are binary: KB and KiB both mean 1024 bytes.
 """
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """A metric value as a float, or None when it is missing, NaN or infinite."""
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def histogram_metrics(hist: Histogram, prefix: str = "") -> dict[str, float | None]:

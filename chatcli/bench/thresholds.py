@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from chatcli.bench.metrics import METRICS, UNIT_SUFFIXES, format_metric
+from chatcli.bench.metrics import METRICS, UNIT_SUFFIXES, finite_or_none, format_metric
 from chatcli.errors import UsageError
 
 __all__ = [
@@ -65,8 +65,8 @@ class Threshold:
 
     def check(self, metrics: Mapping[str, float | None]) -> ThresholdResult:
         """Test this threshold against a run's metrics; an unmeasured figure fails."""
-        actual = metrics.get(self.metric)
-        if actual is None or math.isnan(actual):
+        actual = finite_or_none(metrics.get(self.metric))
+        if actual is None:
             return ThresholdResult(self, None, False, "not measured in this run")
         passed = OPERATORS[self.op](actual, self.limit)
         return ThresholdResult(self, actual, passed, "" if passed else "threshold crossed")
