@@ -375,8 +375,8 @@ class Relay:
         session.room = room
         self.rooms.enter(room, session)
         out = self._ready(session, limit, since)
-        if others:
-            out.append(Delivery(others, Joined(room=room, name=session.name, ts=self.clock())))
+        # Emitted even into an empty room: observers (recorders) see every join.
+        out.append(Delivery(others, Joined(room=room, name=session.name, ts=self.clock())))
         return out
 
     def _ready(self, session: Session, limit: int | None, since: int | None) -> list[Delivery]:
@@ -400,8 +400,6 @@ class Relay:
         self.rooms.exit(room, session)
         session.room = None
         others = tuple(self.rooms.members(room))
-        if not others:
-            return []
         left = Left(room=room, name=session.name, reason=reason, ts=self.clock())
         return [Delivery(others, left)]
 

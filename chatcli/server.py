@@ -17,7 +17,7 @@ import signal
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from chatcli.errors import FrameTooLarge, ProtocolError
+from chatcli.errors import FrameTooLarge, ProtocolError, TranscriptError
 from chatcli.protocol import (
     Bye,
     Error,
@@ -32,6 +32,7 @@ from chatcli.protocol import (
 )
 from chatcli.relay import FATAL_CODES, Delivery, Relay, Session, error_event
 from chatcli.settings import ServerSettings
+from chatcli.transcript import ServerRecorder
 
 __all__ = ["ChatServer", "Connection", "run_server"]
 
@@ -241,11 +242,12 @@ class Connection(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         self.closing = True
+        if error is not None:
+            log.info("closing %s with %s: %s", self.who, error.code, error.message)
         self._leave(reason)
         if self._timer is not None:
             self._timer.cancel()
         if error is not None:
-            log.info("closing %s with %s: %s", self.who, error.code, error.message)
             final = _text_bytes(error) if self.text else encode(error)
             if final:
                 self.out.append(final)
@@ -405,6 +407,7 @@ async def run_server(
     server = ChatServer(settings)
     if setup is not None:
         setup(server)
+    recorder = _start_recording(server) if settings.record_dir is not None else None
     await server.start()
     if on_listening is not None:
         on_listening(server.addresses)
@@ -418,3 +421,24 @@ async def run_server(
     finally:
         log.info("shutting down: %d connections", len(server.connections))
         await server.shutdown()
+        if recorder is not None:
+            recorder.close()
+            for path in recorder.paths:
+                log.info("recorded %s", path)
+
+
+def _start_recording(server: ChatServer) -> ServerRecorder:
+    """Record every room's events to transcripts; a write failure stops recording, loudly."""
+    assert server.settings.record_dir is not None
+    settings = server.settings
+    recorder = ServerRecorder(settings.record_dir, host=f"{settings.host}:{settings.port}")
+
+    def record(event: ServerEvent) -> None:
+        try:
+            recorder.write(event)
+        except TranscriptError as exc:
+            log.error("recording stopped: %s", exc)
+            server.observers.remove(record)
+
+    server.observers.append(record)
+    return recorder

@@ -308,7 +308,10 @@ def test_bye_is_a_leave_with_reason_quit() -> None:
 def test_last_one_out_tells_nobody_and_leave_twice_is_harmless() -> None:
     chat = Chat()
     alice = chat.login("alice")
-    assert chat.relay.leave(alice, "quit") == []
+    # The leave is still emitted (recorders observe it), but it has no recipients.
+    (delivery,) = chat.relay.leave(alice, "quit")
+    assert delivery.targets == ()
+    assert delivery.event == Left(room="lobby", name="alice", reason="quit", ts=T0)
     assert chat.relay.leave(alice, "lost") == []
     assert chat.relay.leave(chat.open("never-logged-in"), "lost") == []
 
