@@ -258,7 +258,10 @@ class Connection(asyncio.Protocol):
         if self.peer_eof or not transport.can_write_eof():
             transport.close()
         else:
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:  # the peer is already gone (asyncio raises, uvloop does not)
+                transport.abort()
         self._timer = self.server.loop.call_later(
             self.server.settings.close_linger, transport.abort
         )
