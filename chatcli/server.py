@@ -412,13 +412,14 @@ async def run_server(
         setup(server)
     recorder = _start_recording(server) if settings.record_dir is not None else None
     await server.start()
-    if on_listening is not None:
-        on_listening(server.addresses)
+    # handle signals before announcing the address: whoever reads it may signal at once
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if on_listening is not None:
+        on_listening(server.addresses)
     try:
         await stop.wait()
     finally:
