@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -647,3 +649,13 @@ def test_format_text_ready_with_history() -> None:
     )
     empty = Ready(name="bob", room="dev", users=["bob"], history=[])
     assert format_text_event(empty) == "-- you are bob in dev; here: bob"
+
+
+def test_the_cores_import_no_io_or_ui_library() -> None:
+    """Convention 1: protocol and relay stay sans-I/O (checked in a fresh interpreter)."""
+    code = (
+        "import sys, chatcli.protocol, chatcli.relay\n"
+        "bad = {'asyncio', 'socket', 'selectors', 'click', 'rich', 'uvloop'} & set(sys.modules)\n"
+        "assert not bad, sorted(bad)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
