@@ -18,6 +18,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
@@ -48,13 +49,23 @@ T = TypeVar("T")
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = TEST_TIMEOUT) -> T:
-    """Run ``coro`` on a fresh event loop; fail (not hang) after ``timeout`` seconds."""
+    """Run ``coro`` on a fresh event loop; fail (not hang) after ``timeout`` seconds.
+
+    The loop is asyncio's own, or uvloop's (what ``chatcli serve`` uses) when the
+    environment has ``CHATCLI_TEST_LOOP=uvloop``.
+    """
 
     async def bounded() -> T:
         async with asyncio.timeout(timeout):
             return await coro
 
-    return asyncio.run(bounded())
+    factory = None
+    if os.environ.get("CHATCLI_TEST_LOOP") == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(bounded())
 
 
 def async_test(
