@@ -89,8 +89,9 @@ class LineClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.welcome: dict[str, Any] | None = None
-        self.ready: dict[str, Any] | None = None
+        #: the welcome and ready frames, once ``TestServer.login`` has read them
+        self.welcome: dict[str, Any] = {}
+        self.ready: dict[str, Any] = {}
 
     @classmethod
     async def open(
@@ -158,10 +159,20 @@ class LineClient:
         return frame
 
     async def recv_until(
-        self, match: str | Callable[[dict[str, Any]], bool], timeout: float = READ_TIMEOUT
+        self,
+        match: str | Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = READ_TIMEOUT,
+        **fields: Any,
     ) -> dict[str, Any]:
-        """Skip frames until one matches (a type name or a predicate); bounded overall."""
-        check = (lambda f: f.get("type") == match) if isinstance(match, str) else match
+        """Skip frames until one matches: a type name or a predicate, and field values."""
+
+        def check(frame: dict[str, Any]) -> bool:
+            if isinstance(match, str) and frame.get("type") != match:
+                return False
+            if callable(match) and not match(frame):
+                return False
+            return all(frame.get(k) == v for k, v in fields.items())
+
         async with asyncio.timeout(timeout):
             while True:
                 frame = await self.recv(timeout)

@@ -470,12 +470,13 @@ async def test_slow_consumer_is_cut_off_and_the_others_are_not_stalled() -> None
         for i in range(3000):  # the slow one is cut off well before
             started = time.monotonic()
             await alice.send({"type": "say", "text": text, "ref": i})
-            frame = await alice.recv_until(lambda f, i=i: f.get("ref") == i or f["type"] == "leave")
+            # the echo of this message, unless the slow one's leave comes first
+            frame = await alice.recv_until(lambda f: f.get("ref") == i or f["type"] == "leave")  # noqa: B023
             worst = max(worst, time.monotonic() - started)
             if frame["type"] == "leave":
                 left = frame
                 break
-            await bob.recv_until(lambda f, i=i: f["type"] == "msg" and f["id"] == i + 1)
+            await bob.recv_until("msg", id=i + 1)
         assert left is not None, "the slow consumer was never cut off"
         only(left, type="leave", room="lobby", name="slow", reason="slow")
         assert worst < 1.0, f"a reader waited {worst:.2f} s for its own message"
@@ -486,10 +487,10 @@ async def test_slow_consumer_is_cut_off_and_the_others_are_not_stalled() -> None
             "code": "slow_consumer",
             "message": "you are not reading",
         }
-        await bob.recv_until(lambda f: f["type"] == "leave" and f["name"] == "slow")
+        await bob.recv_until("leave", name="slow")
         # chat goes on
         await bob.send({"type": "say", "text": "after", "ref": "b"})
-        await alice.recv_until(lambda f: f.get("text") == "after")
+        await alice.recv_until(text="after")
 
 
 # -------------------------------------------------------------------------- text mode
@@ -713,7 +714,7 @@ async def test_server_shutdown_tells_everyone_then_closes() -> None:
         await anon.expect("welcome")
         tom, _ = await srv.text_login("tom")
         for client in clients[:2]:
-            await client.recv_until(lambda f: f["type"] == "join" and f["name"] == "tom")
+            await client.recv_until("join", name="tom")
         started = time.monotonic()
         shutdown = asyncio.create_task(srv.server.shutdown())
 
@@ -785,11 +786,11 @@ async def test_garbage_bytes_do_not_crash_the_server() -> None:
                 with contextlib.suppress(ConnectionError, TimeoutError):
                     await vandal.send(rng.randbytes(rng.randint(1, 3000)))
             await alice.send({"type": "say", "text": f"round {round_}", "ref": round_})
-            await alice.recv_until(lambda f, r=round_: f.get("ref") == r)
-            await bob.recv_until(lambda f, r=round_: f.get("text") == f"round {r}")
+            await alice.recv_until(ref=round_)
+            await bob.recv_until(text=f"round {round_}")
         late = await srv.login("late")
         await late.send({"type": "say", "text": "still serving"})
-        await bob.recv_until(lambda f: f.get("text") == "still serving")
+        await bob.recv_until(text="still serving")
 
 
 @async_test(timeout=40)
@@ -820,7 +821,7 @@ async def test_a_thousand_connections_logged_in_while_chat_goes_on() -> None:
         await speaker.send({"type": "say", "text": "hello r7"})
         members = [c for i, c in enumerate(crowd) if i % rooms == 7]
         for member in members:
-            await member.recv_until(lambda f: f.get("text") == "hello r7", timeout=READ_TIMEOUT)
+            await member.recv_until(text="hello r7")
 
 
 # -------------------------------------------------------------------- the client library
@@ -837,6 +838,7 @@ async def test_client_connect_chat_and_close() -> None:
         await alice.expect("join", name="bob")
         await client.send(Say(text="hi", ref=client.next_ref()))
         echo = await asyncio.wait_for(client.receive(), READ_TIMEOUT)
+        assert isinstance(echo, Msg)
         assert echo == Msg(id=1, room="lobby", from_="bob", text="hi", ts=echo.ts, ref="c-1")
         await alice.expect("msg", from_="bob")
         await client.send(Who())
