@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +141,27 @@ def test_read_report(tmp_path: Path) -> None:
     assert read_report(path).metrics["p99"] == 48.0
     with pytest.raises(UsageError, match="cannot read"):
         read_report(tmp_path / "missing.json")
+
+
+def test_bench_core_imports_no_event_loop_socket_or_ui() -> None:
+    # A fresh interpreter, so modules other tests imported do not hide an import.
+    modules = ", ".join(
+        f"chatcli.bench.{name}"
+        for name in (
+            "accounting",
+            "baseline",
+            "histogram",
+            "metrics",
+            "report_schema",
+            "schedule",
+            "thresholds",
+        )
+    )
+    code = (
+        f"import sys, {modules}\n"
+        "print(sorted({'asyncio', 'socket', 'click', 'rich', 'uvloop'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout.strip() == "[]"
