@@ -685,11 +685,14 @@ def check_transcript(source: Source, **options: Any) -> CheckResult:
         return CheckResult(reader.path, reader.events, reader.problems, list(reader.warnings))
 
 
-def last_timestamp(path: str | os.PathLike[str], *, window: int = 1 << 16) -> float | None:
+def last_timestamp(
+    path: str | os.PathLike[str], *, window: int = 1 << 16, events_only: bool = False
+) -> float | None:
     """The ``ts`` of a transcript file's last complete line, read from its tail only.
 
     Lets a player show the duration of a long transcript without reading all of it. None
-    when the tail holds no line with a timestamp.
+    when the tail holds no line with a timestamp. ``events_only`` skips the ``end`` line:
+    the time of the last event, where the conversation (not the recorder) stopped.
     """
     with open(path, "rb") as file:
         size = file.seek(0, os.SEEK_END)
@@ -702,7 +705,11 @@ def last_timestamp(path: str | os.PathLike[str], *, window: int = 1 << 16) -> fl
             value = msgspec.json.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError):
             continue
-        ts = value.get("ts") if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            continue
+        if events_only and value.get("type") not in RECORDED_TYPES:
+            continue
+        ts = value.get("ts")
         if isinstance(ts, (int, float)) and not isinstance(ts, bool):
             return float(ts)
     return None
