@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 from chatcli.errors import ConnectionFailed, ProtocolError, ServerRefused
 from chatcli.protocol import (
-    DEFAULT_MAX_FRAME,
     Bye,
     ClientEvent,
     Error,
@@ -29,9 +28,12 @@ from chatcli.protocol import (
 )
 from chatcli.relay import FATAL_CODES
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "ChatClient", "connect"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "MAX_SERVER_FRAME", "ChatClient", "connect"]
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
+#: longest line accepted from a server: a ``ready`` carries a room's whole history
+#: (e.g. 50 messages of 4096 characters, each escaped up to 6 bytes), so be generous
+MAX_SERVER_FRAME = 64 * 1024 * 1024
 _READ_CHUNK = 65536
 
 
@@ -48,11 +50,11 @@ class ChatClient:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         address: str,
-        max_frame: int = DEFAULT_MAX_FRAME,
+        max_frame: int = MAX_SERVER_FRAME,
     ) -> None:
         self._reader = reader
         self._writer = writer
-        self._framer = LineFramer(max_frame * 4)
+        self._framer = LineFramer(max_frame)
         self._pending: list[bytes] = []
         self._closing = False
         self._refs = itertools.count(1)
@@ -128,10 +130,7 @@ class ChatClient:
         self, name: str, room: str | None, history: int | None, since: int | None
     ) -> Ready:
         """Send ``hello`` and wait for ``ready``; a refusal raises ServerRefused."""
-        hello = Hello(name=name, since=since, history=history)
-        if room:
-            hello = Hello(name=name, room=room, since=since, history=history)
-        await self.send(hello)
+        await self.send(Hello(name=name, room=room or None, since=since, history=history))
         while True:
             event = await self.receive()
             if isinstance(event, Welcome):
@@ -166,9 +165,7 @@ async def connect(
     """
     address = f"{host}:{port}"
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, limit=DEFAULT_MAX_FRAME * 4), timeout
-        )
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except TimeoutError as exc:
         raise ConnectionFailed(f"cannot connect to {address}: timed out") from exc
     except ConnectionRefusedError as exc:

@@ -118,7 +118,7 @@ class Hello(_Event, tag="hello", frozen=True):
     """Login: the first JSON frame of a session."""
 
     name: str
-    room: str = DEFAULT_ROOM
+    room: str | None = None
     since: NonNegative | None = None
     history: NonNegative | None = None
 

@@ -282,14 +282,15 @@ class Relay:
                 "names are 1-24 letters, digits, '_', '-' or '.'; 'server' and 'system' "
                 "are reserved",
             )
-        if not valid_room(hello.room):
+        room = self.default_room if hello.room is None else hello.room
+        if not valid_room(room):
             raise ProtocolError("bad_request", "rooms are 1-32 lowercase letters, digits, _ or -")
         key = name_key(hello.name)
         if key in self.users:
             raise ProtocolError("name_taken", f"the name {hello.name!r} is already in use")
         session.name, session.key = hello.name, key
         self.users[key] = session
-        return self._enter(session, hello.room, hello.history, hello.since)
+        return self._enter(session, room, hello.history, hello.since)
 
     def leave(self, session: Session, reason: str) -> list[Delivery]:
         """The session is gone (``reason`` as in the spec); tell its room."""

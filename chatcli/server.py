@@ -63,6 +63,8 @@ class Connection(asyncio.Protocol):
         #: None until the first line decides: True for an nc/telnet text session
         self.text: bool | None = None
         self.out: list[bytes] = []
+        #: bytes queued or buffered but not yet taken by the peer
+        self.unsent = 0
         self.dirty = False
         self.closing = False
         self.peer_eof = False
@@ -209,11 +211,19 @@ class Connection(asyncio.Protocol):
             self.queue(data)
 
     def queue(self, data: bytes) -> None:
-        """Queue bytes to be written at the end of this event-loop turn."""
+        """Queue bytes to be written at the end of this event-loop turn.
+
+        The bytes not yet taken by the peer (queued here plus the transport's buffer as of
+        the last flush) are counted as they grow, so a client that stopped reading is cut
+        off the moment it passes ``max_buffer``, even in the middle of a big fan-out.
+        """
         if self.closing:
             return
         self.out.append(data)
-        if not self.dirty:
+        self.unsent += len(data)
+        if self.unsent > self.server.settings.max_buffer:
+            self._too_slow()
+        elif not self.dirty:
             self.dirty = True
             self.server.mark_dirty(self)
 
@@ -227,11 +237,17 @@ class Connection(asyncio.Protocol):
         out.clear()
         transport = self.transport
         transport.write(data)
-        if transport.get_write_buffer_size() > self.server.settings.max_buffer:
-            log.warning(
-                "slow consumer %s: over %d bytes unsent", self.who, self.server.settings.max_buffer
-            )
-            self.close_with(Error(code="slow_consumer", message="you are not reading"), "slow")
+        self.unsent = transport.get_write_buffer_size()
+        if self.unsent > self.server.settings.max_buffer:
+            self._too_slow()
+
+    def _too_slow(self) -> None:
+        """Cut off a client whose unsent output passed the bound; nobody waits for it."""
+        log.warning(
+            "slow consumer %s: over %d bytes unsent", self.who, self.server.settings.max_buffer
+        )
+        self.out.clear()  # what it did not take is dropped with it; the error goes out last
+        self.close_with(Error(code="slow_consumer", message="you are not reading"), "slow")
 
     def close_with(self, error: Error | None, reason: str) -> None:
         """End the session: tell its room, send ``error`` last, half-close, linger, close.
@@ -433,8 +449,8 @@ async def run_server(
 
 def _start_recording(server: ChatServer) -> ServerRecorder:
     """Record every room's events to transcripts; a write failure stops recording, loudly."""
-    assert server.settings.record_dir is not None
     settings = server.settings
+    assert settings.record_dir is not None
     recorder = ServerRecorder(settings.record_dir, host=f"{settings.host}:{settings.port}")
 
     def record(event: ServerEvent) -> None:

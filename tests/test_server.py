@@ -891,11 +891,6 @@ async def test_client_errors_are_chat_errors() -> None:
         await connect("127.0.0.1", port, "carol", timeout=READ_TIMEOUT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.py caps incoming frames at 4 x max_frame (256 KiB), but a ready with 50 "
-    "long messages is bigger: one user can make a room unjoinable with chatcli join",
-)
 @async_test
 async def test_client_can_join_a_room_full_of_long_messages() -> None:
     async with serving(rate_limit=0) as srv:
