@@ -190,3 +190,13 @@ def test_room_of_spreads_clients_evenly() -> None:
     assert [rooms.count(r) for r in range(3)] == [3, 3, 3]
     with pytest.raises(UsageError):
         room_of(0, 0)
+
+
+def test_burst_sends_everyone_s_batch_at_the_same_instant() -> None:
+    plan = list(Schedule(range(3), rate=4.0, duration=2.0, arrivals="burst", burst_period=1.0))
+    times = sorted({when for when, _client, _seq in plan})
+    assert times == [0.0, 1.0]
+    for client in range(3):
+        seqs = [seq for _when, c, seq in plan if c == client]
+        assert seqs == list(range(8))
+    assert sum(1 for when, _c, _s in plan if when == 0.0) == 12

@@ -112,6 +112,16 @@ class ClientLog:
     # ------------------------------------------------------------ membership
 
     @property
+    def next_expected(self) -> dict[int, int]:
+        """Per sender, the seq that continues its highest run of received seqs.
+
+        For the receive hot path: when ``next_expected.get(sender) == seq`` the message is
+        NEW and in order, and bumping the entry to ``seq + 1`` is exactly what
+        :meth:`delivered` would do; in every other case call :meth:`delivered`.
+        """
+        return self._end
+
+    @property
     def room(self) -> str | None:
         """The room this client's sends go to (None before joining or after leaving)."""
         return self._room

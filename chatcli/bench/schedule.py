@@ -39,8 +39,8 @@ __all__ = [
     "split_clients",
 ]
 
-Arrivals = Literal["constant", "poisson"]
-ARRIVALS: Final = ("constant", "poisson")
+Arrivals = Literal["constant", "poisson", "burst"]
+ARRIVALS: Final = ("constant", "poisson", "burst")
 
 Planned = tuple[float, int, int]
 """One planned message: (offset in seconds from the run start, client index, seq)."""
@@ -79,6 +79,7 @@ class Schedule:
         seed: int = 0,
         total_clients: int | None = None,
         start: float = 0.0,
+        burst_period: float = 1.0,
     ) -> None:
         _check_rate(rate, "the message rate per client")
         if not (duration >= 0 and math.isfinite(duration)):
@@ -104,6 +105,11 @@ class Schedule:
             if arrivals == "constant":
                 first = start + interval * client / total
                 self._gap[client] = _constant(first, interval)
+            elif arrivals == "burst":
+                # Every client sends rate x period messages back to back, all at once.
+                first = start
+                size = max(1, round(rate * burst_period))
+                self._gap[client] = _burst(first, burst_period, size)
             else:
                 rng = client_rng(seed, client)
                 first = start + rng.expovariate(rate)
@@ -148,6 +154,10 @@ class Schedule:
 def _constant(first: float, interval: float) -> Callable[[float, int], float]:
     # Multiplying instead of adding keeps float error from accumulating over a long run.
     return lambda _when, seq: first + seq * interval
+
+
+def _burst(first: float, period: float, size: int) -> Callable[[float, int], float]:
+    return lambda _when, seq: first + (seq // size) * period
 
 
 def _poisson(rng: random.Random, rate: float) -> Callable[[float, int], float]:

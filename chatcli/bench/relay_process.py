@@ -1,0 +1,93 @@
+"""The relay under test when bench starts its own: a ``chatcli serve`` child process.
+
+A separate process, so the load generator never steals the relay's event loop; its CPU
+time and peak resident memory are sampled through psutil for the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from chatcli.errors import ChatError
+
+__all__ = ["RelayProcess"]
+
+_LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
+#: seconds to wait for the relay to print its address, and to exit when stopped
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+
+class RelayProcess:
+    """A ``chatcli serve`` on a free loopback port, started and stopped by bench."""
+
+    def __init__(self, extra_args: list[str] | None = None) -> None:
+        command = [
+            sys.executable, "-m", "chatcli", "serve", "--host", "127.0.0.1", "--port", "0",
+            "-q", "--rate-limit", "0", "--history", "0", "--max-buffer", str(64 << 20),
+            *(extra_args or []),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.host, self.port = self._wait_listening()
+        self.ps = psutil.Process(self.proc.pid)
+        self.peak_rss = 0
+        self.sample()
+        self._cpu_mark = self.cpu_seconds()
+
+    def _wait_listening(self) -> tuple[str, int]:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        line = ""
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            found = _LISTENING.search(line)
+            if found:
+                return found.group(1), int(found.group(2))
+        self.proc.kill()
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        raise ChatError(f"the relay under test did not start: {(err or line).strip()[:300]}")
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the relay has used so far."""
+        times = self.ps.cpu_times()
+        return times.user + times.system
+
+    def rss(self) -> int:
+        """Resident memory now, in bytes."""
+        return int(self.ps.memory_info().rss)
+
+    def sample(self) -> None:
+        """Remember the highest resident memory seen; call it periodically."""
+        with contextlib.suppress(psutil.Error):
+            self.peak_rss = max(self.peak_rss, self.rss())
+
+    def mark_cpu(self) -> None:
+        """Start counting CPU time from now (after connecting, before the measured window)."""
+        self._cpu_mark = self.cpu_seconds()
+
+    def cpu_since_mark(self) -> float:
+        return self.cpu_seconds() - self._cpu_mark
+
+    def stop(self) -> None:
+        """SIGINT, as Ctrl-C would: a graceful shutdown, then a kill if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_TIMEOUT)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()

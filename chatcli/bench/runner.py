@@ -1,0 +1,379 @@
+"""Run a benchmark: relay (own or ``--target``), worker processes, figures, verdict.
+
+The coordinator starts the relay under test (unless given a target), spreads the
+simulated clients over ``--workers`` processes, waits until every client is logged in,
+gives all workers one start time, collects their progress for the live view, and at the
+end merges histograms and delivery logs into one BenchReport with every figure, the
+validity of the run, the thresholds and the baseline comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from chatcli.bench.accounting import account
+from chatcli.bench.baseline import compare_reports
+from chatcli.bench.histogram import Histogram
+from chatcli.bench.metrics import histogram_metrics
+from chatcli.bench.relay_process import RelayProcess
+from chatcli.bench.report_schema import BenchReport, environment_info
+from chatcli.bench.schedule import split_clients
+from chatcli.bench.thresholds import Threshold, evaluate
+from chatcli.bench.worker import WorkerSpec, worker_main
+from chatcli.errors import ChatError, UsageError
+
+__all__ = ["SCENARIOS", "BenchOptions", "Progress", "run_bench"]
+
+SCENARIOS = ("steady", "churn", "idle", "burst")
+#: a worker busier than this share of one core is saturated: its own delays would count
+GENERATOR_SATURATED_PCT = 90.0
+#: schedule lag (p99) beyond which the generator fell behind and the run is invalid
+MAX_LAG_P99_MS = 10.0
+#: seconds allowed per client to connect, on top of the ramp, before giving up
+CONNECT_GRACE = 30.0
+#: seconds the idle scenario lets the relay settle before reading its memory
+IDLE_SETTLE = 1.0
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything that shapes a run (all of it goes into the report's params)."""
+
+    clients: int = 50
+    rooms: int = 1
+    rate: float = 10.0
+    duration: float = 10.0
+    warmup: float = 2.0
+    size: int = 64
+    spawn_rate: float | None = 1000.0
+    seed: int = 1
+    arrivals: str = "constant"
+    closed: bool = False
+    workers: int = 1
+    scenario: str = "steady"
+    target: tuple[str, int] | None = None
+    name_prefix: str = "bench"
+    relay_args: tuple[str, ...] = ()
+    thresholds: tuple[Threshold, ...] = field(default=())
+    baseline: BenchReport | None = None
+    max_regression: float = 0.10
+
+    def check(self) -> None:
+        """Refuse combinations that cannot produce a meaningful run."""
+        if self.clients < 1:
+            raise UsageError("--clients must be at least 1")
+        if not 1 <= self.rooms <= self.clients:
+            raise UsageError("--rooms must be between 1 and --clients")
+        if self.workers < 1 or self.workers > self.clients:
+            raise UsageError("--workers must be between 1 and --clients")
+        if self.duration <= 0 or self.warmup < 0:
+            raise UsageError("--duration must be positive and --warmup not negative")
+        if self.closed and self.scenario in ("churn", "burst"):
+            raise UsageError(f"--closed does not combine with --scenario {self.scenario}")
+        if self.scenario not in SCENARIOS:
+            raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}")
+
+    def params(self) -> dict[str, Any]:
+        """The parameters as written to the JSON report."""
+        data = asdict(self)
+        for key in ("thresholds", "baseline", "max_regression"):
+            data.pop(key)
+        data["target"] = f"{self.target[0]}:{self.target[1]}" if self.target else None
+        data["relay_args"] = list(self.relay_args)
+        return data
+
+
+@dataclass
+class Progress:
+    """What the live view shows, updated a few times a second."""
+
+    phase: str = "starting"
+    elapsed: float = 0.0
+    total: float = 0.0
+    connected: int = 0
+    clients: int = 0
+    sent: int = 0
+    received: int = 0
+    errors: int = 0
+    sent_per_s: float = 0.0
+    delivered_per_s: float = 0.0
+    p99_ms: float | None = None
+
+
+View = Callable[[Progress], None]
+
+
+class _Workers:
+    """The worker processes and their pipes."""
+
+    def __init__(self, options: BenchOptions, host: str, port: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.procs: list[Any] = []
+        burst = options.scenario == "burst"
+        for share in split_clients(options.clients, options.workers):
+            spec = WorkerSpec(
+                host=host,
+                port=port,
+                clients=share,
+                total_clients=options.clients,
+                rooms=options.rooms,
+                rate=options.rate,
+                duration=options.duration,
+                warmup=options.warmup,
+                size=options.size,
+                arrivals="burst" if burst else options.arrivals,
+                seed=options.seed,
+                spawn_rate=options.spawn_rate,
+                closed=options.closed,
+                churn=options.scenario == "churn",
+                name_prefix=options.name_prefix,
+            )
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(child, spec), daemon=True)
+            proc.start()
+            child.close()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+
+    def collect(
+        self,
+        kind: str,
+        timeout: float,
+        on_progress: Callable[[int, dict[str, Any]], None] | None = None,
+        tick: Callable[[], None] | None = None,
+    ) -> list[Any]:
+        """Wait for a ``kind`` message from every worker, passing progress along."""
+        results: dict[int, Any] = {}
+        deadline = time.monotonic() + timeout
+        while len(results) < len(self.pipes):
+            if time.monotonic() > deadline:
+                raise ChatError(f"load generator timed out waiting for '{kind}'")
+            waiting = [p for i, p in enumerate(self.pipes) if i not in results]
+            for pipe in wait(waiting, timeout=0.25):
+                index = self.pipes.index(pipe)  # type: ignore[arg-type]
+                try:
+                    message = pipe.recv()  # type: ignore[union-attr]
+                except EOFError as exc:
+                    raise ChatError("a load generator process died") from exc
+                if message[0] == "failed":
+                    raise ChatError(f"load generator failed: {message[1]}")
+                if message[0] == "progress" and on_progress is not None:
+                    on_progress(index, message[1])
+                elif message[0] == kind:
+                    results[index] = message[1]
+            if tick is not None:
+                tick()
+        return [results[i] for i in range(len(self.pipes))]
+
+    def send(self, message: Any) -> None:
+        for pipe in self.pipes:
+            pipe.send(message)
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.close()
+        for proc in self.procs:
+            proc.join(timeout=2)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=2)
+
+
+def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
+    """Run one benchmark as ``options`` say and return its report."""
+    options.check()
+    show = view or (lambda progress: None)
+    progress = Progress(clients=options.clients, total=options.warmup + options.duration)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    relay: RelayProcess | None = None
+    workers: _Workers | None = None
+    try:
+        if options.target is None:
+            progress.phase = "starting relay"
+            show(progress)
+            relay = RelayProcess(list(options.relay_args))
+            host, port = relay.host, relay.port
+        else:
+            host, port = options.target
+        rss_before = relay.rss() if relay else None
+
+        progress.phase = "connecting"
+        show(progress)
+        workers = _Workers(options, host, port)
+        ramp_time = options.clients / options.spawn_rate if options.spawn_rate else 0.0
+        connected = workers.collect(
+            "connected", ramp_time + CONNECT_GRACE, tick=relay.sample if relay else None
+        )
+        progress.connected = sum(c["connected"] for c in connected)
+        connect_failures = sum(c["failures"] for c in connected)
+        mem_per_conn = None
+        if relay is not None and rss_before is not None and progress.connected:
+            if options.scenario == "idle":
+                time.sleep(IDLE_SETTLE)
+            mem_per_conn = (relay.rss() - rss_before) / progress.connected / 1024
+            relay.mark_cpu()
+
+        start = time.monotonic() + 0.3
+        workers.send(("start", start))
+        progress.phase = "warmup" if options.warmup else "measuring"
+        latest: dict[int, dict[str, Any]] = {}
+
+        def on_progress(index: int, snap: dict[str, Any]) -> None:
+            previous = latest.get(index)
+            latest[index] = snap
+            _update(progress, latest, previous, snap, start, options)
+            show(progress)
+
+        results = workers.collect(
+            "result",
+            options.warmup + options.duration + 60.0,
+            on_progress,
+            tick=relay.sample if relay else None,
+        )
+        relay_cpu = relay.cpu_since_mark() if relay else None
+        progress.phase = "done"
+        show(progress)
+    finally:
+        if workers is not None:
+            workers.stop()
+        if relay is not None:
+            relay.stop()
+
+    return _report(
+        options, results, start, started, connect_failures, relay, relay_cpu, mem_per_conn
+    )
+
+
+def _update(
+    progress: Progress,
+    latest: dict[int, dict[str, Any]],
+    previous: dict[str, Any] | None,
+    snap: dict[str, Any],
+    start: float,
+    options: BenchOptions,
+) -> None:
+    progress.elapsed = max(0.0, time.monotonic() - start)
+    if progress.elapsed >= options.warmup:
+        progress.phase = "measuring"
+    if progress.elapsed >= options.warmup + options.duration:
+        progress.phase = "draining"
+    progress.sent = sum(s["sent"] for s in latest.values())
+    progress.received = sum(s["received"] for s in latest.values())
+    progress.errors = sum(s["errors"] for s in latest.values())
+    progress.connected = sum(s["connected"] for s in latest.values())
+    if previous is not None:
+        # rates from this worker's step, scaled by the number of workers (an estimate)
+        scale = len(latest)
+        step = 0.5
+        progress.sent_per_s = (snap["sent"] - previous["sent"]) / step * scale
+        progress.delivered_per_s = (snap["received"] - previous["received"]) / step * scale
+    if snap["p99_us"] is not None:
+        progress.p99_ms = snap["p99_us"] / 1000
+
+
+def _report(
+    options: BenchOptions,
+    results: list[dict[str, Any]],
+    start: float,
+    started: str,
+    connect_failures: int,
+    relay: RelayProcess | None,
+    relay_cpu: float | None,
+    mem_per_conn: float | None,
+) -> BenchReport:
+    hists = {key: Histogram() for key in ("latency", "uncorrected", "connect", "lag")}
+    for result in results:
+        for key, data in result["histograms"].items():
+            hists[key].merge(Histogram.from_dict(data))
+    logs = [log for result in results for log in result["logs"]]
+    measure_from = start + options.warmup
+    measure_until = measure_from + options.duration
+    counts = account(logs, since=measure_from, until=measure_until, in_flight=0.5)
+
+    duration = options.duration
+    metrics: dict[str, float | None] = {}
+    metrics.update(histogram_metrics(hists["latency"]))
+    metrics.update(histogram_metrics(hists["uncorrected"], "uncorrected_"))
+    metrics.update(histogram_metrics(hists["connect"], "connect_"))
+    metrics.update(histogram_metrics(hists["lag"], "lag_"))
+    metrics.update(counts.metrics())
+    sent_in_window = sum(r["sent_in_window"] for r in results)
+    metrics["sent_per_s"] = sent_in_window / duration
+    metrics["offered_per_s"] = None if options.closed else options.clients * options.rate
+    metrics["deliveries_per_s"] = counts.received / duration
+    metrics["errors"] = float(
+        sum(r["errors"] + r["disconnects"] for r in results) + connect_failures
+    )
+    metrics["connected"] = float(options.clients - connect_failures)
+    metrics["duration_s"] = duration
+    worker_cpu = [100.0 * r["cpu_s"] / r["wall_s"] for r in results if r["wall_s"] > 0]
+    metrics["generator_cpu_pct"] = max(worker_cpu) if worker_cpu else None
+    if relay is not None:
+        metrics["relay_cpu_s"] = relay_cpu
+        metrics["relay_rss_mb"] = relay.peak_rss / (1 << 20)
+        total = sum(r["received"] + r["acked"] for r in results)
+        metrics["relay_cpu_us_per_delivery"] = (
+            relay_cpu * 1e6 / total if relay_cpu is not None and total else None
+        )
+        metrics["relay_mem_per_conn_kb"] = mem_per_conn
+    else:
+        for name in (
+            "relay_cpu_s",
+            "relay_rss_mb",
+            "relay_cpu_us_per_delivery",
+            "relay_mem_per_conn_kb",
+        ):
+            metrics[name] = None
+
+    reasons = _invalid_reasons(metrics, counts.sent, options)
+    report = BenchReport(
+        params=options.params(),
+        metrics=metrics,
+        seed=options.seed,
+        histograms=hists,
+        environment=environment_info(),
+        valid=not reasons,
+        invalid_reasons=reasons,
+        started=started,
+    )
+    error_codes: dict[str, int] = {}
+    for result in results:
+        for code, n in result["error_codes"].items():
+            error_codes[code] = error_codes.get(code, 0) + n
+    report.params["error_codes"] = error_codes
+    report.thresholds = [r.to_dict() for r in evaluate(options.thresholds, metrics)]
+    if options.baseline is not None:
+        report.baseline = compare_reports(
+            report, options.baseline, options.max_regression
+        ).to_dict()
+    return report
+
+
+def _invalid_reasons(
+    metrics: dict[str, float | None], sent: int, options: BenchOptions
+) -> list[str]:
+    reasons = []
+    cpu = metrics.get("generator_cpu_pct")
+    if cpu is not None and cpu >= GENERATOR_SATURATED_PCT:
+        reasons.append(
+            f"the load generator used {cpu:.0f}% of a core: its own delays would be blamed "
+            "on the relay (add --workers or lower the load)"
+        )
+    lag = metrics.get("lag_p99")
+    if not options.closed and lag is not None and lag > MAX_LAG_P99_MS:
+        reasons.append(
+            f"sends fell behind schedule (lag p99 {lag:.1f} ms > {MAX_LAG_P99_MS:g} ms): "
+            "the generator could not keep up"
+        )
+    if sent == 0 and options.rate > 0:
+        reasons.append("no message was sent in the measured window")
+    return reasons

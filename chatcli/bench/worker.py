@@ -1,0 +1,466 @@
+"""A load-generator process: some of the simulated clients, their sends and receives.
+
+The coordinator (runner.py) starts one worker per ``--workers`` process and talks to it
+over a pipe: the worker connects its clients and says ``connected``, waits for ``start``
+(a common start time on the system-wide monotonic clock), sends on schedule, streams
+``progress`` snapshots, drains, and returns its histograms and delivery logs as
+``result``. All times are ``time.monotonic_ns() // 1000`` microseconds, which every
+process on the machine shares, so a latency measured across workers is still true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, cast
+
+from chatcli.bench.accounting import DUPLICATE, ClientLog
+from chatcli.bench.histogram import Histogram
+from chatcli.bench.payload import PAYLOAD_RE, say_frame
+from chatcli.bench.schedule import Schedule, ramp, room_of
+from chatcli.protocol import Hello, LineFramer, Pong, decode_server_frame, encode
+
+__all__ = ["WorkerSpec", "worker_main"]
+
+_MSG_PREFIX = b'{"type":"msg"'
+_PONG = encode(Pong())
+#: how often a worker reports progress, seconds
+PROGRESS_EVERY = 0.5
+NEVER = 1 << 62
+#: latencies batched before they are folded into the histograms (small: no long stalls)
+FOLD_AT = 2048
+#: one latency in this many is kept for the live p99 shown while running
+LIVE_SAMPLE_EVERY = 8
+#: connections opened at once while ramping up
+CONNECT_CONCURRENCY = 100
+
+
+def now_us() -> int:
+    """Microseconds on the clock every process shares."""
+    return time.monotonic_ns() // 1000
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What one worker process simulates."""
+
+    host: str
+    port: int
+    clients: range
+    total_clients: int
+    rooms: int
+    rate: float
+    duration: float
+    warmup: float
+    size: int
+    arrivals: str
+    seed: int
+    spawn_rate: float | None
+    closed: bool = False
+    churn: bool = False
+    churn_period: float = 2.0
+    name_prefix: str = "bench"
+    connect_timeout: float = 10.0
+    drain_quiet: float = 0.5
+    drain_max: float = 5.0
+
+
+class BenchClient(asyncio.Protocol):
+    """One simulated user: a connection with the leanest receive path we can write."""
+
+    def __init__(self, worker: Worker, index: int, room: str) -> None:
+        self.worker = worker
+        self.index = index
+        self.room = room
+        self.name = f"{worker.spec.name_prefix}{index}"
+        self.log = worker.logs[index]
+        self.transport: asyncio.Transport | None = None
+        self.framer = LineFramer(1 << 22)
+        self.ready: asyncio.Future[float] = worker.loop.create_future()
+        self.closed: asyncio.Future[None] = worker.loop.create_future()
+        self.live = False
+        self.index_bytes = b"%d" % index
+        self.tail = b""
+        self.next_seq = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.log.joining(f"r{self.room}", time.monotonic())
+        self.transport.write(encode(Hello(name=self.name, room=self.room, history=0)))
+
+    def data_received(self, data: bytes) -> None:
+        arrival = now_us()
+        worker = self.worker
+        if self.tail:
+            data = self.tail + data
+        cut = data.rfind(b"\n") + 1
+        self.tail = data[cut:]
+        if not cut:
+            return
+        chunk = data[:cut]
+        found = PAYLOAD_RE.findall(chunk)
+        if len(found) < chunk.count(b"\n"):
+            self._other_frames(chunk)  # some lines are not benchmark messages
+        if found:
+            self._deliveries(found, arrival)
+        if arrival >= worker.next_due_us:
+            worker.pump()  # sends due now go out between chunks, not after all of them
+
+    def _deliveries(self, found: list[tuple[bytes, bytes, bytes, bytes]], arrival: int) -> None:
+        """Account for a chunk's benchmark messages: the generator's hottest loop."""
+        worker = self.worker
+        me = self.index_bytes
+        log = self.log
+        expected = log.next_expected
+        delivered = log.delivered
+        measure_from = worker.measure_from_us
+        latencies = worker.lat_batch
+        uncorrected = worker.unc_batch
+        own = 0
+        for sender_b, seq_b, planned_b, sent_b in found:
+            if sender_b == me:
+                own += 1  # our own echo: the relay's ack, not a delivery
+                continue
+            sender = int(sender_b)
+            seq = int(seq_b)
+            if expected.get(sender) == seq:
+                expected[sender] = seq + 1
+            elif delivered(sender, seq) == DUPLICATE:
+                continue
+            planned = int(planned_b)
+            if planned >= measure_from:
+                latencies.append(arrival - planned)
+                uncorrected.append(arrival - int(sent_b))
+        worker.received += len(found) - own
+        if own:
+            worker.acked += own
+            if worker.spec.closed:
+                worker.loop.call_soon(worker.send_next, self)
+        if len(latencies) >= FOLD_AT:
+            worker.fold()
+
+    def _other_frames(self, chunk: bytes) -> None:
+        """Everything that is not a benchmark msg: ready, ping, errors, presence."""
+        for line in chunk.split(b"\n"):
+            if not line or line.startswith(_MSG_PREFIX):
+                continue
+            try:
+                event = decode_server_frame(line)
+            except Exception:  # an unknown frame from a newer relay is not our business
+                continue
+            kind = type(event).__name__
+            if kind == "Ping":
+                assert self.transport is not None
+                self.transport.write(_PONG)
+            elif kind == "Ready":
+                if not self.ready.done():
+                    self.log.joined(time.monotonic())
+                    self.ready.set_result(time.monotonic())
+            elif kind == "Error":
+                self.worker.errors += 1
+                code = getattr(event, "code", "?")
+                self.worker.error_codes[code] = self.worker.error_codes.get(code, 0) + 1
+                if not self.ready.done():
+                    self.ready.set_exception(ConnectionError(f"refused: {code}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.live = False
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError("connection closed before ready"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if not self.worker.stopping and not self.worker.churning.get(self.index):
+            self.worker.disconnects += 1
+
+
+@dataclass
+class Worker:
+    """The state of one worker process's run."""
+
+    spec: WorkerSpec
+    loop: asyncio.AbstractEventLoop
+    logs: dict[int, ClientLog] = field(default_factory=dict)
+    clients: dict[int, BenchClient] = field(default_factory=dict)
+    latency: Histogram = field(default_factory=Histogram)
+    uncorrected: Histogram = field(default_factory=Histogram)
+    connect: Histogram = field(default_factory=Histogram)
+    lag: Histogram = field(default_factory=Histogram)
+    live_sample: list[int] = field(default_factory=list)
+    lat_batch: list[int] = field(default_factory=list)
+    unc_batch: list[int] = field(default_factory=list)
+    lag_batch: list[int] = field(default_factory=list)
+    churning: dict[int, bool] = field(default_factory=dict)
+    error_codes: dict[str, int] = field(default_factory=dict)
+    sent: int = 0
+    skipped: int = 0
+    acked: int = 0
+    received: int = 0
+    errors: int = 0
+    disconnects: int = 0
+    connect_failures: int = 0
+    stopping: bool = False
+    start_us: int = 0
+    measure_from_us: int = NEVER
+    sent_in_window: int = 0
+    schedule: Schedule | None = None
+    next_due_us: int = NEVER
+
+    # -- connecting ----------------------------------------------------------------------
+
+    async def open_client(self, index: int) -> BenchClient | None:
+        room = f"r{room_of(index, self.spec.rooms)}"
+        client = BenchClient(self, index, room)
+        started = now_us()
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: client, self.spec.host, self.spec.port),
+                self.spec.connect_timeout,
+            )
+            await asyncio.wait_for(client.ready, self.spec.connect_timeout)
+        except (TimeoutError, OSError, ConnectionError):
+            self.connect_failures += 1
+            if client.transport is not None:
+                client.transport.abort()
+            return None
+        self.connect.record(max(0, now_us() - started))
+        client.live = True
+        self.clients[index] = client
+        return client
+
+    async def connect_all(self) -> None:
+        plan = ramp(self.spec.clients, self.spec.spawn_rate)
+        began = time.monotonic()
+        gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+        async def one(at: float, index: int) -> None:
+            delay = began + at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with gate:
+                await self.open_client(index)
+
+        await asyncio.gather(*(one(at, index) for at, index in plan))
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, client: BenchClient, seq: int, planned: int) -> None:
+        sent = now_us()
+        assert client.transport is not None
+        client.transport.write(say_frame(client.index, seq, planned, sent, self.spec.size))
+        client.log.sent(seq, sent / 1e6)
+        self.sent += 1
+        if planned >= self.measure_from_us:
+            self.sent_in_window += 1
+            self.lag_batch.append(sent - planned)
+
+    def send_next(self, client: BenchClient) -> None:
+        """Closed loop: the next message as soon as the previous one came back."""
+        if self.stopping or not client.live or now_us() >= self.end_us:
+            return
+        seq = client.next_seq
+        client.next_seq += 1
+        self.send(client, seq, now_us())
+
+    def pump(self) -> None:
+        """Send everything the schedule has due by now.
+
+        Called by the open-loop timer and also from the receive path, so that a loop turn
+        busy with big incoming chunks does not hold planned sends back.
+        """
+        schedule = self.schedule
+        if schedule is None:
+            return
+        start = self.start_us
+        clients = self.clients
+        for when, index, seq in schedule.due((now_us() - start) / 1e6):
+            client = clients.get(index)
+            if client is None or not client.live:
+                self.skipped += 1
+                continue
+            self.send(client, seq, start + int(when * 1e6))
+        upcoming = schedule.next_time()
+        self.next_due_us = NEVER if upcoming is None else start + int(upcoming * 1e6)
+
+    async def open_loop(self) -> None:
+        spec = self.spec
+        self.schedule = Schedule(
+            spec.clients,
+            rate=spec.rate,
+            duration=spec.warmup + spec.duration,
+            arrivals=cast(Any, spec.arrivals),
+            seed=spec.seed,
+            total_clients=spec.total_clients,
+        )
+        self.pump()
+        while not self.schedule.done:
+            await asyncio.sleep(max(0.0, (self.next_due_us - now_us()) / 1e6))
+            self.pump()
+
+    async def closed_loop(self) -> None:
+        for client in list(self.clients.values()):
+            self.send_next(client)
+        await asyncio.sleep(max(0.0, (self.end_us - now_us()) / 1e6))
+
+    async def churn(self) -> None:
+        """Every fifth client keeps leaving and coming back while the others chat."""
+        spec = self.spec
+        rng = random.Random(spec.seed)
+        churners = [i for i in spec.clients if i % 5 == 4]
+
+        async def cycle(index: int) -> None:
+            while now_us() < self.end_us - 1_000_000:
+                await asyncio.sleep(rng.uniform(0.5, 1.5) * spec.churn_period)
+                client = self.clients.get(index)
+                if client is None or client.transport is None:
+                    continue
+                self.churning[index] = True
+                client.log.leaving(time.monotonic())
+                await asyncio.sleep(0.3)  # keep reading what was in flight
+                client.live = False
+                client.transport.write(b'{"type":"bye"}\n')
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(client.closed, 5.0)
+                client.transport.abort()
+                client.log.left(time.monotonic())
+                self.churning[index] = False
+                await asyncio.sleep(rng.uniform(0.1, 0.5))
+                await self.open_client(index)
+
+        await asyncio.gather(*(cycle(i) for i in churners))
+
+    # -- measuring -----------------------------------------------------------------------
+
+    def fold(self) -> None:
+        """Move the batched samples into the histograms (a small batch: a short pause)."""
+        if self.lat_batch:
+            self.latency.record_many(self.lat_batch)
+            self.live_sample.extend(self.lat_batch[::LIVE_SAMPLE_EVERY])
+            self.lat_batch.clear()
+        if self.unc_batch:
+            self.uncorrected.record_many(self.unc_batch)
+            self.unc_batch.clear()
+        if self.lag_batch:
+            self.lag.record_many([max(0, v) for v in self.lag_batch])
+            self.lag_batch.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        self.fold()
+        sample = sorted(self.live_sample)
+        self.live_sample.clear()
+        p99 = sample[min(len(sample) - 1, int(len(sample) * 0.99))] if sample else None
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "acked": self.acked,
+            "errors": self.errors,
+            "connected": sum(1 for c in self.clients.values() if c.live),
+            "p99_us": p99,
+        }
+
+    @property
+    def end_us(self) -> int:
+        return self.start_us + int((self.spec.warmup + self.spec.duration) * 1e6)
+
+    async def drain(self) -> None:
+        """Wait until deliveries stop arriving (or drain_max), so in-flight ones count."""
+        deadline = time.monotonic() + self.spec.drain_max
+        last = -1
+        while time.monotonic() < deadline:
+            if self.received == last:
+                break
+            last = self.received
+            await asyncio.sleep(self.spec.drain_quiet)
+
+
+async def _run(conn: Connection, spec: WorkerSpec) -> None:
+    loop = asyncio.get_running_loop()
+    worker = Worker(spec, loop)
+    for index in spec.clients:
+        worker.logs[index] = ClientLog(index)
+    await worker.connect_all()
+    conn.send(
+        ("connected", {"connected": len(worker.clients), "failures": worker.connect_failures})
+    )
+    message = await loop.run_in_executor(None, conn.recv)
+    if message[0] != "start":
+        return
+    worker.start_us = int(message[1] * 1e6)
+    worker.measure_from_us = worker.start_us + int(spec.warmup * 1e6)
+    await asyncio.sleep(max(0.0, message[1] - time.monotonic()))
+    cpu_start = time.process_time()
+    wall_start = time.monotonic()
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            conn.send(("progress", worker.snapshot()))
+
+    reporter = loop.create_task(report())
+    tasks = [worker.closed_loop() if spec.closed else worker.open_loop()]
+    if spec.churn:
+        tasks.append(worker.churn())
+    await asyncio.gather(*tasks)
+    await worker.drain()
+    cpu = time.process_time() - cpu_start
+    wall = time.monotonic() - wall_start
+    reporter.cancel()
+    worker.stopping = True
+    worker.fold()
+    for client in worker.clients.values():
+        if client.transport is not None:
+            client.transport.abort()
+    conn.send(
+        (
+            "result",
+            {
+                "sent": worker.sent,
+                "sent_in_window": worker.sent_in_window,
+                "skipped": worker.skipped,
+                "acked": worker.acked,
+                "received": worker.received,
+                "errors": worker.errors,
+                "error_codes": worker.error_codes,
+                "disconnects": worker.disconnects,
+                "connect_failures": worker.connect_failures,
+                "cpu_s": cpu,
+                "wall_s": wall,
+                "histograms": {
+                    "latency": worker.latency.to_dict(),
+                    "uncorrected": worker.uncorrected.to_dict(),
+                    "connect": worker.connect.to_dict(),
+                    "lag": worker.lag.to_dict(),
+                },
+                "logs": list(worker.logs.values()),
+            },
+        )
+    )
+
+
+def worker_main(conn: Connection, spec: WorkerSpec) -> None:
+    """Process entry point: run the worker on uvloop when available, report any failure."""
+    _raise_fd_limit()
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(_run(conn, spec))
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(_run(conn, spec))
+    except Exception as exc:  # the coordinator turns this into one clear line
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _raise_fd_limit() -> None:
+    """Thousands of connections need thousands of descriptors: take the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
