@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, cast
 
 from chatcli.bench.accounting import account
 from chatcli.bench.baseline import compare_reports
@@ -157,10 +157,11 @@ class _Workers:
             if time.monotonic() > deadline:
                 raise ChatError(f"load generator timed out waiting for '{kind}'")
             waiting = [p for i, p in enumerate(self.pipes) if i not in results]
-            for pipe in wait(waiting, timeout=0.25):
-                index = self.pipes.index(pipe)  # type: ignore[arg-type]
+            for ready in wait(waiting, timeout=0.25):
+                pipe = cast(Connection, ready)
+                index = self.pipes.index(pipe)
                 try:
-                    message = pipe.recv()  # type: ignore[union-attr]
+                    message: tuple[str, Any] = pipe.recv()
                 except EOFError as exc:
                     raise ChatError("a load generator process died") from exc
                 if message[0] == "failed":
