@@ -3,54 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from processes import START_TIMEOUT, chatcli, serve_process
 
 pytestmark = pytest.mark.e2e
 
 HOST = "127.0.0.1"
-START_TIMEOUT = 15.0  # a cold interpreter importing click and rich on a busy machine
 READ_TIMEOUT = 5.0
-EXIT_TIMEOUT = 3.0
+EXIT_TIMEOUT = 3.0  # the shutdown promise: gone within a couple of seconds
 SHUTDOWN = {"type": "error", "code": "server_shutdown", "message": "the server is shutting down"}
 
 
-def read_line(stream: Any, timeout: float) -> bytes:
-    """One line from a subprocess pipe, waiting at most ``timeout`` seconds."""
-    fd = stream.fileno()
-    buf = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while not buf.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise AssertionError(f"no complete line within {timeout} s (got {buf!r})")
-            chunk = os.read(fd, 1)  # byte by byte: leave the rest in the pipe
-            if not chunk:
-                raise AssertionError(f"pipe closed (got {buf!r})")
-            buf += chunk
-    return buf
-
-
 def spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "chatcli", "serve", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"},
-    )
+    return chatcli("serve", *args)
 
 
 class Peer:
@@ -91,19 +64,8 @@ class Peer:
 @pytest.fixture
 def served() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A ``chatcli serve --port 0 -q`` process and the port it printed."""
-    proc = spawn("--port", "0", "-q", "--host", HOST)
-    try:
-        line = read_line(proc.stdout, START_TIMEOUT).decode()
-        match = re.fullmatch(r"chatcli serve listening on (127\.0\.0\.1):(\d+)\n", line)
-        assert match, line
-        yield proc, int(match.group(2))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(EXIT_TIMEOUT)
-        for stream in (proc.stdout, proc.stderr):
-            assert stream is not None
-            stream.close()
+    with serve_process() as served:
+        yield served
 
 
 def chat_then_stop(proc: subprocess.Popen[bytes], port: int, sig: signal.Signals) -> None:

@@ -1,0 +1,321 @@
+"""End-to-end tests of ``chatcli join``: the real executable against a real ``chatcli serve``.
+
+Piped mode is driven through stdin; the interactive mode runs under a real pseudo-terminal.
+A watcher (a plain socket client) in the same room checks what actually went over the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from processes import EXIT_TIMEOUT, chatcli, serve_process
+
+from chatcli.transcript import read_transcript
+
+pytestmark = pytest.mark.e2e
+
+HOST = "127.0.0.1"
+READ_TIMEOUT = 10.0
+
+
+class Watcher:
+    """A JSON client on a blocking socket with a timeout on every read."""
+
+    def __init__(self, port: int, name: str = "watcher", room: str = "lobby") -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=READ_TIMEOUT)
+        self.file = self.sock.makefile("rb")
+        self.send({"type": "hello", "name": name, "room": room, "history": 0})
+        self.expect("ready")
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(frame).encode() + b"\n")
+
+    def recv(self) -> dict[str, Any]:
+        line = self.file.readline()
+        assert line.endswith(b"\n"), f"connection closed ({line!r})"
+        return json.loads(line)
+
+    def expect(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Skip other frames until one of ``kind`` arrives; check its fields."""
+        while True:
+            frame = self.recv()
+            if frame["type"] == kind:
+                for key, value in fields.items():
+                    assert frame.get(key) == value, frame
+                return frame
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[int]:
+    with serve_process() as (_proc, port):
+        yield port
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> dict[str, str]:
+    """An isolated config dir, so tests neither read nor write the user's."""
+    return {"CHATCLI_CONFIG_DIR": str(tmp_path / "config")}
+
+
+def join(
+    *args: str, stdin: bytes = b"", env: dict[str, str], timeout: float = 20.0
+) -> subprocess.CompletedProcess[bytes]:
+    proc = chatcli("join", *args, env=env, stdin=subprocess.PIPE)
+    out, err = proc.communicate(stdin, timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_piped_lines_are_sent_and_events_printed_as_plain_lines(
+    server: int, config: dict[str, str]
+) -> None:
+    watcher = Watcher(server)
+    try:
+        done = join(
+            "bot",
+            "--port",
+            str(server),
+            env=config,
+            stdin=b"hello [red]world[/]\n/me waves\n/msg watcher psst\n.l\n",
+        )
+        assert done.returncode == 0, done.stderr
+        watcher.expect("join", name="bot")
+        watcher.expect("msg", text="hello [red]world[/]", **{"from": "bot"})
+        watcher.expect("msg", text="waves", action=True, **{"from": "bot"})
+        watcher.expect("dm", text="psst", to="watcher", **{"from": "bot"})
+        watcher.expect("leave", name="bot", reason="quit")
+    finally:
+        watcher.close()
+    lines = done.stdout.decode().splitlines()
+    assert "<bot> hello [red]world[/]" in lines
+    assert "* bot waves" in lines
+    assert "[dm] bot -> watcher: psst" in lines
+    assert "-- in lobby: bot, watcher" in lines
+    assert b"Traceback" not in done.stderr
+
+
+def test_json_output_is_one_event_per_line(server: int, config: dict[str, str]) -> None:
+    done = join("jbot", "--port", str(server), "--json", env=config, stdin=b"hi\n")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["type"] for e in events[:2]] == ["welcome", "ready"]
+    assert {"type": "msg", "from": "jbot", "text": "hi"}.items() <= events[2].items()
+    assert events[2]["ref"]  # our own message, matched by its ref
+
+
+def test_last_host_port_and_name_are_remembered(server: int, config: dict[str, str]) -> None:
+    first = join("rememberme", "--port", str(server), env=config, stdin=b"")
+    assert first.returncode == 0, first.stderr
+    again = join(env=config, stdin=b"/who\n")
+    assert again.returncode == 0, again.stderr
+    assert "-- in lobby: rememberme" in again.stdout.decode()
+
+
+def test_no_name_and_nothing_remembered_is_a_usage_error(config: dict[str, str]) -> None:
+    done = join(env=config)
+    assert done.returncode == 2
+    assert b"give a NAME" in done.stderr and b"Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("bad name",), 2, b"not a valid name"),
+        (("ok", "--room", "Bad Room"), 2, b"not a valid room"),
+    ],
+)
+def test_invalid_input_is_refused_before_connecting(
+    args: tuple[str, ...], code: int, message: bytes, config: dict[str, str]
+) -> None:
+    done = join(*args, "--port", "1", env=config)
+    assert done.returncode == code
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_server_not_running_is_one_line_and_exit_1(config: dict[str, str]) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    done = join("alice", "--port", str(port), env=config)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines() == [
+        f"chatcli: cannot connect to {HOST}:{port}: connection refused "
+        "(is `chatcli serve` running?)"
+    ]
+
+
+def test_name_taken_is_one_line_and_exit_1(server: int, config: dict[str, str]) -> None:
+    watcher = Watcher(server, name="Taken")
+    try:
+        done = join("taken", "--port", str(server), env=config)
+    finally:
+        watcher.close()
+    assert done.returncode == 1
+    assert b"already in use (name_taken)" in done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+def test_rate_limited_lines_are_retried_in_order(config: dict[str, str]) -> None:
+    with serve_process("--rate-limit", "5", "--rate-burst", "2") as (_proc, port):
+        watcher = Watcher(port)
+        try:
+            lines = b"".join(b"line %d\n" % i for i in range(8))
+            done = join("flood", "--port", str(port), env=config, stdin=lines)
+            assert done.returncode == 0, done.stderr
+            said = [watcher.expect("msg", **{"from": "flood"})["text"] for _ in range(8)]
+        finally:
+            watcher.close()
+    assert said == [f"line {i}" for i in range(8)]
+
+
+def test_shutdown_while_joined_is_one_line_and_exit_1(config: dict[str, str]) -> None:
+    with serve_process() as (proc, port):
+        client = chatcli("join", "stayer", "--port", str(port), env=config, stdin=subprocess.PIPE)
+        watcher = Watcher(port)
+        # wait until the client is in the room, then stop the server
+        deadline = time.monotonic() + READ_TIMEOUT
+        while time.monotonic() < deadline:
+            watcher.send({"type": "who"})
+            if "stayer" in watcher.expect("users")["users"]:
+                break
+            time.sleep(0.1)
+        proc.send_signal(2)
+        # stdin stays open: the client must end because of the shutdown, not end of input
+        client.wait(READ_TIMEOUT)
+        assert client.stderr is not None and client.stdin is not None
+        err = client.stderr.read()
+        client.stdin.close()
+        watcher.close()
+    assert client.returncode == 1
+    assert err.decode().strip().splitlines()[-1] == (
+        "chatcli: the server is shutting down (server_shutdown)"
+    )
+
+
+def test_record_writes_a_valid_client_transcript(
+    server: int, config: dict[str, str], tmp_path: Path
+) -> None:
+    record_dir = tmp_path / "rec"
+    done = join(
+        "recorder",
+        "--port",
+        str(server),
+        "--record-dir",
+        str(record_dir),
+        env=config,
+        stdin=b"/record\nkept\n/record\nnot kept\n",
+    )
+    assert done.returncode == 0, done.stderr
+    (path,) = record_dir.glob("record_chat_*.jsonl")
+    with read_transcript(path) as reader:
+        entries = list(reader)
+        assert reader.header.source == "client"
+        assert reader.end is not None
+        assert reader.warnings == []
+    texts = [getattr(e.event, "text", None) for e in entries]
+    assert "kept" in texts and "not kept" not in texts
+
+
+def _hostile_server(frames: list[bytes]) -> tuple[int, threading.Thread]:
+    """A fake server that logs anyone in and sends them ``frames`` (escapes and all)."""
+    listener = socket.create_server((HOST, 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            conn.settimeout(READ_TIMEOUT)
+            conn.sendall(
+                b'{"type":"welcome","server":"evil","proto":1,"users":[],"rooms":[],"hint":""}\n'
+            )
+            conn.recv(65536)  # the hello
+            conn.sendall(
+                b'{"type":"ready","name":"me","room":"lobby","users":["me"],'
+                b'"history":[]}\n' + b"".join(frames)
+            )
+            conn.recv(65536)  # the client's ping barrier or bye
+            conn.sendall(b'{"type":"pong"}\n')
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return port, thread
+
+
+def test_escape_sequences_from_a_hostile_server_never_reach_the_terminal(
+    config: dict[str, str],
+) -> None:
+    evil = (
+        '{"type":"msg","id":1,"room":"lobby","from":"ev\\u001b[2Jil","ts":1.0,'
+        '"text":"a\\u001b]0;pwned\\u0007b\\u001b[31mc\\u009b2Jd\\u202eе [bold]x[/]"}\n'
+    ).encode()
+    port, thread = _hostile_server([evil])
+    done = join("me", "--port", str(port), env=config, stdin=b"")
+    thread.join(EXIT_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert "<evil> abcdе [bold]x[/]" in out
+    for bad in ("\x1b", "\x9b", "\u202e", "\x07"):
+        assert bad not in out
+
+
+def test_interactive_session_in_a_real_terminal(server: int, config: dict[str, str]) -> None:
+    """Type a line in a pty, see it reach the room, get a message back, quit with /quit."""
+    watcher = Watcher(server)
+    leader, follower = pty.openpty()
+    proc = chatcli(
+        "join",
+        "tty",
+        "--port",
+        str(server),
+        env={**config, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"},
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    screen = b""
+
+    def read_until(needle: bytes) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + READ_TIMEOUT
+        while needle not in screen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{needle!r} not on screen: {screen[-500:]!r}"
+            if select.select([leader], [], [], left)[0]:
+                try:
+                    screen += os.read(leader, 65536)
+                except OSError:  # the terminal closed
+                    break
+
+    try:
+        read_until(b"tty>")
+        os.write(leader, b"hello from a terminal\r")
+        watcher.expect("msg", text="hello from a terminal", **{"from": "tty"})
+        watcher.send({"type": "say", "text": "welcome, [u]tty[/u]"})
+        read_until(b"welcome, [u]tty[/u]")
+        os.write(leader, b"/quit\r")
+        assert proc.wait(READ_TIMEOUT) == 0
+        watcher.expect("leave", name="tty", reason="quit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(EXIT_TIMEOUT)
+        os.close(leader)
+        watcher.close()
+    assert b"Traceback" not in screen
