@@ -97,6 +97,15 @@ _DEFAULTS = ServerSettings()
     help="Unsent output after which a client is cut off as a slow consumer.",
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=_DEFAULTS.max_connections,
+    show_default=True,
+    envvar="CHATCLI_MAX_CONNECTIONS",
+    help="Connections accepted at once; more are told server_full and closed.",
+)
+@click.option(
     "--record",
     "record_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -115,6 +124,7 @@ def serve(
     rate_burst: int,
     ping_interval: float,
     max_buffer: int,
+    max_connections: int,
     record_dir: Path | None,
     quiet: bool,
 ) -> None:
@@ -144,6 +154,7 @@ def serve(
         rate_burst=rate_burst,
         ping_interval=ping_interval,
         max_buffer=max_buffer,
+        max_connections=max_connections,
         record_dir=record_dir,
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
