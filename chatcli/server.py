@@ -425,7 +425,7 @@ async def run_server(
     setup: Callable[[ChatServer], Any] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then shut down gracefully."""
-    raise_open_files_limit(settings.max_connections + OPEN_FILES_SPARE)
+    raise_open_files_limit(settings.max_connections)
     server = ChatServer(settings)
     if setup is not None:
         setup(server)
@@ -450,12 +450,14 @@ async def run_server(
                 log.info("recorded %s", path)
 
 
-def raise_open_files_limit(wanted: int) -> int:
-    """Raise this process's open-files limit towards ``wanted`` (up to the hard limit).
+def raise_open_files_limit(connections: int) -> int:
+    """Raise this process's open-files limit to fit ``connections`` (up to the hard limit).
 
     Many systems start processes at 1024 descriptors, far below what a relay with
-    thousands of clients needs; returns the soft limit now in force.
+    thousands of clients needs; returns the soft limit now in force, and warns only when
+    it cannot hold ``connections``.
     """
+    wanted = connections + OPEN_FILES_SPARE
     try:
         import resource
     except ImportError:  # not on this platform
@@ -468,7 +470,7 @@ def raise_open_files_limit(wanted: int) -> int:
             soft = target
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open-files limit to %d: %s", target, exc)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
+    if soft != resource.RLIM_INFINITY and soft < connections:
         log.warning(
             "open-files limit is %d: fewer clients than --max-connections can connect", soft
         )
