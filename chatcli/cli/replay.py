@@ -1,0 +1,255 @@
+"""``chatcli replay``: play a transcript back, filter or export it, check it, or re-inject it."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+__all__ = ["replay"]
+
+_FORMATS = ("rich", "text", "jsonl")
+_TYPES = ("msg", "dm", "join", "leave")
+_INJECT_ONLY = ("prefix", "loop", "dry_run", "ack_timeout")
+_NOT_WITH_INJECT = ("follow", "fmt", "realtime")
+
+
+@click.command()
+@click.argument("files", metavar="FILE", nargs=-1, required=True)
+@click.option("--speed", "-s", metavar="X", help="Play X times as fast: 2, 0.5, 10x.  [default: 1]")
+@click.option(
+    "--max-idle",
+    "-i",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Cap every pause in the transcript at SECONDS (applied before --speed).",
+)
+@click.option("--instant", is_flag=True, help="No waiting at all.")
+@click.option(
+    "--realtime",
+    is_flag=True,
+    help="Keep the timing in the text and jsonl formats (instant by default).",
+)
+@click.option("--start-at", metavar="TIME", help="Skip what was said before TIME (see below).")
+@click.option("--until", metavar="TIME", help="Stop after TIME (see below).")
+@click.option("--room", "-r", "rooms", multiple=True, metavar="ROOM", help="Only ROOM (repeatable)")
+@click.option(
+    "--user",
+    "-u",
+    "users",
+    multiple=True,
+    metavar="NAME",
+    help="Only events by or about NAME, any case (repeatable).",
+)
+@click.option(
+    "--type",
+    "-t",
+    "types",
+    multiple=True,
+    type=click.Choice(_TYPES, case_sensitive=False),
+    help="Only these events (repeatable).",
+)
+@click.option("--grep", "-g", metavar="REGEX", help="Only messages whose text matches REGEX.")
+@click.option("--ignore-case", "-I", is_flag=True, help="Match --grep in any case.")
+@click.option(
+    "--timestamps/--no-timestamps",
+    default=True,
+    show_default=True,
+    help="Show the time in front of each line.",
+)
+@click.option("--utc", is_flag=True, help="Show and read times of day in UTC, not local time.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(_FORMATS, case_sensitive=False),
+    help="rich: coloured, with keys; text: plain IRC-style log; jsonl: the transcript "
+    "lines themselves.  [default: rich on a terminal, else text]",
+)
+@click.option(
+    "--follow", "-f", is_flag=True, help="Keep reading a growing transcript until its end line."
+)
+@click.option("--check", is_flag=True, help="Validate the FILEs instead of playing them.")
+@click.option(
+    "--to", "target", metavar="HOST:PORT", help="Re-inject into a live server instead of showing."
+)
+@click.option("--prefix", default="", metavar="TEXT", help="--to: put TEXT before every name.")
+@click.option(
+    "--loop", type=click.IntRange(min=1), default=1, metavar="N", help="--to: play N times."
+)
+@click.option("--dry-run", is_flag=True, help="--to: print what would be sent; connect nowhere.")
+@click.option(
+    "--ack-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="--to: how long to wait for the server's answers at the end.",
+)
+@click.pass_context
+def replay(
+    ctx: click.Context,
+    files: tuple[str, ...],
+    speed: str | None,
+    max_idle: float | None,
+    instant: bool,
+    realtime: bool,
+    start_at: str | None,
+    until: str | None,
+    rooms: tuple[str, ...],
+    users: tuple[str, ...],
+    types: tuple[str, ...],
+    grep: str | None,
+    ignore_case: bool,
+    timestamps: bool,
+    utc: bool,
+    fmt: str | None,
+    follow: bool,
+    check: bool,
+    target: str | None,
+    prefix: str,
+    loop: int,
+    dry_run: bool,
+    ack_timeout: float,
+) -> None:
+    """Play a transcript (FILE, or - for stdin) as it happened, shown as join shows it.
+
+    \b
+    On a terminal: space pauses and resumes, + and - double and halve the
+    speed, n (or the right arrow) skips to the next line, q quits; a status
+    line shows the time, position / duration and speed.
+    The text and jsonl formats (and anything not on a terminal) print at once,
+    with no keys: add --realtime or --speed to keep the timing. jsonl passes the
+    selected lines through unchanged (header first), so the output is itself a
+    transcript: replay doubles as a filter and exporter.
+
+    \b
+    TIME (--start-at, --until), counted from the start of the transcript:
+      90  90s  1m30s  1h2m  1:30  1:02:03  +12:30   an offset
+      09:15  09:15:30  @9:15                        a time of day, as the
+                                                    timestamps show it
+      2026-11-21T09:15                              a date and time
+
+    \b
+    --check validates each FILE, prints every problem as FILE:LINE: reason and
+    exits 1 if there was any; a truncated last line or a missing end line (what
+    a crash leaves) are warnings only.
+
+    \b
+    --to HOST:PORT re-injects the transcript into a live server: each sender
+    becomes its own client (named --prefix + name), joins the original room and
+    says its lines at the original pace (--speed, --max-idle, --instant apply,
+    as do the filters). At the end it reports messages sent, acknowledged,
+    rate-limited, refused and lost, the send lag and the speed achieved, and
+    exits 1 if any message was refused or lost.
+
+    \b
+    Examples:
+      chatcli replay recordings/20261121-090000_lobby.jsonl --max-idle 2
+      chatcli replay chat.jsonl --speed 10 --start-at 09:15 --until 09:30
+      chatcli replay chat.jsonl --format text --user alice --grep 'deploy|CI'
+      chatcli replay chat.jsonl --format jsonl --room dev > dev-only.jsonl
+      chatcli replay --follow recordings/$(ls recordings | tail -1) --format text
+      chatcli replay --check recordings/*.jsonl
+      chatcli replay chat.jsonl --to 127.0.0.1:7777 --prefix re- --speed 50
+      chatcli replay chat.jsonl --to 127.0.0.1:7777 --dry-run --max-idle 1
+    """
+    from chatcli.cli.common import EXIT_USAGE, fail
+
+    given = {
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    }
+    if check:
+        sys.exit(_check(files))
+    if len(files) != 1:
+        fail("give one FILE to play (several only with --check)", EXIT_USAGE)
+    if target is None and (extra := given & set(_INJECT_ONLY)):
+        fail(f"--{sorted(extra)[0].replace('_', '-')} goes with --to HOST:PORT", EXIT_USAGE)
+    if target is not None and (extra := given & set(_NOT_WITH_INJECT)):
+        option = "--format" if "fmt" in extra else f"--{sorted(extra)[0]}"
+        fail(f"{option} does not go with --to", EXIT_USAGE)
+    if instant and (realtime or speed is not None):
+        fail("--instant does not go with --realtime or --speed", EXIT_USAGE)
+    if loop > 1 and files[0] == "-":
+        fail("--loop needs a FILE: stdin can be read only once", EXIT_USAGE)
+
+    from datetime import UTC
+
+    from chatcli.replay import EventFilter, PlayOptions, TimeSpec, parse_speed
+
+    tty = sys.stdout.isatty()
+    fmt = (fmt or ("rich" if tty else "text")).lower()
+    if target is None and fmt != "rich" and not (realtime or speed is not None or max_idle):
+        instant = True  # a log or an export: no reason to wait
+    options = PlayOptions(
+        speed=parse_speed(speed) if speed is not None else 1.0,
+        max_idle=max_idle,
+        instant=instant,
+        start_at=TimeSpec.parse(start_at) if start_at is not None else None,
+        until=TimeSpec.parse(until) if until is not None else None,
+        keep=EventFilter.build(
+            rooms=rooms, users=users, types=types, grep=grep, ignore_case=ignore_case
+        ),
+        timestamps=timestamps,
+        tz=UTC if utc else None,
+        follow=follow,
+    )
+    if target is not None:
+        sys.exit(_inject(files[0], options, target, prefix, loop, dry_run, ack_timeout))
+
+    from chatcli.replay_ui import run_playback
+
+    interactive = fmt == "rich" and tty and sys.stdin.isatty() and not instant and files[0] != "-"
+    sys.exit(run_playback(files[0], options, fmt, interactive=interactive))
+
+
+def _check(files: tuple[str, ...]) -> int:
+    """``--check``: every problem and warning of every file, then a summary per file."""
+    from chatcli.replay import check, check_lines
+
+    results = check(files)
+    for result in results:
+        for line in check_lines(result):
+            click.echo(line)
+    bad = sum(not result.ok for result in results)
+    if len(results) > 1:
+        click.echo(f"{len(results)} files checked, {bad} with problems")
+    return 1 if bad else 0
+
+
+def _inject(
+    file: str,
+    options: object,
+    target: str,
+    prefix: str,
+    loops: int,
+    dry: bool,
+    ack_timeout: float,
+) -> int:
+    """``--to``: plan, then print the plan (--dry-run) or carry it out and report."""
+    from chatcli.cli.common import fail, run_async
+    from chatcli.inject import Injector, Planner, Reread, dry_run, parse_target, plan
+    from chatcli.replay import PlayOptions, Timeline
+
+    assert isinstance(options, PlayOptions)
+    host, port = parse_target(target)
+    planner = Planner(prefix)
+    source = Reread(file, options)
+    timeline = Timeline(speed=options.speed, max_idle=options.max_idle, instant=options.instant)
+    steps = plan(source, planner, loops)
+    if dry:
+        dry_run(steps, planner, timeline, sys.stdout)
+        source.report(sys.stderr)
+        return 0
+    injector = Injector(host, port, timeline, ack_timeout=ack_timeout, loops=loops)
+    report = run_async(injector.run(steps))
+    for line in report.lines():
+        click.echo(line)
+    source.report(sys.stderr)
+    if report.failure:
+        fail(report.failure)
+    if not report.ok:
+        missing = report.refused + report.rate_limited + report.lost
+        fail(f"{missing} of {report.sent} messages did not get through")
+    return 0
