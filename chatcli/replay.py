@@ -197,12 +197,15 @@ def _aware(ts: float, tz: tzinfo | None) -> datetime:
     return datetime.fromtimestamp(ts, tz) if tz else datetime.fromtimestamp(ts).astimezone()
 
 
-def format_offset(seconds: float) -> str:
-    """``M:SS`` under an hour, ``H:MM:SS`` from one (negative values count as 0)."""
-    total = max(0, int(seconds))
+def format_offset(seconds: float, tenths: bool = False) -> str:
+    """``M:SS`` under an hour, ``H:MM:SS`` from one (negative values count as 0);
+    ``tenths`` adds a decimal (``1:02.5``)."""
+    seconds = max(0.0, seconds)
+    total = int(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return f"{text}.{int((seconds - total) * 10)}" if tenths else text
 
 
 def parse_speed(text: str) -> float:

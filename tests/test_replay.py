@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -821,3 +823,48 @@ def test_help_ends_with_examples() -> None:
     examples = description.index("  Examples:")
     assert all(line.strip().startswith("chatcli replay") for line in description[examples + 1 :])
     assert re.search(r"chatcli replay .* --to 127\.0\.0\.1:7777", result.output)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def run_chatcli(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chatcli", *args],
+        input=None if input is None else input.decode(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.e2e
+def test_e2e_check(tmp_path: Path) -> None:
+    good = run_chatcli("replay", "--check", *map(str, SAMPLES))
+    assert good.returncode == 0 and good.stderr == ""
+    assert good.stdout.count("warning:") == 2
+    bad = tmp_path / "bad.jsonl"
+    lines = LOBBY.read_text().splitlines()
+    lines[9] = lines[9][:-5]  # a damaged line in the middle
+    bad.write_text("\n".join(lines) + "\n")
+    result = run_chatcli("replay", "--check", str(bad))
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0].startswith(f"{bad}:10: not valid JSON")
+
+
+@pytest.mark.e2e
+def test_e2e_text_format_and_stdin() -> None:
+    result = run_chatcli("replay", str(LOBBY), "--format", "text", "--utc", "--user", "yuki")
+    assert result.returncode == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("09:00:00 -- recording started 2026-11-21 09:00:00 UTC")
+    assert lines[1:3] == [
+        "09:01:54 -- yuki joined lobby",
+        "09:01:56 <yuki> おはようございます！ good morning 🌸",
+    ]
+    assert lines[-1] == "10:30:00 -- recording ended (33 events)"
+    piped = run_chatcli("replay", "-", "--utc", "--user", "yuki", input=LOBBY.read_bytes())
+    assert piped.stdout == result.stdout
+    missing = run_chatcli("replay", "no/such/file.jsonl")
+    assert missing.returncode == 1
+    assert missing.stderr == "chatcli: no/such/file.jsonl: cannot open: No such file or directory\n"
