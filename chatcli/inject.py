@@ -444,7 +444,7 @@ class Injector:
             if not report.sent:
                 await self._finish()
                 raise
-            report.failure = str(exc)
+            report.failure = clean_text(str(exc))  # it may quote the server
         finally:
             with contextlib.suppress(ChatError):
                 await self._finish()
@@ -484,11 +484,11 @@ class Injector:
                 history=0,
                 timeout=self.connect_timeout,
             )
-        except ServerRefused as exc:
+        except ServerRefused as exc:  # the server's words are untrusted text
+            hint = "; use --prefix" if exc.code in ("name_taken", "name_invalid") else ""
             raise ServerRefused(
-                exc.code,
-                f"{self.report.target} refused {action.name!r}: {exc.message}"
-                + ("; use --prefix" if exc.code in ("name_taken", "name_invalid") else ""),
+                clean_text(exc.code),
+                f"{self.report.target} refused {action.name!r}: {clean_text(exc.message)}{hint}",
             ) from exc
         self.report.connections += 1
         client = _Client(action.user, chat)
@@ -535,7 +535,7 @@ class Injector:
                 elif isinstance(event, Error) and isinstance(event.ref, str):
                     outcome = "rate_limited" if event.code == "rate_limited" else "refused"
                     if self._settle(client, event.ref, outcome) and outcome == "refused":
-                        self.report.codes[event.code] += 1
+                        self.report.codes[clean_text(event.code)] += 1
         except ChatError as exc:
             if not client.leaving:
                 client.failure = exc

@@ -396,6 +396,10 @@ class Timeline:
             return 0.0
         return self._anchor_pos + (self._clock() - self._anchor_wall) * self.speed
 
+    def now(self) -> float:
+        """The injected clock's current reading."""
+        return self._clock()
+
     def due_in(self, pos: float) -> float | None:
         """Seconds until ``pos`` is due (0 or less: now); None while paused."""
         if self.instant:
@@ -634,6 +638,7 @@ class Player:
         self._step = False
         self._last: tuple[float, float] | None = None  # (ts, pos) of the last event shown
         self._next: tuple[float, float] | None = None  # (ts, pos) of the event waited for
+        self._polled = timeline.now()  # when the keys were last looked at
 
     def run(self, entries: Iterable[Entry]) -> PlayResult:
         """Play ``entries`` to the end (or until q); return what happened."""
@@ -685,6 +690,11 @@ class Player:
             self._live = False
         self._next = (ts, pos)
         tick = self.controls.tick
+        if tick is not None and self.timeline.now() - self._polled >= tick:
+            # behind schedule nothing waits: look at the keys anyway, once a tick
+            self._polled = self.timeline.now()
+            self._keys(self.controls.wait(0))
+            self._status()
         while True:
             delay = self.timeline.due_in(pos)
             if self._step:
@@ -697,6 +707,7 @@ class Player:
             # no keys: sleep the whole delay; keys: wake each tick to refresh the status
             timeout = delay if tick is None else tick if delay is None else min(delay, tick)
             self._keys(self.controls.wait(timeout))
+            self._polled = self.timeline.now()
             self._status()
         self._last, self._next = (ts, pos), None
 

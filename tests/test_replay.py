@@ -351,6 +351,22 @@ def test_n_skips_the_wait_even_when_paused_and_q_quits() -> None:
     assert controls.states[-1].paused
 
 
+def test_keys_work_even_when_playback_is_behind_schedule() -> None:
+    clock = FakeClock()
+    controls = FakeControls(clock, keys=[(1000.5, "q")], tick=0.2)
+
+    class Slow(Shown):
+        def show(self, entry: Entry) -> None:
+            super().show(entry)
+            clock.now += 0.1  # a terminal slower than the events come
+
+    shown = Slow(clock)
+    player = Player(Timeline(clock=clock, speed=100), shown, controls)
+    result = player.run(entries(*(msg(i, i * 0.01) for i in range(1000))))
+    assert result.quit and 5 <= result.shown <= 8
+    assert 0 in controls.waits  # a look at the keys that did not wait
+
+
 def test_status_line_shows_position_duration_and_speed() -> None:
     clock = FakeClock()
     controls = FakeControls(clock, keys=[(1005, " "), (1010, " ")], tick=1)

@@ -9,7 +9,6 @@ import click
 __all__ = ["replay"]
 
 _FORMATS = ("rich", "text", "jsonl")
-_TYPES = ("msg", "dm", "join", "leave")
 _INJECT_ONLY = ("prefix", "loop", "dry_run", "ack_timeout")
 _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
 
@@ -43,11 +42,10 @@ _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
 )
 @click.option(
     "--type",
-    "-t",
     "types",
     multiple=True,
-    type=click.Choice(_TYPES, case_sensitive=False),
-    help="Only these events (repeatable).",
+    metavar="TYPE",
+    help="Only msg, dm, join or leave events (repeatable).",
 )
 @click.option("--grep", "-g", metavar="REGEX", help="Only messages whose text matches REGEX.")
 @click.option("--ignore-case", "-I", is_flag=True, help="Match --grep in any case.")
@@ -61,8 +59,8 @@ _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(_FORMATS, case_sensitive=False),
-    help="rich: coloured, with keys; text: plain IRC-style log; jsonl: the transcript "
+    metavar="FORMAT",
+    help="rich: coloured, with keys; text: a plain IRC-style log; jsonl: the transcript "
     "lines themselves.  [default: rich on a terminal, else text]",
 )
 @click.option(
@@ -180,6 +178,8 @@ def replay(
 
     tty = sys.stdout.isatty()
     fmt = (fmt or ("rich" if tty else "text")).lower()
+    if fmt not in _FORMATS:
+        fail(f"--format {fmt!r}: choose rich, text or jsonl", EXIT_USAGE)
     if target is None and fmt != "rich" and not (realtime or speed is not None or max_idle):
         instant = True  # a log or an export: no reason to wait
     options = PlayOptions(
