@@ -216,6 +216,8 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
         )
         progress.connected = sum(c["connected"] for c in connected)
         connect_failures = sum(c["failures"] for c in connected)
+        if not progress.connected:
+            raise ChatError(f"no client could connect and log in to {host}:{port}")
         mem_per_conn = None
         if relay is not None and rss_before is not None and progress.connected:
             if options.scenario == "idle":
@@ -296,8 +298,11 @@ def _report(
         for key, data in result["histograms"].items():
             hists[key].merge(Histogram.from_dict(data))
     logs = [log for result in results for log in result["logs"]]
-    measure_from = start + options.warmup
-    measure_until = measure_from + options.duration
+    # In the workers' own microseconds (Worker.measure_from_us and end_us), so a message
+    # planned on an edge of the window is on the same side of it for every figure.
+    start_us = int(start * 1e6)
+    measure_from = (start_us + int(options.warmup * 1e6)) / 1e6
+    measure_until = (start_us + int((options.warmup + options.duration) * 1e6)) / 1e6
     counts = account(logs, since=measure_from, until=measure_until, in_flight=0.5)
 
     duration = options.duration
@@ -312,7 +317,7 @@ def _report(
     metrics["offered_per_s"] = None if options.closed else options.clients * options.rate
     metrics["deliveries_per_s"] = counts.received / duration
     metrics["errors"] = float(
-        sum(r["errors"] + r["disconnects"] for r in results) + connect_failures
+        sum(r["errors"] + r["disconnects"] + r["connect_failures"] for r in results)
     )
     metrics["connected"] = float(options.clients - connect_failures)
     metrics["duration_s"] = duration

@@ -169,12 +169,13 @@ class BenchClient(asyncio.Protocol):
                     self.ready.set_exception(ConnectionError(f"refused: {code}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        was_live = self.live  # not yet logged in: open_client counts a failed connect
         self.live = False
         if not self.ready.done():
             self.ready.set_exception(ConnectionError("connection closed before ready"))
         if not self.closed.done():
             self.closed.set_result(None)
-        if not self.worker.stopping and not self.worker.churning.get(self.index):
+        if was_live and not self.worker.stopping and not self.worker.churning.get(self.index):
             self.worker.disconnects += 1
 
 
@@ -252,7 +253,8 @@ class Worker:
         sent = now_us()
         assert client.transport is not None
         client.transport.write(say_frame(client.index, seq, planned, sent, self.spec.size))
-        client.log.sent(seq, sent / 1e6)
+        # the planned time decides whether a message is measured, for every figure alike
+        client.log.sent(seq, planned / 1e6)
         self.sent += 1
         if planned >= self.measure_from_us:
             self.sent_in_window += 1
@@ -260,11 +262,12 @@ class Worker:
 
     def send_next(self, client: BenchClient) -> None:
         """Closed loop: the next message as soon as the previous one came back."""
-        if self.stopping or not client.live or now_us() >= self.end_us:
+        now = now_us()
+        if self.stopping or not client.live or now >= self.end_us:
             return
         seq = client.next_seq
         client.next_seq += 1
-        self.send(client, seq, now_us())
+        self.send(client, seq, now)
 
     def pump(self) -> None:
         """Send everything the schedule has due by now.
@@ -316,8 +319,8 @@ class Worker:
             while now_us() < self.end_us - 1_000_000:
                 await asyncio.sleep(rng.uniform(0.5, 1.5) * spec.churn_period)
                 client = self.clients.get(index)
-                if client is None or client.transport is None:
-                    continue
+                if client is None or client.transport is None or not client.live:
+                    continue  # its comeback failed (counted): it stays away
                 self.churning[index] = True
                 client.log.leaving(time.monotonic())
                 await asyncio.sleep(0.3)  # keep reading what was in flight
@@ -386,7 +389,10 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
     conn.send(
         ("connected", {"connected": len(worker.clients), "failures": worker.connect_failures})
     )
-    message = await loop.run_in_executor(None, conn.recv)
+    try:
+        message = await loop.run_in_executor(None, conn.recv)
+    except EOFError:
+        return  # the coordinator gave up (no client connected, Ctrl-C): nothing to say
     if message[0] != "start":
         return
     worker.start_us = int(message[1] * 1e6)
@@ -452,6 +458,8 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
         else:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 runner.run(_run(conn, spec))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reaches the whole process group: the coordinator reports it
     except Exception as exc:  # the coordinator turns this into one clear line
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
     finally:
