@@ -180,7 +180,10 @@ def bench(
     from chatcli.bench.runner import BenchOptions, run_bench
     from chatcli.bench.thresholds import parse_thresholds
     from chatcli.bench.view import LiveView, render_summary
+    from chatcli.errors import ChatError, UsageError
 
+    if json_path is not None and not json_path.parent.is_dir():
+        raise UsageError(f"--json {json_path}: no such directory {json_path.parent}")
     idle = scenario == "idle"
     options = BenchOptions(
         clients=clients,
@@ -206,6 +209,9 @@ def bench(
         report = run_bench(options, view)
     Console(highlight=False).print(render_summary(report))
     if json_path is not None:
-        json_path.write_text(dumps_report(report), "utf-8")
+        try:
+            json_path.write_text(dumps_report(report), "utf-8")
+        except OSError as exc:
+            raise ChatError(f"cannot write the report to {json_path}: {exc.strerror}") from exc
         console.print(f"report written to {json_path}", style="dim")
     sys.exit(EXIT_CODES[report.outcome])
