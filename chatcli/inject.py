@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -315,14 +316,18 @@ class InjectReport:
     duration: float = 0.0  # wall seconds from start to the last answer
     sending: float = 0.0  # wall seconds from the first send to the last
     span: float = 0.0  # playback seconds (idle capped) from the first send to the last
+    played: float = 0.0  # playback seconds (idle capped) reached so far
     lag: Histogram = field(default_factory=Histogram)  # µs behind schedule, per send
     codes: Counter[str] = field(default_factory=Counter)  # refusals by error code
     failure: str | None = None  # what stopped the run early
+    interrupted: bool = False  # stopped by the user (Ctrl-C)
 
     @property
     def ok(self) -> bool:
         """True when nothing was refused, rate-limited or lost and the run finished."""
-        return not (self.refused or self.rate_limited or self.lost or self.failure)
+        return not (
+            self.refused or self.rate_limited or self.lost or self.failure or self.interrupted
+        )
 
     @property
     def achieved_speed(self) -> float | None:
@@ -362,7 +367,18 @@ class InjectReport:
             lines.append(f"  {'send lag':<15}  {lag}")
         if self.failure:
             lines.append(f"  stopped early: {self.failure}")
+        elif self.interrupted:
+            lines.append("  stopped early: interrupted")
         return lines
+
+    def progress(self) -> str:
+        """One line for a live progress display."""
+        lag = self.lag.percentile(99)
+        return (
+            f"played {format_offset(self.played)}  sent {self.sent}  "
+            f"acknowledged {self.acknowledged}  rate-limited {self.rate_limited}  "
+            f"refused {self.refused}  connections {self.connections}  p99 lag {_ms(lag)}"
+        )
 
 
 def _ms(us: int | None) -> str:
@@ -421,6 +437,46 @@ class Injector:
         self._last: asyncio.Future[str] | None = None  # the last message sent
         self._last_client: _Client | None = None
         self._first_send: tuple[float, float] | None = None  # (wall, pos)
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop before the next step (Ctrl-C); the clients still leave cleanly."""
+        self._stopping.set()
+
+    async def run_interruptible(
+        self,
+        steps: Iterable[Step],
+        progress: Callable[[InjectReport], object] | None = None,
+        every: float = 1.0,
+    ) -> InjectReport:
+        """:meth:`run` where the first Ctrl-C stops the run (a second one kills it), and
+        ``progress`` is called with the report every ``every`` seconds."""
+        loop = asyncio.get_running_loop()
+        handled = False
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, self._interrupt)
+            handled = True
+        ticker = None
+        if progress is not None:
+
+            async def tick() -> None:
+                while True:
+                    await asyncio.sleep(every)
+                    progress(self.report)
+
+            ticker = asyncio.create_task(tick())
+        try:
+            return await self.run(steps)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            if handled:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    def _interrupt(self) -> None:
+        self.stop()
+        # a second Ctrl-C is not caught: it interrupts whatever is still waiting
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
 
     async def run(self, steps: Iterable[Step]) -> InjectReport:
         """Carry out every step; the report says how it went (``failure`` if it stopped).
@@ -434,10 +490,15 @@ class Injector:
                 pos = self.timeline.place(step.ts)
                 if not step.actions:
                     continue
+                report.played = pos
                 delay = self.timeline.due_in(pos) or 0.0
                 due = self._clock() + max(0.0, delay)
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    report.interrupted = True
+                    break
                 for action in step.actions:
                     await self._do(action, due, pos)
         except ChatError as exc:

@@ -243,6 +243,22 @@ async def test_pace_follows_the_transcript_clock_scaled_by_speed(tmp_path: Path)
 
 
 @async_test
+async def test_stop_ends_the_run_early_and_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "slow.jsonl"
+    with TranscriptWriter.create(path, source="server", clock=lambda: T0) as writer:
+        for i in range(4):
+            writer.write(Msg(id=i, room="lobby", from_="alice", text=f"m{i}", ts=T0 + i * 5))
+    async with serving(rate_limit=0) as srv:
+        injector = Injector(HOST, srv.port, Timeline())
+        asyncio.get_running_loop().call_later(0.3, injector.stop)
+        report = await injector.run_interruptible(steps(path))
+        assert report.interrupted and not report.ok and report.duration < 3
+        assert (report.sent, report.acknowledged) == (1, 1)
+        assert report.lines()[-1] == "  stopped early: interrupted"
+        assert not srv.server.relay.users
+
+
+@async_test
 async def test_a_rate_limited_server_is_reported() -> None:
     async with serving(rate_limit=1, rate_burst=2) as srv:
         report = await Injector(HOST, srv.port, Timeline(instant=True)).run(steps(LOBBY))

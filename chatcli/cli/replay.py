@@ -228,8 +228,8 @@ def _inject(
     ack_timeout: float,
 ) -> int:
     """``--to``: plan, then print the plan (--dry-run) or carry it out and report."""
-    from chatcli.cli.common import fail, run_async
-    from chatcli.inject import Injector, Planner, Reread, dry_run, parse_target, plan
+    from chatcli.cli.common import EXIT_INTERRUPTED, fail, run_async
+    from chatcli.inject import Injector, InjectReport, Planner, Reread, dry_run, parse_target, plan
     from chatcli.replay import PlayOptions, Timeline
 
     assert isinstance(options, PlayOptions)
@@ -243,12 +243,22 @@ def _inject(
         source.report(sys.stderr)
         return 0
     injector = Injector(host, port, timeline, ack_timeout=ack_timeout, loops=loops)
-    report = run_async(injector.run(steps))
+    live = sys.stderr.isatty()
+
+    def progress(report: InjectReport) -> None:
+        sys.stderr.write("\r\x1b[K" + report.progress())
+        sys.stderr.flush()
+
+    report = run_async(injector.run_interruptible(steps, progress if live else None))
+    if live:
+        sys.stderr.write("\r\x1b[K")
     for line in report.lines():
         click.echo(line)
     source.report(sys.stderr)
     if report.failure:
         fail(report.failure)
+    if report.interrupted:
+        return EXIT_INTERRUPTED
     if not report.ok:
         missing = report.refused + report.rate_limited + report.lost
         fail(f"{missing} of {report.sent} messages did not get through")
