@@ -14,7 +14,7 @@ _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
 
 
 @click.command()
-@click.argument("files", metavar="FILE", nargs=-1, required=True)
+@click.argument("files", metavar="FILE...", nargs=-1, required=True)
 @click.option("--speed", "-s", metavar="X", help="Play X times as fast: 2, 0.5, 10x.  [default: 1]")
 @click.option(
     "--max-idle",
@@ -29,9 +29,11 @@ _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
     is_flag=True,
     help="Keep the timing in the text and jsonl formats (instant by default).",
 )
-@click.option("--start-at", metavar="TIME", help="Skip what was said before TIME (see below).")
-@click.option("--until", metavar="TIME", help="Stop after TIME (see below).")
-@click.option("--room", "-r", "rooms", multiple=True, metavar="ROOM", help="Only ROOM (repeatable)")
+@click.option("--start-at", metavar="TIME", help="Skip what was said before TIME (see TIME above).")
+@click.option("--until", metavar="TIME", help="Stop after TIME (see TIME above).")
+@click.option(
+    "--room", "-r", "rooms", multiple=True, metavar="ROOM", help="Only in ROOM (repeatable)."
+)
 @click.option(
     "--user",
     "-u",
@@ -115,10 +117,10 @@ def replay(
     On a terminal: space pauses and resumes, + and - double and halve the
     speed, n (or the right arrow) skips to the next line, q quits; a status
     line shows the time, position / duration and speed.
-    The text and jsonl formats (and anything not on a terminal) print at once,
-    with no keys: add --realtime or --speed to keep the timing. jsonl passes the
-    selected lines through unchanged (header first), so the output is itself a
-    transcript: replay doubles as a filter and exporter.
+    Off a terminal the format is text. The text and jsonl formats print at
+    once, with no keys: add --realtime, --speed or --max-idle to keep the
+    timing. jsonl passes the selected lines through unchanged (header first),
+    so its output is itself a transcript: replay filters and exports.
 
     \b
     TIME (--start-at, --until), counted from the start of the transcript:
@@ -138,7 +140,7 @@ def replay(
     says its lines at the original pace (--speed, --max-idle, --instant apply,
     as do the filters). At the end it reports messages sent, acknowledged,
     rate-limited, refused and lost, the send lag and the speed achieved, and
-    exits 1 if any message was refused or lost.
+    exits 1 unless every message was acknowledged.
 
     \b
     Examples:
