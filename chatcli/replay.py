@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import IO, Final, Literal, Protocol
 
+from rich.console import Console
+
 from chatcli.errors import UsageError
 from chatcli.protocol import DirectMessage, Joined, Left, Msg, encode, name_key
 from chatcli.render import Renderer
@@ -478,10 +480,7 @@ class TextOutput:
 class RichOutput:
     """Styled lines on a rich Console, exactly as ``join`` shows events."""
 
-    def __init__(self, renderer: Renderer, console: object) -> None:
-        from rich.console import Console
-
-        assert isinstance(console, Console)
+    def __init__(self, renderer: Renderer, console: Console) -> None:
         self.renderer = renderer
         self.console = console
 

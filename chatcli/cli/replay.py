@@ -8,7 +8,6 @@ import click
 
 __all__ = ["replay"]
 
-_FORMATS = ("rich", "text", "jsonl")
 _INJECT_ONLY = ("prefix", "loop", "dry_run", "ack_timeout")
 _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
 
@@ -176,11 +175,11 @@ def replay(
 
     from datetime import UTC
 
-    from chatcli.replay import EventFilter, PlayOptions, TimeSpec, parse_speed
+    from chatcli.replay import FORMATS, EventFilter, PlayOptions, TimeSpec, parse_speed
 
     tty = sys.stdout.isatty()
     fmt = (fmt or ("rich" if tty else "text")).lower()
-    if fmt not in _FORMATS:
+    if fmt not in FORMATS:
         fail(f"--format {fmt!r}: choose rich, text or jsonl", EXIT_USAGE)
     if target is None and fmt != "rich" and not (realtime or speed is not None or max_idle):
         instant = True  # a log or an export: no reason to wait
