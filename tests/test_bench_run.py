@@ -44,6 +44,7 @@ from chatcli.bench.report_schema import (
     read_report,
 )
 from chatcli.bench.runner import BenchOptions, Progress, run_bench
+from chatcli.bench.schedule import Schedule
 from chatcli.bench.thresholds import parse_threshold
 from chatcli.bench.view import render_summary
 
@@ -80,9 +81,12 @@ def figures(report: BenchReport) -> dict[str, float | None]:
     }
 
 
-def assert_exact_run(report: BenchReport, clients: int) -> None:
-    """Every measured message reached every other member once, in order, and was timed."""
-    sent = clients * len(MEASURED_SEQS)
+def assert_exact_run(report: BenchReport, clients: int, sent: int | None = None) -> None:
+    """Every measured message reached every other member once, in order, and was timed.
+
+    ``sent`` defaults to what the constant-rate schedule of ``short`` measures.
+    """
+    sent = clients * len(MEASURED_SEQS) if sent is None else sent
     expected = sent * (clients - 1)
     assert figures(report) == {
         **figures(report),
@@ -489,10 +493,15 @@ def test_lossy_relay_loss_is_reported_exactly() -> None:
 
 
 def test_slow_relay_latency_is_at_least_its_delay() -> None:
+    # Poisson arrivals this time: the seeded schedule says exactly what is measured.
     delay = 0.08
+    options = short(5, arrivals="poisson", seed=7)
+    planned = Schedule(range(5), rate=RATE, duration=WARMUP + DURATION, arrivals="poisson", seed=7)
+    measured = sum(1 for when, _, _ in planned if when >= WARMUP)
     with FakeRelay(Faults(delay=delay)) as relay:
-        report = run_bench(short(5, target=relay.target))
-    assert_exact_run(report, 5)
+        report = run_bench(dataclasses.replace(options, target=relay.target))
+    assert_exact_run(report, 5, sent=measured)
+    assert relay.says == planned.emitted
     m = report.metrics
     floor_us = int(delay * 1e6)
     # every single delivery took at least the delay, measured either way
