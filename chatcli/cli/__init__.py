@@ -7,10 +7,12 @@ so that ``chatcli --help`` stays fast.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from chatcli import __version__
-from chatcli.cli.common import ChatGroup
+from chatcli.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, ChatGroup, fail
 from chatcli.cli.join import join
 from chatcli.cli.serve import serve
 
@@ -43,5 +45,18 @@ for _module, _name in (("chatcli.cli.replay", "replay"), ("chatcli.cli.bench", "
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="chatcli")
+    """Console-script entry point: one clear line for every usage error."""
+    try:
+        code = cli.main(prog_name="chatcli", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # plain `chatcli`: show the help
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        sys.exit(0)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "chatcli"
+        fail(f"{exc.format_message()} (see '{command} --help')", EXIT_USAGE)
+    except click.ClickException as exc:
+        fail(exc.format_message())
+    except click.Abort:
+        click.echo("", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
