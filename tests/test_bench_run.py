@@ -549,7 +549,9 @@ def test_churn_counts_reconnects_the_relay_refused() -> None:
             BenchOptions(
                 clients=10,
                 rate=RATE,
-                duration=2.5,
+                # long enough that each churner's first cycle (after 1-3 s) starts more
+                # than 1 s before the end, the last moment a cycle may begin
+                duration=4.5,
                 warmup=0.5,
                 scenario="churn",
                 target=relay.target,

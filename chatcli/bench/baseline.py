@@ -157,13 +157,35 @@ def compare_metrics(
     return Comparison(rows, tolerance, warnings)
 
 
-def compare_reports(current: BenchReport, baseline: BenchReport, tolerance: float) -> Comparison:
+#: what a baseline comparison gates on by default: figures stable enough between two
+#: runs of the same code that a 10% move means something. Tail extremes (max, p99.9),
+#: schedule lag, connect times and per-connection or per-delivery resource figures of
+#: small runs swing far more than that on a shared machine.
+GATED_METRICS: Final = (
+    "p50",
+    "p90",
+    "p99",
+    "deliveries_per_s",
+    "loss",
+    "lost",
+    "duplicated",
+    "reordered",
+    "errors",
+)
+
+
+def compare_reports(
+    current: BenchReport,
+    baseline: BenchReport,
+    tolerance: float,
+    names: Iterable[str] | None = GATED_METRICS,
+) -> Comparison:
     """Compare two reports, warning when the comparison itself is doubtful.
 
     Different parameters, seeds or machines, or a baseline that was not a valid run, do
     not fail the comparison (the user may mean it) but are spelled out in ``warnings``.
     """
-    result = compare_metrics(current.metrics, baseline.metrics, tolerance)
+    result = compare_metrics(current.metrics, baseline.metrics, tolerance, names)
     warnings = list(result.warnings)
     if not baseline.valid:
         warnings.append("the baseline run was marked invalid: its figures prove little")

@@ -7,11 +7,16 @@ time and peak resident memory are sampled through psutil for the report.
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from typing import IO, Any
 
 import psutil
 
@@ -23,6 +28,8 @@ _LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
 #: seconds to wait for the relay to print its address, and to exit when stopped
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
+#: lines of the relay's stderr kept to explain a failure
+STDERR_LINES_KEPT = 20
 
 
 class RelayProcess:
@@ -37,6 +44,19 @@ class RelayProcess:
         self.proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+        # Both pipes are drained for the relay's whole life: a relay blocked on a full
+        # pipe would be measured as a slow relay. stderr's last lines explain a failure.
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_LINES_KEPT)
+        self._stdout: queue.Queue[str | None] = queue.Queue()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        threading.Thread(
+            target=_drain,
+            args=(self.proc.stdout, self._stdout.put, lambda: self._stdout.put(None)),
+            daemon=True,
+        ).start()
+        threading.Thread(
+            target=_drain, args=(self.proc.stderr, self.stderr_tail.append), daemon=True
+        ).start()
         self.host, self.port = self._wait_listening()
         self.ps = psutil.Process(self.proc.pid)
         self.peak_rss = 0
@@ -44,19 +64,21 @@ class RelayProcess:
         self._cpu_mark = self.cpu_seconds()
 
     def _wait_listening(self) -> tuple[str, int]:
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT
-        line = ""
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
+        while True:
+            try:
+                line = self._stdout.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:  # end of output, or no address in time
                 break
             found = _LISTENING.search(line)
             if found:
                 return found.group(1), int(found.group(2))
         self.proc.kill()
-        err = self.proc.stderr.read() if self.proc.stderr else ""
-        raise ChatError(f"the relay under test did not start: {(err or line).strip()[:300]}")
+        self.proc.wait(STOP_TIMEOUT)
+        why = " / ".join(self.stderr_tail).strip() or "no address printed"
+        raise ChatError(f"the relay under test did not start: {why[:300]}")
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time the relay has used so far."""
@@ -88,6 +110,14 @@ class RelayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+
+
+def _drain(
+    stream: IO[str], keep: Callable[[str], Any], ended: Callable[[], Any] | None = None
+) -> None:
+    """Read a pipe to its end, handing each line to ``keep``; then call ``ended``."""
+    with contextlib.suppress(ValueError, OSError):
+        for line in stream:
+            keep(line.rstrip("\n"))
+    if ended is not None:
+        ended()

@@ -164,12 +164,10 @@ def _verdicts(report: BenchReport) -> list[Text]:
     if report.baseline:
         for row in report.baseline.get("rows", []):
             if row.get("status") == "regressed":
-                lines.append(
-                    Text(
-                        f"REGRESSED {row['metric']}: {row['baseline']} -> {row['current']}",
-                        style="bold red",
-                    )
-                )
+                name = row["metric"]
+                before = format_metric(name, row["baseline"])
+                after = format_metric(name, row["current"])
+                lines.append(Text(f"REGRESSED {name}: {before} -> {after}", style="bold red"))
         verdict = "failed" if report.baseline.get("failed") else "passed"
         lines.append(
             Text(

@@ -303,6 +303,8 @@ class Worker:
         while not self.schedule.done:
             await asyncio.sleep(max(0.0, (self.next_due_us - now_us()) / 1e6))
             self.pump()
+        # the run lasts its planned time even when the schedule ends early (or is empty)
+        await asyncio.sleep(max(0.0, (self.end_us - now_us()) / 1e6))
 
     async def closed_loop(self) -> None:
         for client in list(self.clients.values()):
@@ -316,8 +318,10 @@ class Worker:
         churners = [i for i in spec.clients if i % 5 == 4]
 
         async def cycle(index: int) -> None:
-            while now_us() < self.end_us - 1_000_000:
+            while True:
                 await asyncio.sleep(rng.uniform(0.5, 1.5) * spec.churn_period)
+                if now_us() >= self.end_us - 1_000_000:
+                    break  # no cycle may outlast the run
                 client = self.clients.get(index)
                 if client is None or client.transport is None or not client.live:
                     continue  # its comeback failed (counted): it stays away
@@ -411,9 +415,10 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
     if spec.churn:
         tasks.append(worker.churn())
     await asyncio.gather(*tasks)
-    await worker.drain()
+    # the generator's CPU share while it generated load: the idle drain would dilute it
     cpu = time.process_time() - cpu_start
     wall = time.monotonic() - wall_start
+    await worker.drain()
     reporter.cancel()
     worker.stopping = True
     worker.fold()
