@@ -309,6 +309,7 @@ class ChatServer:
         self.observers: list[Callable[[ServerEvent], None]] = []
         self._dirty: list[Connection] = []
         self._flush_pending = False
+        self._last_flush = 0.0
         self._server: asyncio.base_events.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.loop = asyncio.get_running_loop()
@@ -357,14 +358,24 @@ class ChatServer:
                     conn.queue(json_bytes)
 
     def mark_dirty(self, conn: Connection) -> None:
-        """Remember ``conn`` has output; flush all such connections once this turn ends."""
+        """Remember ``conn`` has output and schedule one flush of every such connection.
+
+        The flush runs at the end of this loop turn, or, when the last flush was less than
+        ``flush_interval`` ago (the relay is busy), once that interval is over: under load
+        each recipient then gets fewer, larger writes, and a quiet relay writes at once.
+        """
         self._dirty.append(conn)
         if not self._flush_pending:
             self._flush_pending = True
-            self.loop.call_soon(self._flush)
+            wait = self._last_flush + self.settings.flush_interval - self.loop.time()
+            if wait > 0:
+                self.loop.call_later(wait, self._flush)
+            else:
+                self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
+        self._last_flush = self.loop.time()
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
             conn.flush()

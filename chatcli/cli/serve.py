@@ -97,6 +97,15 @@ _DEFAULTS = ServerSettings()
     help="Unsent output after which a client is cut off as a slow consumer.",
 )
 @click.option(
+    "--flush-interval",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    default=_DEFAULTS.flush_interval,
+    show_default=True,
+    envvar="CHATCLI_FLUSH_INTERVAL",
+    help="While busy, coalesce output for at most this long before writing (0: every turn).",
+)
+@click.option(
     "--max-connections",
     type=click.IntRange(min=1),
     metavar="N",
@@ -124,6 +133,7 @@ def serve(
     rate_burst: int,
     ping_interval: float,
     max_buffer: int,
+    flush_interval: float,
     max_connections: int,
     record_dir: Path | None,
     quiet: bool,
@@ -154,6 +164,7 @@ def serve(
         rate_burst=rate_burst,
         ping_interval=ping_interval,
         max_buffer=max_buffer,
+        flush_interval=flush_interval,
         max_connections=max_connections,
         record_dir=record_dir,
     )
