@@ -20,6 +20,7 @@ from typing import Any, cast
 from chatcli.errors import FrameTooLarge, ProtocolError, TranscriptError
 from chatcli.protocol import (
     Bye,
+    ClientEvent,
     Error,
     Hello,
     LineFramer,
@@ -144,32 +145,32 @@ class Connection(asyncio.Protocol):
     def _json_frame(self, frame: bytes) -> None:
         try:
             event = decode_client_frame(frame)
-            if isinstance(event, Bye):
-                self.close_with(None, "quit")
-                return
+        except ProtocolError as exc:
+            self._refuse(exc)
+            return
+        self._act(event)
+
+    def _text_frame(self, frame: bytes) -> None:
+        try:
+            parsed = parse_text_line(frame.decode("utf-8", "replace"), self.session.logged_in)
+        except ProtocolError as exc:
+            self._refuse(exc)
+            return
+        if isinstance(parsed, str):  # help or a usage hint, answered here
+            self.queue((parsed + "\n").encode())
+            return
+        self._act(parsed)
+
+    def _act(self, event: ClientEvent) -> None:
+        """Hand one client event (from either mode) to the relay; deliver what it causes."""
+        if isinstance(event, Bye):
+            self.close_with(None, "quit")
+            return
+        try:
             deliveries = self.relay.handle(self.session, event)
         except ProtocolError as exc:
             self._refuse(exc)
             return
-        self._after(event, deliveries)
-
-    def _text_frame(self, frame: bytes) -> None:
-        line = frame.decode("utf-8", "replace")
-        try:
-            parsed = parse_text_line(line, self.session.logged_in)
-            if isinstance(parsed, str):
-                self.queue((parsed + "\n").encode())
-                return
-            if isinstance(parsed, Bye):
-                self.close_with(None, "quit")
-                return
-            deliveries = self.relay.handle(self.session, parsed)
-        except ProtocolError as exc:
-            self._refuse(exc)
-            return
-        self._after(parsed, deliveries)
-
-    def _after(self, event: Any, deliveries: list[Delivery]) -> None:
         if isinstance(event, Hello):
             if self._timer is not None:
                 self._timer.cancel()
