@@ -32,6 +32,8 @@ _PONG = encode(Pong())
 #: how often a worker reports progress, seconds
 PROGRESS_EVERY = 0.5
 NEVER = 1 << 62
+#: shortest sleep of the send loop, seconds (one event-loop timer tick)
+MIN_SLEEP = 0.001
 #: latencies batched before they are folded into the histograms (small: no long stalls)
 FOLD_AT = 2048
 #: one latency in this many is kept for the live p99 shown while running
@@ -301,7 +303,10 @@ class Worker:
         )
         self.pump()
         while not self.schedule.done:
-            await asyncio.sleep(max(0.0, (self.next_due_us - now_us()) / 1e6))
+            # At least one timer tick: uvloop's timers count whole milliseconds, so a
+            # shorter sleep returns at once and the loop would spin a core. Sends that
+            # fall due meanwhile also go out from the receive path (see pump).
+            await asyncio.sleep(max(MIN_SLEEP, (self.next_due_us - now_us()) / 1e6))
             self.pump()
         # the run lasts its planned time even when the schedule ends early (or is empty)
         await asyncio.sleep(max(0.0, (self.end_us - now_us()) / 1e6))
