@@ -40,10 +40,21 @@ def bench(session: nox.Session) -> None:
     """A short benchmark with thresholds: the performance gate CI can run."""
     session.install("-e", ".")
     session.run(
-        "chatcli", "bench",
-        "--clients", "50", "--rate", "40", "--duration", "10", "--warmup", "2",
-        "--threshold", "loss==0",
-        "--threshold", "p99<50ms",
-        "--json", "bench-ci.json",
+        "chatcli",
+        "bench",
+        "--clients",
+        "50",
+        "--rate",
+        "40",
+        "--duration",
+        "10",
+        "--warmup",
+        "2",
+        "--threshold",
+        "loss==0",
+        "--threshold",
+        "p99<50ms",
+        "--json",
+        "bench-ci.json",
         *session.posargs,
     )
