@@ -174,9 +174,13 @@ def serve(
         where = ", ".join(f"{h}:{p}" for h, p in addresses)
         click.echo(f"chatcli serve listening on {where}", err=False)
         if not quiet:
-            console_err.print(
-                f"[dim]Ctrl-C stops it; try: chatcli join YOURNAME --port {addresses[0][1]}[/dim]"
-            )
+            host, port = addresses[0]
+            join = "chatcli join YOURNAME"
+            if host not in (DEFAULT_HOST, "0.0.0.0", "::"):
+                join += f" --host {host}"
+            if port != DEFAULT_PORT:
+                join += f" --port {port}"
+            console_err.print(f"Ctrl-C stops it; join with: {join}", style="dim", markup=False)
 
     try:
         run_async(run_server(settings, on_listening=listening))
