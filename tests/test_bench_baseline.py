@@ -165,3 +165,24 @@ def test_comparison_json_form() -> None:
         ],
     }
     assert isinstance(result, Comparison)
+
+
+def test_error_codes_are_results_not_parameters() -> None:
+    from chatcli.bench.report_schema import dumps_report, loads_report
+
+    current = report(error_codes={"rate_limited": 3})
+    again = loads_report(dumps_report(current))
+    assert again.error_codes == {"rate_limited": 3}
+    assert "error_codes" not in again.params
+    comparison = compare_reports(current, report(), TEN_PERCENT)
+    assert not any("parameters differ" in w for w in comparison.warnings)
+
+
+def test_default_gate_ignores_noisy_tail_figures() -> None:
+    metrics = {"p99": 10.0, "deliveries_per_s": 400_000.0, "loss": 0.0}
+    base = report(metrics={**metrics, "max": 20.0, "lag_p99": 1.0})
+    noisy = report(metrics={**metrics, "max": 200.0, "lag_p99": 10.0})
+    assert not compare_reports(noisy, base, TEN_PERCENT).failed
+    # ...while the same jump in a gated figure fails
+    worse = report(metrics={**metrics, "p99": 100.0, "max": 20.0, "lag_p99": 1.0})
+    assert compare_reports(worse, base, TEN_PERCENT).failed

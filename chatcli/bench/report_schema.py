@@ -20,7 +20,8 @@ Schema ``chatcli-bench``, version 1. One JSON object::
       "histograms": {"latency": HISTOGRAM, "uncorrected": ..., "connect": ..., "lag": ...},
       "thresholds": [{"expr": "p99<50ms", "metric": "p99", "op": "<", "limit": 50.0,
                       "unit": "ms", "actual": 12.3, "passed": true}],
-      "baseline": null                   # or the comparison with --baseline (baseline.py)
+      "baseline": null,                  # or the comparison with --baseline (baseline.py)
+      "error_codes": {"rate_limited": 3} # error frames the relay sent the clients, by code
     }
 
 ``metrics`` maps every name of ``chatcli.bench.metrics.METRICS`` the run knows to a
@@ -102,6 +103,8 @@ class BenchReport:
     baseline: dict[str, Any] | None = None
     started: str | None = None
     chatcli_version: str = __version__
+    #: error codes the relay sent the simulated clients, with how often
+    error_codes: dict[str, int] = field(default_factory=dict)
 
     @property
     def outcome(self) -> Outcome:
@@ -129,6 +132,7 @@ class BenchReport:
             "histograms": {key: hist.to_dict() for key, hist in self.histograms.items()},
             "thresholds": list(self.thresholds),
             "baseline": self.baseline,
+            "error_codes": dict(self.error_codes),
         }
 
     @classmethod
@@ -179,6 +183,13 @@ class BenchReport:
             baseline=data.get("baseline"),
             started=started,
             chatcli_version=str(data.get("chatcli_version", "unknown")),
+            error_codes={
+                str(code): int(n)
+                for code, n in (data.get("error_codes") or {}).items()
+                if isinstance(n, int) and not isinstance(n, bool)
+            }
+            if isinstance(data.get("error_codes"), dict)
+            else {},
         )
 
 

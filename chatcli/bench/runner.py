@@ -355,7 +355,7 @@ def _report(
     for result in results:
         for code, n in result["error_codes"].items():
             error_codes[code] = error_codes.get(code, 0) + n
-    report.params["error_codes"] = error_codes
+    report.error_codes = error_codes
     report.thresholds = [r.to_dict() for r in evaluate(options.thresholds, metrics)]
     if options.baseline is not None:
         report.baseline = compare_reports(
