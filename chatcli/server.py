@@ -310,6 +310,9 @@ class ChatServer:
         self.observers: list[Callable[[ServerEvent], None]] = []
         self._dirty: list[Connection] = []
         self._flush_pending = False
+        #: deliveries caused while a fan-out runs (a recipient cut off as slow leaves)
+        self._backlog: list[Delivery] = []
+        self._delivering = False
         self._last_flush = 0.0
         self._server: asyncio.base_events.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -336,7 +339,26 @@ class ChatServer:
     # -- fan-out ---------------------------------------------------------------------------
 
     def deliver(self, deliveries: Iterable[Delivery]) -> None:
-        """Queue each delivery's event to its targets, encoding it once per format."""
+        """Queue each delivery's event to its targets, encoding it once per format.
+
+        A fan-out can cut recipients off as slow consumers, and each one's ``leave`` is a
+        new delivery: those are queued behind the current one and sent by the outermost
+        call, so a room full of slow clients is cut off in a loop, not in a recursion as
+        deep as the room is large (which raised RecursionError half-way).
+        """
+        if self._delivering:
+            self._backlog.extend(deliveries)
+            return
+        self._delivering = True
+        try:
+            self._fan_out(deliveries)
+            while self._backlog:
+                backlog, self._backlog = self._backlog, []
+                self._fan_out(backlog)
+        finally:
+            self._delivering = False
+
+    def _fan_out(self, deliveries: Iterable[Delivery]) -> None:
         for delivery in deliveries:
             event = delivery.event
             for observer in self.observers:
