@@ -145,7 +145,7 @@ class JoinSession:
         """Act on one typed line; False means the user asked to quit."""
         if not line.strip():
             return True
-        command = parse_input(line)
+        command = parse_input(_valid_unicode(line))
         if command.error:
             self.output.notice(command.error, error=True)
             return True
@@ -346,9 +346,15 @@ async def _piped(session: JoinSession) -> int:
 
     def read_stdin() -> None:
         # A daemon thread: a blocking read never keeps the process alive at exit.
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\r\n"))
-        loop.call_soon_threadsafe(lines.put_nowait, None)
+        # Bytes decoded leniently, and end of input signalled whatever happens: a
+        # decoding error here used to kill the thread and leave the session waiting.
+        encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
+        try:
+            for raw in sys.stdin.buffer:
+                line = raw.decode(encoding, "replace")
+                loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\r\n"))
+        finally:
+            loop.call_soon_threadsafe(lines.put_nowait, None)
 
     retries: dict[str, int] = {}
 
@@ -401,6 +407,17 @@ async def _piped(session: JoinSession) -> int:
         )
         return 1
     return 1 if session.refused else 0
+
+
+def _valid_unicode(line: str) -> str:
+    """``line`` with lone surrogates replaced by U+FFFD, so that it can be encoded.
+
+    Input that is not UTF-8 (a Latin-1 terminal, a binary pipe) reaches Python as lone
+    surrogates (surrogateescape), which made encoding the frame raise a traceback.
+    """
+    if line.isascii():
+        return line
+    return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in line)
 
 
 async def _barrier(session: JoinSession, receiver: asyncio.Task[None]) -> None:

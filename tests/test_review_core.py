@@ -7,8 +7,22 @@ with it) or pins down a behaviour of the spec that a hostile peer probes.
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-from helpers import async_test, serving
+import pytest
+from helpers import HOST, async_test, serving
+from processes import EXIT_TIMEOUT, chatcli, serve_process
+
+#: bound on every wait of the end-to-end tests
+E2E_TIMEOUT = 15.0
 
 
 @async_test(timeout=90)
@@ -34,3 +48,123 @@ async def test_a_room_full_of_slow_consumers_is_cut_off_without_recursion() -> N
         assert late.ready["users"] == ["late"]
         await late.send({"type": "say", "text": "still here"})
         await late.expect("msg", text="still here")
+
+
+# ------------------------------------------------------------------ chatcli join (e2e)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[int]:
+    with serve_process() as (_proc, port):
+        yield port
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> dict[str, str]:
+    """An isolated config dir, so tests neither read nor write the user's."""
+    return {"CHATCLI_CONFIG_DIR": str(tmp_path / "config"), "LC_ALL": "C.UTF-8"}
+
+
+class Watcher:
+    """A JSON client on a blocking socket with a timeout on every read."""
+
+    def __init__(self, port: int, name: str = "watcher") -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=E2E_TIMEOUT)
+        self.file = self.sock.makefile("rb")
+        self.sock.sendall(json.dumps({"type": "hello", "name": name, "history": 0}).encode())
+        self.sock.sendall(b"\n")
+        self.expect("ready")
+
+    def expect(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Skip other frames until one of ``kind`` arrives; check its fields."""
+        while True:
+            line = self.file.readline()
+            assert line.endswith(b"\n"), f"connection closed ({line!r})"
+            frame = json.loads(line)
+            if frame["type"] == kind:
+                for key, value in fields.items():
+                    assert frame.get(key) == value, frame
+                return frame
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def _join(
+    port: int, name: str, stdin: bytes, env: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
+    proc = chatcli("join", name, "--port", str(port), env=env, stdin=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(stdin, timeout=E2E_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=EXIT_TIMEOUT)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("stdin_errors", ["strict", "surrogateescape"])
+def test_piped_input_that_is_not_utf8_is_sent_with_replacement_characters(
+    server: int, config: dict[str, str], stdin_errors: str
+) -> None:
+    """A byte that is not UTF-8 on stdin used to hang the session (strict decoding
+    killed the reader thread) or crash it with a traceback (surrogateescape)."""
+    watcher = Watcher(server)
+    try:
+        env = {**config, "PYTHONIOENCODING": f"utf-8:{stdin_errors}"}
+        done = _join(server, f"pipe-{stdin_errors[:6]}", b"caf\xe9 ok\nnext\n", env)
+        assert b"Traceback" not in done.stderr, done.stderr.decode()
+        assert done.returncode == 0, done.stderr
+        watcher.expect("msg", text="caf\ufffd ok")
+        watcher.expect("msg", text="next")
+    finally:
+        watcher.close()
+
+
+@pytest.mark.e2e
+def test_interactive_input_that_is_not_utf8_does_not_crash(
+    server: int, config: dict[str, str]
+) -> None:
+    """A Latin-1 terminal typing 'é' sent a lone surrogate to the encoder: a traceback."""
+    watcher = Watcher(server, "watcher2")
+    leader, follower = pty.openpty()
+    proc = chatcli(
+        "join",
+        "latin",
+        "--port",
+        str(server),
+        env={**config, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"},
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    screen = b""
+
+    def read_until(needle: bytes) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + E2E_TIMEOUT
+        while needle not in screen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{needle!r} not on screen: {screen[-500:]!r}"
+            if select.select([leader], [], [], left)[0]:
+                try:
+                    screen += os.read(leader, 65536)
+                except OSError:  # the terminal closed
+                    break
+
+    try:
+        read_until(b"latin>")
+        os.write(leader, b"caf\xe9 ok\r")
+        watcher.expect("msg", text="caf\ufffd ok", **{"from": "latin"})
+        os.write(leader, b"/quit\r")
+        assert proc.wait(E2E_TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(EXIT_TIMEOUT)
+        os.close(leader)
+        watcher.close()
+    assert b"Traceback" not in screen, screen.decode(errors="replace")
