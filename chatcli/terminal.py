@@ -10,6 +10,7 @@ or JSON, and exits once everything it sent has been acknowledged.
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 import threading
 from collections.abc import Callable
@@ -346,12 +347,12 @@ async def _piped(session: JoinSession) -> int:
 
     def read_stdin() -> None:
         # A daemon thread: a blocking read never keeps the process alive at exit.
-        # Bytes decoded leniently, and end of input signalled whatever happens: a
-        # decoding error here used to kill the thread and leave the session waiting.
-        encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
+        # Decoded leniently, and end of input signalled whatever happens: a decoding
+        # error here used to kill the thread and leave the session waiting.
+        if isinstance(sys.stdin, io.TextIOWrapper):
+            sys.stdin.reconfigure(errors="replace")
         try:
-            for raw in sys.stdin.buffer:
-                line = raw.decode(encoding, "replace")
+            for line in sys.stdin:
                 loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\r\n"))
         finally:
             loop.call_soon_threadsafe(lines.put_nowait, None)
