@@ -121,6 +121,7 @@ class Hello(_Event, tag="hello", frozen=True):
     room: str | None = None
     since: NonNegative | None = None
     history: NonNegative | None = None
+    ref: Ref = None
 
 
 class Say(_Event, tag="say", frozen=True):
@@ -148,15 +149,20 @@ class SendDirect(_Event, tag="dm", frozen=True):
 class Who(_Event, tag="who", frozen=True):
     """Ask who is in the current room."""
 
+    ref: Ref = None
+
 
 class RoomsRequest(_Event, tag="rooms", frozen=True):
     """Ask for the list of rooms."""
+
+    ref: Ref = None
 
 
 class JoinRoom(_Event, tag="join", frozen=True):
     """Leave the current room and enter ``room``."""
 
     room: str
+    ref: Ref = None
 
 
 class Bye(_Event, tag="bye", frozen=True):

@@ -169,6 +169,8 @@ class Connection(asyncio.Protocol):
         try:
             deliveries = self.relay.handle(self.session, event)
         except ProtocolError as exc:
+            if exc.ref is None:  # an error echoes the ref of the frame that caused it
+                exc.ref = getattr(event, "ref", None)
             self._refuse(exc)
             return
         if isinstance(event, Hello):

@@ -50,6 +50,35 @@ async def test_a_room_full_of_slow_consumers_is_cut_off_without_recursion() -> N
         await late.expect("msg", text="still here")
 
 
+@async_test
+async def test_every_error_echoes_the_ref_of_the_frame_that_caused_it() -> None:
+    """hello, join, who and rooms dropped their ref (msgspec ignored it as unknown)."""
+    async with serving() as srv:
+        anon = await srv.connect()
+        await anon.expect("welcome")
+        for kind in ("who", "rooms"):
+            await anon.send({"type": kind, "ref": f"{kind}-1"})
+            await anon.expect("error", code="not_logged_in", ref=f"{kind}-1")
+        await anon.send({"type": "join", "room": "dev", "ref": 7})
+        await anon.expect("error", code="not_logged_in", ref=7)
+        await anon.send({"type": "hello", "name": "amy", "room": "NOT OK", "ref": "h1"})
+        await anon.expect("error", code="bad_request", ref="h1")
+        await anon.send({"type": "hello", "name": "amy", "ref": "h2"})
+        await anon.expect("ready", name="amy")
+        await anon.send({"type": "join", "room": "Bad Room", "ref": "j1"})
+        await anon.expect("error", code="bad_request", ref="j1")
+        await anon.send({"type": "hello", "name": "again", "ref": "h3"})
+        await anon.expect("error", code="bad_request", ref="h3")
+        other = await srv.connect()
+        await other.expect("welcome")
+        await other.send({"type": "hello", "name": "AMY", "ref": "h4"})
+        await other.expect("error", code="name_taken", ref="h4")
+        third = await srv.connect()
+        await third.expect("welcome")
+        await third.send({"type": "hello", "name": "bad name", "ref": "h5"})
+        await third.expect("error", code="name_invalid", ref="h5")
+
+
 # ------------------------------------------------------------------ chatcli join (e2e)
 
 

@@ -275,7 +275,7 @@ async def test_bad_request_keeps_the_connection_open() -> None:
             (b'{"type":"say","text":"   ","ref":"r2"}\n', "r2"),
             (b'{"type":"say","text":"' + b"x" * 4097 + b'","ref":"r3"}\n', "r3"),
             (b'{"type":"hello","name":"alice2"}\n', None),
-            (b'{"type":"join","room":"Bad Room","ref":"r4"}\n', None),
+            (b'{"type":"join","room":"Bad Room","ref":"r4"}\n', "r4"),
             (b"[" * 50_000 + b"\n", None),
         ]:
             await alice.send(line)
