@@ -184,6 +184,14 @@ def bench(
 
     if json_path is not None and not json_path.parent.is_dir():
         raise UsageError(f"--json {json_path}: no such directory {json_path.parent}")
+    if json_path is not None:  # find out now, not after the whole run
+        existed = json_path.exists()
+        try:
+            json_path.open("a", encoding="utf-8").close()
+        except OSError as exc:
+            raise UsageError(f"--json {json_path}: cannot write: {exc.strerror}") from exc
+        if not existed:
+            json_path.unlink(missing_ok=True)
     idle = scenario == "idle"
     options = BenchOptions(
         clients=clients,
