@@ -5,12 +5,16 @@ Every wait is bounded; processes started here are killed on the way out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,3 +45,43 @@ def test_bench_unwritable_json_is_a_usage_error_before_the_run() -> None:
     assert "/proc/chatcli-review.json" in proc.stderr
     assert "starting relay" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.e2e
+def test_bench_sigterm_stops_the_relay_and_the_workers() -> None:
+    # CI timeouts, `timeout` and `kill` send SIGTERM to bench alone: its relay and its
+    # worker processes must not outlive it
+    proc = subprocess.Popen(
+        [*BENCH, "-c", "2", "--rate", "2", "-d", "30"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        start_new_session=True,
+    )
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            children = psutil.Process(proc.pid).children(recursive=True)
+            commands = [" ".join(c.cmdline()) for c in children if c.is_running()]
+            if any("serve" in c for c in commands) and any("spawn_main" in c for c in commands):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("bench did not start its relay and a worker within 30 s")
+        time.sleep(1.0)  # the run is going
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, [" ".join(p.cmdline()) for p in alive]
+        assert proc.returncode == 128 + signal.SIGTERM, err[-1000:]
+        assert "Traceback" not in err, err[-2000:]
+    finally:
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
+from signal import SIGHUP, SIGTERM
+from types import FrameType
 
 import click
 
 __all__ = ["bench"]
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _target(
@@ -213,8 +220,15 @@ def bench(
     )
     options.check()
     console = Console(stderr=True)
-    with LiveView(console) as view:
-        report = run_bench(options, view)
+    # SIGTERM/SIGHUP (a CI timeout, `timeout`, a closed terminal) unwind like Ctrl-C
+    # does, so that run_bench stops the relay and the workers it started
+    handlers = {sig: signal.signal(sig, _exit_on_signal) for sig in (SIGTERM, SIGHUP)}
+    try:
+        with LiveView(console) as view:
+            report = run_bench(options, view)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     Console(highlight=False).print(render_summary(report))
     if json_path is not None:
         try:
