@@ -6,6 +6,7 @@ Every wait is bounded; processes started here are killed on the way out.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import signal
@@ -16,6 +17,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from rich.console import Console
+
+from chatcli.bench.report_schema import BenchReport
+from chatcli.bench.view import render_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = (sys.executable, "-m", "chatcli", "bench", "--warmup", "0")
@@ -28,6 +33,22 @@ def _readme_commands(section: str) -> list[str]:
     body = text.split(f"## `{section}`", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```sh\n(.*?)```", body, re.S)
     return [line for block in blocks for line in block.splitlines() if "chatcli" in line]
+
+
+def test_bench_summary_shows_the_baseline_warnings() -> None:
+    # a comparison against another machine or other parameters must say so on screen,
+    # not only inside the --json file
+    report = BenchReport(params={}, metrics={})
+    report.baseline = {
+        "tolerance": 0.1,
+        "failed": False,
+        "warnings": ["parameters differ from the baseline: clients 50 -> 5"],
+        "rows": [],
+    }
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(render_summary(report))
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "parameters differ from the baseline: clients 50 -> 5" in shown
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")

@@ -168,6 +168,8 @@ def _verdicts(report: BenchReport) -> list[Text]:
                 before = format_metric(name, row["baseline"])
                 after = format_metric(name, row["current"])
                 lines.append(Text(f"REGRESSED {name}: {before} -> {after}", style="bold red"))
+        for warning in report.baseline.get("warnings", []):
+            lines.append(Text(f"baseline warning: {warning}", style="yellow"))
         verdict = "failed" if report.baseline.get("failed") else "passed"
         lines.append(
             Text(
