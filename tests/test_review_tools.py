@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -33,6 +34,17 @@ def _readme_commands(section: str) -> list[str]:
     body = text.split(f"## `{section}`", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```sh\n(.*?)```", body, re.S)
     return [line for block in blocks for line in block.splitlines() if "chatcli" in line]
+
+
+def test_readme_replay_examples_name_files_that_exist() -> None:
+    # a new user copies these lines: every shipped file they name must be there
+    missing = []
+    for line in _readme_commands("chatcli replay"):
+        for word in shlex.split(line, comments=True):
+            shipped = word.startswith("recordings/") and not set("*$") & set(word)
+            if shipped and not (ROOT / word).is_file():
+                missing.append(word)
+    assert not missing, missing
 
 
 def test_bench_summary_shows_the_baseline_warnings() -> None:
