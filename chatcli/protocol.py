@@ -354,24 +354,34 @@ class LineFramer:
     FrameTooLarge, after which the stream cannot be resynchronised and must be closed.
     """
 
-    __slots__ = ("_tail", "max_frame")
+    __slots__ = ("_held", "_pending", "_tail", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._tail = b""
+        #: chunks of an unfinished line received after ``_tail``, joined once it ends:
+        #: copying the tail on every chunk made a long line cost quadratic time
+        self._held: list[bytes] = []
+        self._pending = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete frames they finish."""
-        if self._tail:
-            data = self._tail + data
         # an unfinished tail may end with the \r of its line ending: allow one byte for it
         if b"\n" not in data:
-            if len(data) > self.max_frame + 1:
+            if self._pending + len(data) > self.max_frame + 1:
                 raise FrameTooLarge(self.max_frame)
-            self._tail = data
+            self._pending += len(data)
+            if self._tail:
+                self._held.append(data)
+            else:
+                self._tail = data
             return []
+        if self._tail:
+            data = b"".join([self._tail, *self._held, data])
+            self._held.clear()
         lines = data.split(b"\n")
         self._tail = lines.pop()
+        self._pending = len(self._tail)
         if len(self._tail) > self.max_frame + 1:
             raise FrameTooLarge(self.max_frame)
         frames = []
@@ -389,7 +399,7 @@ class LineFramer:
     @property
     def pending(self) -> int:
         """Bytes of an unfinished line held back."""
-        return len(self._tail)
+        return self._pending
 
 
 # -------------------------------------------------------------------- validation

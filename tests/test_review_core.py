@@ -21,6 +21,9 @@ import pytest
 from helpers import HOST, async_test, serving
 from processes import EXIT_TIMEOUT, chatcli, serve_process
 
+from chatcli.client import MAX_SERVER_FRAME
+from chatcli.protocol import LineFramer
+
 #: bound on every wait of the end-to-end tests
 E2E_TIMEOUT = 15.0
 
@@ -77,6 +80,26 @@ async def test_every_error_echoes_the_ref_of_the_frame_that_caused_it() -> None:
         await third.expect("welcome")
         await third.send({"type": "hello", "name": "bad name", "ref": "h5"})
         await third.expect("error", code="name_invalid", ref="h5")
+
+
+def test_a_long_line_arriving_in_many_chunks_is_framed_in_linear_time() -> None:
+    """The framer copied its whole unfinished tail on every chunk: quadratic time.
+
+    A hostile server sending a line of tens of MiB (the client allows 64 MiB) froze
+    ``chatcli join`` for many seconds of CPU before any limit applied; a relay paid the
+    same for every client trickling a 64 KiB line. 32 MiB in 64 KiB reads took ~5 s.
+    """
+    framer = LineFramer(MAX_SERVER_FRAME)
+    chunk = b"x" * 65536
+    started = time.perf_counter()
+    for _ in range(512):
+        assert framer.feed(chunk) == []
+    assert framer.pending == 512 * 65536
+    frames = framer.feed(b"y\nz")
+    elapsed = time.perf_counter() - started
+    assert [len(frame) for frame in frames] == [512 * 65536 + 1]
+    assert framer.pending == 1
+    assert elapsed < 1.0, f"{elapsed:.2f} s to frame 32 MiB"
 
 
 # ------------------------------------------------------------------ chatcli join (e2e)
