@@ -41,11 +41,15 @@ class ProtocolError(ChatError):
 
 
 class FrameTooLarge(ProtocolError):
-    """A line exceeded the maximum frame size; the connection must be closed."""
+    """A line exceeded the maximum frame size; the connection must be closed.
 
-    def __init__(self, limit: int) -> None:
+    ``frames`` holds the complete frames received before that line, still to be acted on.
+    """
+
+    def __init__(self, limit: int, frames: list[bytes] | None = None) -> None:
         super().__init__("frame_too_large", f"frame exceeds {limit} bytes")
         self.limit = limit
+        self.frames = frames if frames is not None else []
 
 
 class ConnectionFailed(ChatError):

@@ -351,7 +351,8 @@ class LineFramer:
 
     ``feed`` returns complete lines with the newline and an optional ``\\r`` removed; empty
     lines are skipped. A line (or an unfinished tail) longer than ``max_frame`` raises
-    FrameTooLarge, after which the stream cannot be resynchronised and must be closed.
+    FrameTooLarge, after which the stream cannot be resynchronised and must be closed;
+    the error carries the complete frames that came before the long line.
     """
 
     __slots__ = ("_held", "_pending", "_tail", "max_frame")
@@ -382,9 +383,7 @@ class LineFramer:
         lines = data.split(b"\n")
         self._tail = lines.pop()
         self._pending = len(self._tail)
-        if len(self._tail) > self.max_frame + 1:
-            raise FrameTooLarge(self.max_frame)
-        frames = []
+        frames: list[bytes] = []
         limit = self.max_frame
         for line in lines:
             if line.endswith(b"\r"):
@@ -392,8 +391,10 @@ class LineFramer:
             if not line:
                 continue
             if len(line) > limit:
-                raise FrameTooLarge(limit)
+                raise FrameTooLarge(limit, frames)
             frames.append(line)
+        if len(self._tail) > limit + 1:
+            raise FrameTooLarge(limit, frames)
         return frames
 
     @property

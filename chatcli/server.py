@@ -99,11 +99,12 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return  # a closing connection discards what still arrives
         self.last_seen = self.server.loop.time()
+        too_large: FrameTooLarge | None = None
         try:
             frames = self.framer.feed(data)
         except FrameTooLarge as exc:
-            self.close_with(error_event(exc), "lost")
-            return
+            # the lines before the long one arrived intact: act on them, then close
+            too_large, frames = exc, exc.frames
         try:
             for frame in frames:
                 if self.text is None:
@@ -120,6 +121,8 @@ class Connection(asyncio.Protocol):
             # A bug must cost this one connection, never the relay or anyone else.
             log.exception("internal error handling %s; closing it", self.who)
             self.close_with(None, "lost")
+        if too_large is not None:
+            self.close_with(error_event(too_large), "lost")
 
     def eof_received(self) -> bool:
         self.peer_eof = True

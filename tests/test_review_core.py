@@ -22,6 +22,7 @@ from helpers import HOST, async_test, serving
 from processes import EXIT_TIMEOUT, chatcli, serve_process
 
 from chatcli.client import MAX_SERVER_FRAME
+from chatcli.errors import FrameTooLarge
 from chatcli.protocol import LineFramer
 
 #: bound on every wait of the end-to-end tests
@@ -100,6 +101,32 @@ def test_a_long_line_arriving_in_many_chunks_is_framed_in_linear_time() -> None:
     assert [len(frame) for frame in frames] == [512 * 65536 + 1]
     assert framer.pending == 1
     assert elapsed < 1.0, f"{elapsed:.2f} s to frame 32 MiB"
+
+
+@async_test
+async def test_lines_before_a_too_long_line_in_the_same_read_are_acted_on() -> None:
+    """A message pipelined just before an oversized line was dropped without a word."""
+    async with serving(max_frame=1000) as srv:
+        alice = await srv.login("alice")
+        bob = await srv.login("bob")
+        await alice.expect("join", name="bob")
+        say = json.dumps({"type": "say", "text": "before", "ref": "b1"}).encode() + b"\n"
+        await alice.send(say + b"x" * 2000 + b"\n")
+        await bob.expect("msg", text="before", **{"from": "alice"})
+        await bob.expect("leave", name="alice", reason="lost")
+        tail = [json.loads(line) for line in (await alice.eof()).splitlines()]
+        assert [(f["type"], f.get("ref"), f.get("code")) for f in tail] == [
+            ("msg", "b1", None),
+            ("error", None, "frame_too_large"),
+        ]
+
+
+def test_frame_too_large_carries_the_frames_before_it() -> None:
+    for data in (b"a\nbb\n" + b"x" * 11 + b"\nc\n", b"a\nbb\n" + b"x" * 12):
+        framer = LineFramer(10)
+        with pytest.raises(FrameTooLarge) as caught:
+            framer.feed(data)
+        assert caught.value.frames == [b"a", b"bb"]
 
 
 # ------------------------------------------------------------------ chatcli join (e2e)
