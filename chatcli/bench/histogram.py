@@ -221,6 +221,15 @@ class Histogram:
         count = self.count
         return self._sum / count if count else None
 
+    def count_above(self, value_us: int) -> int:
+        """How many values were certainly above ``value_us`` (overflow included).
+
+        Counts the buckets whose every value exceeds ``value_us``; values sharing a bucket
+        with ``value_us`` are left out, so the answer is never too high.
+        """
+        first = bucket_index(value_us) + 1
+        return sum(self._counts[first:]) + self._overflow
+
     def percentile(self, percentile: float) -> int | None:
         """The value at ``percentile`` (0-100), or None when empty (see module docstring)."""
         return self.percentiles([percentile])[0]

@@ -34,8 +34,11 @@ __all__ = ["SCENARIOS", "BenchOptions", "Progress", "run_bench"]
 SCENARIOS = ("steady", "churn", "idle", "burst")
 #: a worker busier than this share of one core is saturated: its own delays would count
 GENERATOR_SATURATED_PCT = 90.0
-#: schedule lag (p99) beyond which the generator fell behind and the run is invalid
-MAX_LAG_P99_MS = 10.0
+#: a send this late (ms) is behind schedule; more than LATE_SHARE_TOLERATED of the
+#: window's sends (and more than LATE_SENDS_TOLERATED) behind schedule invalidate a run
+MAX_LAG_MS = 10.0
+LATE_SHARE_TOLERATED = 0.01
+LATE_SENDS_TOLERATED = 2
 #: seconds allowed per client to connect, on top of the ramp, before giving up
 CONNECT_GRACE = 30.0
 #: seconds the idle scenario lets the relay settle before reading its memory
@@ -75,6 +78,8 @@ class BenchOptions:
             raise UsageError("--workers must be between 1 and --clients")
         if self.duration <= 0 or self.warmup < 0:
             raise UsageError("--duration must be positive and --warmup not negative")
+        if self.scenario == "burst" and self.arrivals != "constant":
+            raise UsageError("--scenario burst sends in bursts: it takes no --arrivals")
         if self.closed and self.scenario in ("churn", "burst"):
             raise UsageError(f"--closed does not combine with --scenario {self.scenario}")
         if self.scenario not in SCENARIOS:
@@ -340,7 +345,8 @@ def _report(
         ):
             metrics[name] = None
 
-    reasons = _invalid_reasons(metrics, counts.sent, options)
+    late = hists["lag"].count_above(int(MAX_LAG_MS * 1000))
+    reasons = _invalid_reasons(metrics, counts.sent, late, options)
     report = BenchReport(
         params=options.params(),
         metrics=metrics,
@@ -365,8 +371,13 @@ def _report(
 
 
 def _invalid_reasons(
-    metrics: dict[str, float | None], sent: int, options: BenchOptions
+    metrics: dict[str, float | None], sent: int, late: int, options: BenchOptions
 ) -> list[str]:
+    """Why a run says more about the generator than the relay (empty: a valid run).
+
+    ``sent``: messages sent in the measured window; ``late``: how many of them left more
+    than MAX_LAG_MS after their planned time.
+    """
     reasons = []
     cpu = metrics.get("generator_cpu_pct")
     if cpu is not None and cpu >= GENERATOR_SATURATED_PCT:
@@ -374,11 +385,16 @@ def _invalid_reasons(
             f"the load generator used {cpu:.0f}% of a core: its own delays would be blamed "
             "on the relay (add --workers or lower the load)"
         )
-    lag = metrics.get("lag_p99")
-    if not options.closed and lag is not None and lag > MAX_LAG_P99_MS:
+    # More than 1% of sends late is a generator that fell behind (for a large run, the
+    # same as lag p99 over the limit); in a small run one or two late sends are a hiccup,
+    # not that. Bursts queue many sends at one planned instant by design: only CPU
+    # judges them.
+    allowed = max(LATE_SENDS_TOLERATED, LATE_SHARE_TOLERATED * sent)
+    judged = not options.closed and options.scenario != "burst"
+    if judged and late > allowed:
         reasons.append(
-            f"sends fell behind schedule (lag p99 {lag:.1f} ms > {MAX_LAG_P99_MS:g} ms): "
-            "the generator could not keep up"
+            f"sends fell behind schedule ({late} of {sent} left over {MAX_LAG_MS:g} ms late, "
+            f"lag p99 {metrics.get('lag_p99') or 0:.1f} ms): the generator could not keep up"
         )
     if sent == 0 and options.rate > 0:
         reasons.append("no message was sent in the measured window")
