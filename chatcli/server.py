@@ -98,13 +98,15 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return  # a closing connection discards what still arrives
-        self.last_seen = self.server.loop.time()
         too_large: FrameTooLarge | None = None
         try:
             frames = self.framer.feed(data)
         except FrameTooLarge as exc:
             # the lines before the long one arrived intact: act on them, then close
             too_large, frames = exc, exc.frames
+        if frames:
+            # a sign of life is a frame (spec), not bytes trickled without ever ending one
+            self.last_seen = self.server.loop.time()
         try:
             for frame in frames:
                 if self.text is None:
@@ -125,6 +127,9 @@ class Connection(asyncio.Protocol):
             self.close_with(error_event(too_large), "lost")
 
     def eof_received(self) -> bool:
+        if not self.closing and self.framer.pending:
+            # `printf 'login x\nhi' | nc`: a last line cut short by the end of input
+            self.data_received(b"\n")
         self.peer_eof = True
         if self.closing:
             assert self.transport is not None

@@ -37,6 +37,7 @@ from chatcli.protocol import (
     ServerEvent,
     Who,
     checked_text,
+    clean_text,
     encode,
 )
 from chatcli.render import Renderer
@@ -148,7 +149,7 @@ class JoinSession:
             return True
         command = parse_input(_valid_unicode(line))
         if command.error:
-            self.output.notice(command.error, error=True)
+            self._refuse_locally(command.error)
             return True
         verb = command.verb
         if verb == "quit":
@@ -170,7 +171,7 @@ class JoinSession:
             try:
                 text = checked_text(command.text)
             except ProtocolError as exc:
-                self.output.notice(exc.message, error=True)
+                self._refuse_locally(exc.message)
                 return True
             ref = self.client.next_ref()
             event: ClientEvent
@@ -182,6 +183,11 @@ class JoinSession:
                 event = Say(text=text, ref=ref)
             await self.send_tracked(ref, event)
         return True
+
+    def _refuse_locally(self, why: str) -> None:
+        """A line that cannot be sent as typed: say so, and count it as refused."""
+        self.refused += 1
+        self.output.notice(why, error=True)
 
     async def send_tracked(self, ref: str, event: ClientEvent) -> None:
         """Send a message whose acknowledgement (or refusal) will be waited for."""
@@ -308,9 +314,9 @@ async def _interactive(session: JoinSession) -> int:
 
     def prompt() -> FormattedText:
         rec = [("fg:ansired bold", "● rec ")] if session.recorder else []
-        return FormattedText(
-            [*rec, ("fg:ansicyan", f"[{session.room}] "), ("bold", f"{session.client.name}> ")]
-        )
+        # the room and name come from the server: shown cleaned, like everything it sends
+        room, name = clean_text(session.room), clean_text(session.client.name)
+        return FormattedText([*rec, ("fg:ansicyan", f"[{room}] "), ("bold", f"{name}> ")])
 
     prompt_session: PromptSession[str] = PromptSession(history=history, erase_when_done=True)
     failure: list[BaseException] = []

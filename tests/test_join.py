@@ -319,3 +319,16 @@ def test_interactive_session_in_a_real_terminal(server: int, config: dict[str, s
         os.close(leader)
         watcher.close()
     assert b"Traceback" not in screen
+
+
+def test_a_line_refused_before_sending_makes_the_exit_code_1(
+    server: int, config: dict[str, str]
+) -> None:
+    too_long = b"x" * 5000
+    done = join(
+        "strict", "--port", str(server), env=config, stdin=b"/frob\n" + too_long + b"\nstill sent\n"
+    )
+    assert done.returncode == 1
+    assert b"unknown command /frob" in done.stderr
+    assert b"longer than 4096" in done.stderr
+    assert "<strict> still sent" in done.stdout.decode()

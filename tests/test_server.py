@@ -916,3 +916,37 @@ def test_helpers_bound_a_hung_test() -> None:
 
 def test_test_server_is_not_collected() -> None:
     assert TestServer.__test__ is False
+
+
+@async_test
+async def test_trickled_bytes_are_not_a_sign_of_life() -> None:
+    """A client that sends bytes but never finishes a frame is still timed out."""
+    async with serving(ping_interval=0.2) as srv:
+        alice = await srv.login("alice")
+        trickler = await srv.login("trickler")
+        await alice.expect("join", name="trickler")
+        started = time.monotonic()
+        while True:  # a byte every 0.1 s, never a newline
+            await trickler.send(b"x")
+            try:
+                frame = await alice.recv(timeout=0.1)
+            except AssertionError:  # nothing within 0.1 s: trickle on
+                frame = None
+            if frame and frame["type"] == "ping":
+                await alice.send({"type": "pong"})
+            elif frame:
+                only(frame, type="leave", room="lobby", name="trickler", reason="timeout")
+                break
+            assert time.monotonic() - started < 3, "the trickler was never timed out"
+
+
+@async_test
+async def test_a_last_text_line_cut_short_by_eof_is_still_said() -> None:
+    async with serving() as srv:
+        alice = await srv.login("alice")
+        nc = await srv.connect()
+        await nc.send(b"login carol\nbye for now")  # no newline at the end
+        nc.writer.write_eof()
+        await alice.expect("join", name="carol")
+        await alice.expect("msg", text="bye for now", **{"from": "carol"})
+        await alice.expect("leave", name="carol", reason="quit")
