@@ -6,9 +6,13 @@ hanging the suite.
 
 from __future__ import annotations
 
+import json
 import os
+import pty
 import re
+import select
 import selectors
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +20,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["EXIT_TIMEOUT", "START_TIMEOUT", "chatcli", "read_line", "serve_process"]
+__all__ = [
+    "EXIT_TIMEOUT",
+    "START_TIMEOUT",
+    "Terminal",
+    "Watcher",
+    "chatcli",
+    "read_line",
+    "run_join",
+    "serve_process",
+]
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 15.0  # a cold interpreter importing click and rich on a busy machine
@@ -70,3 +83,93 @@ def serve_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+class Watcher:
+    """A JSON client on a blocking socket, with a timeout on every read, that checks
+    what actually went over the wire while a real ``chatcli`` process runs."""
+
+    def __init__(
+        self, port: int, name: str = "watcher", room: str = "lobby", timeout: float = 10.0
+    ) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+        self.send({"type": "hello", "name": name, "room": room, "history": 0})
+        self.expect("ready")
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(frame).encode() + b"\n")
+
+    def recv(self) -> dict[str, Any]:
+        line = self.file.readline()
+        assert line.endswith(b"\n"), f"connection closed ({line!r})"
+        return json.loads(line)
+
+    def expect(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Skip other frames until one of ``kind`` arrives; check its fields."""
+        while True:
+            frame = self.recv()
+            if frame["type"] == kind:
+                for key, value in fields.items():
+                    assert frame.get(key) == value, frame
+                return frame
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def run_join(
+    *args: str, stdin: bytes = b"", env: dict[str, str], timeout: float = 20.0
+) -> subprocess.CompletedProcess[bytes]:
+    """``chatcli join ARGS`` fed ``stdin``; killed (and failed) if it outlives ``timeout``."""
+    proc = chatcli("join", *args, env=env, stdin=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=EXIT_TIMEOUT)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+class Terminal:
+    """``chatcli ARGS`` under a real pseudo-terminal: type into it, read its screen."""
+
+    def __init__(self, *args: str, env: dict[str, str], timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self.leader, follower = pty.openpty()
+        # PROMPT_TOOLKIT_NO_CPR: a bare pty never answers cursor-position requests
+        self.proc = chatcli(
+            *args,
+            env={**env, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"},
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+        )
+        os.close(follower)
+        self.screen = b""
+
+    def read_until(self, needle: bytes) -> None:
+        """Read the screen until ``needle`` shows up; fail after the timeout."""
+        deadline = time.monotonic() + self.timeout
+        while needle not in self.screen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"{needle!r} not on screen: {self.screen[-500:]!r}"
+            if select.select([self.leader], [], [], left)[0]:
+                try:
+                    self.screen += os.read(self.leader, 65536)
+                except OSError:  # the terminal closed
+                    break
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.leader, keys)
+
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(EXIT_TIMEOUT)
+        os.close(self.leader)

@@ -7,19 +7,14 @@ A watcher (a plain socket client) in the same room checks what actually went ove
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from processes import EXIT_TIMEOUT, chatcli, serve_process
+from processes import EXIT_TIMEOUT, Terminal, Watcher, chatcli, run_join, serve_process
 
 from chatcli.transcript import read_transcript
 
@@ -29,55 +24,8 @@ HOST = "127.0.0.1"
 READ_TIMEOUT = 10.0
 
 
-class Watcher:
-    """A JSON client on a blocking socket with a timeout on every read."""
-
-    def __init__(self, port: int, name: str = "watcher", room: str = "lobby") -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=READ_TIMEOUT)
-        self.file = self.sock.makefile("rb")
-        self.send({"type": "hello", "name": name, "room": room, "history": 0})
-        self.expect("ready")
-
-    def send(self, frame: dict[str, Any]) -> None:
-        self.sock.sendall(json.dumps(frame).encode() + b"\n")
-
-    def recv(self) -> dict[str, Any]:
-        line = self.file.readline()
-        assert line.endswith(b"\n"), f"connection closed ({line!r})"
-        return json.loads(line)
-
-    def expect(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Skip other frames until one of ``kind`` arrives; check its fields."""
-        while True:
-            frame = self.recv()
-            if frame["type"] == kind:
-                for key, value in fields.items():
-                    assert frame.get(key) == value, frame
-                return frame
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[int]:
-    with serve_process() as (_proc, port):
-        yield port
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> dict[str, str]:
-    """An isolated config dir, so tests neither read nor write the user's."""
-    return {"CHATCLI_CONFIG_DIR": str(tmp_path / "config")}
-
-
-def join(
-    *args: str, stdin: bytes = b"", env: dict[str, str], timeout: float = 20.0
-) -> subprocess.CompletedProcess[bytes]:
-    proc = chatcli("join", *args, env=env, stdin=subprocess.PIPE)
-    out, err = proc.communicate(stdin, timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+def join(*args: str, stdin: bytes = b"", env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    return run_join(*args, stdin=stdin, env=env)
 
 
 def test_piped_lines_are_sent_and_events_printed_as_plain_lines(
@@ -277,48 +225,19 @@ def test_escape_sequences_from_a_hostile_server_never_reach_the_terminal(
 def test_interactive_session_in_a_real_terminal(server: int, config: dict[str, str]) -> None:
     """Type a line in a pty, see it reach the room, get a message back, quit with /quit."""
     watcher = Watcher(server)
-    leader, follower = pty.openpty()
-    proc = chatcli(
-        "join",
-        "tty",
-        "--port",
-        str(server),
-        env={**config, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"},
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-    )
-    os.close(follower)
-    screen = b""
-
-    def read_until(needle: bytes) -> None:
-        nonlocal screen
-        deadline = time.monotonic() + READ_TIMEOUT
-        while needle not in screen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"{needle!r} not on screen: {screen[-500:]!r}"
-            if select.select([leader], [], [], left)[0]:
-                try:
-                    screen += os.read(leader, 65536)
-                except OSError:  # the terminal closed
-                    break
-
     try:
-        read_until(b"tty>")
-        os.write(leader, b"hello from a terminal\r")
-        watcher.expect("msg", text="hello from a terminal", **{"from": "tty"})
-        watcher.send({"type": "say", "text": "welcome, [u]tty[/u]"})
-        read_until(b"welcome, [u]tty[/u]")
-        os.write(leader, b"/quit\r")
-        assert proc.wait(READ_TIMEOUT) == 0
-        watcher.expect("leave", name="tty", reason="quit")
+        with Terminal("join", "tty", "--port", str(server), env=config) as term:
+            term.read_until(b"tty>")
+            term.type(b"hello from a terminal\r")
+            watcher.expect("msg", text="hello from a terminal", **{"from": "tty"})
+            watcher.send({"type": "say", "text": "welcome, [u]tty[/u]"})
+            term.read_until(b"welcome, [u]tty[/u]")
+            term.type(b"/quit\r")
+            assert term.proc.wait(READ_TIMEOUT) == 0
+            watcher.expect("leave", name="tty", reason="quit")
+        assert b"Traceback" not in term.screen
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(EXIT_TIMEOUT)
-        os.close(leader)
         watcher.close()
-    assert b"Traceback" not in screen
 
 
 def test_a_line_refused_before_sending_makes_the_exit_code_1(

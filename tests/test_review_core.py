@@ -7,19 +7,12 @@ with it) or pins down a behaviour of the spec that a hostile peer probes.
 from __future__ import annotations
 
 import json
-import os
-import pty
-import select
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import HOST, async_test, serving
-from processes import EXIT_TIMEOUT, chatcli, serve_process
+from helpers import async_test, serving
+from processes import Terminal, Watcher, run_join
 
 from chatcli.client import MAX_SERVER_FRAME
 from chatcli.errors import FrameTooLarge
@@ -132,55 +125,10 @@ def test_frame_too_large_carries_the_frames_before_it() -> None:
 # ------------------------------------------------------------------ chatcli join (e2e)
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[int]:
-    with serve_process() as (_proc, port):
-        yield port
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> dict[str, str]:
-    """An isolated config dir, so tests neither read nor write the user's."""
-    return {"CHATCLI_CONFIG_DIR": str(tmp_path / "config"), "LC_ALL": "C.UTF-8"}
-
-
-class Watcher:
-    """A JSON client on a blocking socket with a timeout on every read."""
-
-    def __init__(self, port: int, name: str = "watcher") -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=E2E_TIMEOUT)
-        self.file = self.sock.makefile("rb")
-        self.sock.sendall(json.dumps({"type": "hello", "name": name, "history": 0}).encode())
-        self.sock.sendall(b"\n")
-        self.expect("ready")
-
-    def expect(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Skip other frames until one of ``kind`` arrives; check its fields."""
-        while True:
-            line = self.file.readline()
-            assert line.endswith(b"\n"), f"connection closed ({line!r})"
-            frame = json.loads(line)
-            if frame["type"] == kind:
-                for key, value in fields.items():
-                    assert frame.get(key) == value, frame
-                return frame
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
 def _join(
     port: int, name: str, stdin: bytes, env: dict[str, str]
 ) -> subprocess.CompletedProcess[bytes]:
-    proc = chatcli("join", name, "--port", str(port), env=env, stdin=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(stdin, timeout=E2E_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=EXIT_TIMEOUT)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return run_join(name, "--port", str(port), stdin=stdin, env=env, timeout=E2E_TIMEOUT)
 
 
 @pytest.mark.e2e
@@ -208,42 +156,16 @@ def test_interactive_input_that_is_not_utf8_does_not_crash(
 ) -> None:
     """A Latin-1 terminal typing 'é' sent a lone surrogate to the encoder: a traceback."""
     watcher = Watcher(server, "watcher2")
-    leader, follower = pty.openpty()
-    proc = chatcli(
-        "join",
-        "latin",
-        "--port",
-        str(server),
-        env={**config, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"},
-        stdin=follower,
-        stdout=follower,
-        stderr=follower,
-    )
-    os.close(follower)
-    screen = b""
-
-    def read_until(needle: bytes) -> None:
-        nonlocal screen
-        deadline = time.monotonic() + E2E_TIMEOUT
-        while needle not in screen:
-            left = deadline - time.monotonic()
-            assert left > 0, f"{needle!r} not on screen: {screen[-500:]!r}"
-            if select.select([leader], [], [], left)[0]:
-                try:
-                    screen += os.read(leader, 65536)
-                except OSError:  # the terminal closed
-                    break
-
     try:
-        read_until(b"latin>")
-        os.write(leader, b"caf\xe9 ok\r")
-        watcher.expect("msg", text="caf\ufffd ok", **{"from": "latin"})
-        os.write(leader, b"/quit\r")
-        assert proc.wait(E2E_TIMEOUT) == 0
+        with Terminal(
+            "join", "latin", "--port", str(server), env=config, timeout=E2E_TIMEOUT
+        ) as term:
+            term.read_until(b"latin>")
+            term.type(b"caf\xe9 ok\r")
+            watcher.expect("msg", text="caf\ufffd ok", **{"from": "latin"})
+            term.type(b"/quit\r")
+            assert term.proc.wait(E2E_TIMEOUT) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(EXIT_TIMEOUT)
-        os.close(leader)
         watcher.close()
+    screen = term.screen
     assert b"Traceback" not in screen, screen.decode(errors="replace")
