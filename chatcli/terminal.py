@@ -13,7 +13,6 @@ import asyncio
 import io
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -137,7 +136,10 @@ class JoinSession:
         self.refused = 0
         self.acked = asyncio.Event()
         self.acked.set()
-        self.retry: Callable[[str, ClientEvent], None] | None = None
+        #: ref -> how many times a rate-limited message has been sent again
+        self.retries: dict[str, int] = {}
+        #: what went wrong re-sending in the background, raised by the front end
+        self.failure: ChatError | None = None
         #: set when a pong arrives: everything sent before the ping has been answered
         self.pong = asyncio.Event()
 
@@ -209,8 +211,8 @@ class JoinSession:
         elif isinstance(event, Error) and event.ref is not None:
             ref = str(event.ref)
             sent = self.pending.get(ref)
-            if event.code == "rate_limited" and sent is not None and self.retry is not None:
-                self.retry(ref, sent)
+            if event.code == "rate_limited" and sent is not None:
+                self._retry(ref, sent)
                 return
             if sent is not None:
                 self.refused += 1
@@ -218,6 +220,24 @@ class JoinSession:
         if self.recorder is not None:
             self._record(event)
         self.output.event(event)
+
+    def _retry(self, ref: str, event: ClientEvent) -> None:
+        """Send a rate-limited message again after a growing pause, or give up loudly."""
+        attempt = self.retries.get(ref, 0) + 1
+        self.retries[ref] = attempt
+        if attempt > RATE_LIMIT_RETRIES:
+            self._refuse_locally("message refused: rate limited")
+            self._settle(ref)
+            return
+        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1))
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, lambda: loop.create_task(self._resend(event)))
+
+    async def _resend(self, event: ClientEvent) -> None:
+        try:
+            await self.client.send(event)
+        except ConnectionFailed as exc:
+            self.failure = exc
 
     def _settle(self, ref: str) -> None:
         self.pending.pop(ref, None)
@@ -329,21 +349,39 @@ async def _interactive(session: JoinSession) -> int:
             if prompt_session.app.is_running:
                 prompt_session.app.exit(exception=EOFError())
 
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    done = asyncio.Event()
+
+    async def send() -> None:
+        # Typed (or pasted) lines go out in order, one message in flight at a time,
+        # so a paste longer than the flood limit's burst is paced, not refused.
+        try:
+            await _send_in_order(session, lines, receiver)
+        except ChatError as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+            if prompt_session.app.is_running:
+                prompt_session.app.exit(exception=EOFError())
+
     session.output.notice("type /help for commands, /quit to leave")
     with patch_stdout(raw=True):
         receiver = asyncio.create_task(receive())
+        sender = asyncio.create_task(send())
         try:
-            while not failure:
+            while not failure and not done.is_set():
                 try:
                     line = await prompt_session.prompt_async(prompt)
                 except (EOFError, KeyboardInterrupt):
                     break
-                if not await session.submit(line):
-                    break
+                lines.put_nowait(line)
         finally:
+            sender.cancel()
             receiver.cancel()
     if failure:
         raise failure[0]
+    if session.failure is not None:
+        raise session.failure
     return 0
 
 
@@ -363,50 +401,16 @@ async def _piped(session: JoinSession) -> int:
         finally:
             loop.call_soon_threadsafe(lines.put_nowait, None)
 
-    retries: dict[str, int] = {}
-
-    def retry(ref: str, event: ClientEvent) -> None:
-        attempt = retries.get(ref, 0) + 1
-        retries[ref] = attempt
-        if attempt > RATE_LIMIT_RETRIES:
-            session.output.notice("message refused: rate limited", error=True)
-            session.refused += 1
-            session._settle(ref)
-            return
-        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1))
-        loop.call_later(delay, lambda: asyncio.ensure_future(_resend(event)))
-
-    async def _resend(event: ClientEvent) -> None:
-        try:
-            await session.client.send(event)
-        except ConnectionFailed as exc:
-            failure.append(exc)
-
-    session.retry = retry
-    failure: list[BaseException] = []
     threading.Thread(target=read_stdin, name="stdin", daemon=True).start()
     receiver = asyncio.create_task(session.receive_forever())
     try:
-        while True:
-            line_task = asyncio.ensure_future(lines.get())
-            done, _ = await asyncio.wait({line_task, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver in done:
-                line_task.cancel()
-                receiver.result()  # raises the ChatError that ended the session
-                return 1
-            line = line_task.result()
-            if line is None:
-                break
-            # One message in flight at a time keeps order, even across retries.
-            await _wait_acked(session, receiver)
-            if not await session.submit(line):
-                break
+        await _send_in_order(session, lines, receiver)
         await _wait_acked(session, receiver)
         await _barrier(session, receiver)
     finally:
         receiver.cancel()
-    if failure:
-        raise failure[0]
+    if session.failure is not None:
+        raise session.failure
     if session.pending:
         session.output.notice(
             f"{len(session.pending)} message(s) not acknowledged within {ACK_TIMEOUT:g} s",
@@ -425,6 +429,32 @@ def _valid_unicode(line: str) -> str:
     if line.isascii():
         return line
     return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in line)
+
+
+async def _send_in_order(
+    session: JoinSession, lines: asyncio.Queue[str | None], receiver: asyncio.Task[None]
+) -> None:
+    """Submit queued lines in order, each after the previous message was acknowledged.
+
+    One message in flight at a time keeps order even when the server rate-limits some
+    and they are sent again. Returns at end of input (None) or when the user quits;
+    raises the ChatError that ended the connection, if it ends first.
+    """
+    while True:
+        next_line = asyncio.ensure_future(lines.get())
+        finished, _ = await asyncio.wait({next_line, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        if receiver in finished:
+            next_line.cancel()
+            receiver.result()  # raises the ChatError that ended the session
+            return
+        line = next_line.result()
+        if line is None:
+            return
+        await _wait_acked(session, receiver)
+        if session.failure is not None:
+            raise session.failure
+        if not await session.submit(line):
+            return
 
 
 async def _barrier(session: JoinSession, receiver: asyncio.Task[None]) -> None:

@@ -251,3 +251,21 @@ def test_a_line_refused_before_sending_makes_the_exit_code_1(
     assert b"unknown command /frob" in done.stderr
     assert b"longer than 4096" in done.stderr
     assert "<strict> still sent" in done.stdout.decode()
+
+
+def test_an_interactive_paste_beyond_the_flood_limit_is_paced_not_lost(
+    config: dict[str, str],
+) -> None:
+    with serve_process("--rate-limit", "5", "--rate-burst", "2") as (_proc, port):
+        watcher = Watcher(port)
+        try:
+            with Terminal("join", "paster", "--port", str(port), env=config) as term:
+                term.read_until(b"paster>")
+                term.type(b"".join(b"pasted %d\r" % i for i in range(8)))
+                said = [watcher.expect("msg", **{"from": "paster"})["text"] for _ in range(8)]
+                term.type(b"/quit\r")
+                assert term.proc.wait(READ_TIMEOUT) == 0
+            assert b"rate_limited" not in term.screen
+        finally:
+            watcher.close()
+    assert said == [f"pasted {i}" for i in range(8)]
