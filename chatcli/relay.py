@@ -219,12 +219,16 @@ class MemoryRooms:
 
     def history(self, room: str, limit: int, since: int | None) -> tuple[list[Msg], bool]:
         state = self._rooms.get(room)
-        if state is None or not state.history:
-            return [], False
-        stored = state.history
+        stored: Sequence[Msg] = state.history if state is not None else ()
+        last_id = state.next_id - 1 if state is not None else 0
+        recent = list(stored)[-limit:] if limit > 0 else []
         if since is None:
-            return (list(stored)[-limit:] if limit > 0 else []), False
-        first = stored[0].id
+            return recent, False
+        if since > last_id:
+            # an id this room never had: the server (and its ids) restarted since then,
+            # so the client may have missed anything; it gets the recent history
+            return recent, True
+        first = stored[0].id if stored else last_id + 1
         after = [m for m in stored if m.id > since]
         return after, since + 1 < first
 

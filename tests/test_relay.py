@@ -259,6 +259,27 @@ def test_ready_since_in_an_empty_room() -> None:
     assert (_ids(ready), ready.truncated) == ([], False)
 
 
+def test_ready_since_an_id_the_room_never_had_means_a_restart() -> None:
+    """After a server restart ids begin again: a since beyond them may hide anything."""
+    chat = Chat()
+    alice = chat.login("alice")
+    chat.say(alice, "a", "b", "c")
+    ready = _ready_for(chat, "back", since=500)
+    assert (_ids(ready), ready.truncated) == ([1, 2, 3], True)
+    ready = _ready_for(Chat(), "fresh", since=7)  # nothing said since the restart
+    assert (_ids(ready), ready.truncated) == ([], True)
+
+
+def test_ready_since_with_no_history_kept_flags_what_was_missed() -> None:
+    chat = Chat(history=0)
+    alice = chat.login("alice")
+    chat.say(alice, "a", "b")
+    ready = _ready_for(chat, "b1", since=1)  # message 2 was said, but is not kept
+    assert (_ids(ready), ready.truncated) == ([], True)
+    ready = _ready_for(chat, "b2", since=2)  # up to date
+    assert (_ids(ready), ready.truncated) == ([], False)
+
+
 def test_history_is_bounded_per_room() -> None:
     chat = Chat(history=3)
     alice = chat.login("alice")
