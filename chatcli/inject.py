@@ -635,6 +635,8 @@ class Injector:
             if receiver is not None:
                 await asyncio.wait({receiver}, timeout=self.ack_timeout)
         except ChatError:
+            # the connection is already gone: nothing left to log out of; what it had not
+            # acknowledged is counted as lost by _lose() below, so nothing goes unreported
             pass
         finally:
             if receiver is not None and not receiver.done():

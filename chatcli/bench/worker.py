@@ -23,7 +23,17 @@ from chatcli.bench.accounting import DUPLICATE, ClientLog
 from chatcli.bench.histogram import Histogram
 from chatcli.bench.payload import PAYLOAD_RE, say_frame
 from chatcli.bench.schedule import Schedule, ramp, room_of
-from chatcli.protocol import Hello, LineFramer, Pong, decode_server_frame, encode
+from chatcli.errors import ProtocolError
+from chatcli.protocol import (
+    Error,
+    Hello,
+    LineFramer,
+    Ping,
+    Pong,
+    Ready,
+    decode_server_frame,
+    encode,
+)
 
 __all__ = ["WorkerSpec", "worker_main"]
 
@@ -153,22 +163,22 @@ class BenchClient(asyncio.Protocol):
                 continue
             try:
                 event = decode_server_frame(line)
-            except Exception:  # an unknown frame from a newer relay is not our business
+            except ProtocolError:  # an unknown frame from a newer relay is not our business
                 continue
-            kind = type(event).__name__
-            if kind == "Ping":
+            if isinstance(event, Ping):
                 assert self.transport is not None
                 self.transport.write(_PONG)
-            elif kind == "Ready":
+            elif isinstance(event, Ready):
                 if not self.ready.done():
-                    self.log.joined(time.monotonic())
-                    self.ready.set_result(time.monotonic())
-            elif kind == "Error":
+                    joined = time.monotonic()
+                    self.log.joined(joined)
+                    self.ready.set_result(joined)
+            elif isinstance(event, Error):
                 self.worker.errors += 1
-                code = getattr(event, "code", "?")
-                self.worker.error_codes[code] = self.worker.error_codes.get(code, 0) + 1
+                codes = self.worker.error_codes
+                codes[event.code] = codes.get(event.code, 0) + 1
                 if not self.ready.done():
-                    self.ready.set_exception(ConnectionError(f"refused: {code}"))
+                    self.ready.set_exception(ConnectionError(f"refused: {event.code}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_live = self.live  # not yet logged in: open_client counts a failed connect
