@@ -288,6 +288,9 @@ def encode(event: msgspec.Struct) -> bytes:
 def _classify(line: bytes, exc: Exception, known: frozenset[str]) -> ProtocolError:
     """Turn a failed typed decode into the error the spec assigns (slow path only)."""
     try:
+        # msgspec < 0.23 raised UnicodeDecodeError for invalid UTF-8, 0.23 a DecodeError:
+        # check the encoding first so both give the same answer
+        line.decode("utf-8")
         raw = msgspec.json.decode(line)
     except UnicodeDecodeError:
         return ProtocolError("bad_request", "frame is not valid UTF-8")

@@ -428,6 +428,8 @@ class TranscriptParser:
     def _why_bad(self, raw: bytes, exc: Exception) -> str | None:
         """Why a line failed to decode, or None for a type to skip (slow path only)."""
         try:
+            # msgspec 0.23 reports invalid UTF-8 as a DecodeError: check the encoding first
+            raw.decode("utf-8")
             value = msgspec.json.decode(raw)
         except UnicodeDecodeError:
             return "not valid UTF-8"
