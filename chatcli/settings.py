@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatcli.protocol import DEFAULT_MAX_FRAME
+from chatcli.core.protocol import DEFAULT_MAX_FRAME
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServerSettings"]
 

@@ -26,8 +26,7 @@ from typing import IO, Any, Final, NamedTuple
 import msgspec
 
 from chatcli import __version__
-from chatcli.errors import TranscriptError
-from chatcli.protocol import (
+from chatcli.core.protocol import (
     DirectMessage,
     Joined,
     Left,
@@ -37,6 +36,7 @@ from chatcli.protocol import (
     now,
     valid_room,
 )
+from chatcli.errors import TranscriptError
 
 __all__ = [
     "DEFAULT_MAX_LINE",

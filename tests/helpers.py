@@ -24,8 +24,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
-from chatcli.server import ChatServer
 from chatcli.settings import ServerSettings
+from chatcli.transports.tcp import ChatServer
 
 __all__ = [
     "HOST",

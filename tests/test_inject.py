@@ -22,8 +22,9 @@ from click.testing import CliRunner
 from helpers import HOST, async_test, serving
 
 from chatcli.cli import cli
+from chatcli.core.protocol import DirectMessage, Joined, Left, Me, Msg, Say, SendDirect
 from chatcli.errors import ConnectionFailed, ServerRefused, UsageError
-from chatcli.inject import (
+from chatcli.replay.inject import (
     Connect,
     Disconnect,
     Injector,
@@ -37,8 +38,7 @@ from chatcli.inject import (
     parse_target,
     plan,
 )
-from chatcli.protocol import DirectMessage, Joined, Left, Me, Msg, Say, SendDirect
-from chatcli.replay import PlayOptions, Timeline
+from chatcli.replay.player import PlayOptions, Timeline
 from chatcli.transcript import TranscriptWriter, read_transcript
 
 REPO = Path(__file__).resolve().parent.parent
@@ -212,7 +212,7 @@ async def test_loops_and_filters_apply() -> None:
     async with serving(rate_limit=0) as srv:
         seen: list[Any] = []
         srv.server.observers.append(seen.append)
-        from chatcli.replay import EventFilter
+        from chatcli.replay.player import EventFilter
 
         keep = EventFilter.build(users=["alice", "bob"])
         report = await Injector(HOST, srv.port, Timeline(instant=True), loops=2).run(

@@ -17,8 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatcli.errors import FrameTooLarge, ProtocolError
-from chatcli.protocol import (
+from chatcli.core.protocol import (
     MAX_TEXT,
     TEXT_HELP,
     Bye,
@@ -52,6 +51,7 @@ from chatcli.protocol import (
     valid_name,
     valid_room,
 )
+from chatcli.errors import FrameTooLarge, ProtocolError
 
 # ------------------------------------------------------------------------------ framing
 
@@ -654,7 +654,7 @@ def test_format_text_ready_with_history() -> None:
 def test_the_cores_import_no_io_or_ui_library() -> None:
     """Convention 1: protocol and relay stay sans-I/O (checked in a fresh interpreter)."""
     code = (
-        "import sys, chatcli.protocol, chatcli.relay\n"
+        "import sys, chatcli.core.protocol, chatcli.core.relay\n"
         "bad = {'asyncio', 'socket', 'selectors', 'click', 'rich', 'uvloop'} & set(sys.modules)\n"
         "assert not bad, sorted(bad)\n"
     )

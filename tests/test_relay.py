@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from chatcli.errors import ProtocolError
-from chatcli.protocol import (
+from chatcli.core.protocol import (
     Bye,
     DirectMessage,
     Hello,
@@ -28,7 +27,8 @@ from chatcli.protocol import (
     Welcome,
     Who,
 )
-from chatcli.relay import Delivery, MemoryRooms, Relay, Session, TokenBucket, error_event
+from chatcli.core.relay import Delivery, MemoryRooms, Relay, Session, TokenBucket, error_event
+from chatcli.errors import ProtocolError
 
 T0 = 1763700000.0
 

@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 
-from chatcli.protocol import (
+from chatcli.core.protocol import (
     DirectMessage,
     Error,
     Joined,
@@ -26,8 +26,8 @@ from chatcli.protocol import (
     Users,
     Welcome,
 )
-from chatcli.render import PALETTE, Renderer, user_colour
 from chatcli.transcript import End, Header
+from chatcli.ui.render import PALETTE, Renderer, user_colour
 
 T0 = 1795251600.0  # 2026-11-21 09:00:00 UTC
 ESC = "\x1b"

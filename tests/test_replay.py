@@ -22,10 +22,9 @@ import pytest
 from click.testing import CliRunner
 
 from chatcli.cli import cli
+from chatcli.core.protocol import DirectMessage, Joined, Left, Msg
 from chatcli.errors import TranscriptError, UsageError
-from chatcli.protocol import DirectMessage, Joined, Left, Msg
-from chatcli.render import Renderer
-from chatcli.replay import (
+from chatcli.replay.player import (
     MAX_SPEED,
     EventFilter,
     JsonlOutput,
@@ -43,6 +42,7 @@ from chatcli.replay import (
     select,
 )
 from chatcli.transcript import End, Entry, Header, TranscriptWriter, check_transcript
+from chatcli.ui.render import Renderer
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((REPO / "recordings").glob("*.jsonl"))

@@ -14,9 +14,9 @@ import pytest
 from helpers import async_test, serving
 from processes import Terminal, Watcher, run_join
 
-from chatcli.client import MAX_SERVER_FRAME
+from chatcli.client.connection import MAX_SERVER_FRAME
+from chatcli.core.protocol import LineFramer
 from chatcli.errors import FrameTooLarge
-from chatcli.protocol import LineFramer
 
 #: bound on every wait of the end-to-end tests
 E2E_TIMEOUT = 15.0

@@ -19,9 +19,9 @@ import pytest
 from helpers import READ_TIMEOUT, LineClient, TestServer, async_test, serving
 
 from chatcli import __version__
-from chatcli.client import connect
+from chatcli.client.connection import connect
+from chatcli.core.protocol import Msg, Say, Users, Who
 from chatcli.errors import ConnectionFailed, ServerRefused
-from chatcli.protocol import Msg, Say, Users, Who
 
 CLOCK = r"\d\d:\d\d:\d\d"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from chatcli import __version__
+from chatcli.core.protocol import DirectMessage, Error, Joined, Left, Msg, Ready, Users
 from chatcli.errors import TranscriptError
-from chatcli.protocol import DirectMessage, Error, Joined, Left, Msg, Ready, Users
 from chatcli.transcript import (
     End,
     Entry,

@@ -23,8 +23,7 @@ from chatcli.bench.accounting import DUPLICATE, ClientLog
 from chatcli.bench.histogram import Histogram
 from chatcli.bench.payload import PAYLOAD_RE, say_frame
 from chatcli.bench.schedule import Schedule, ramp, room_of
-from chatcli.errors import ProtocolError
-from chatcli.protocol import (
+from chatcli.core.protocol import (
     Error,
     Hello,
     LineFramer,
@@ -34,6 +33,7 @@ from chatcli.protocol import (
     decode_server_frame,
     encode,
 )
+from chatcli.errors import ProtocolError
 
 __all__ = ["WorkerSpec", "worker_main"]
 

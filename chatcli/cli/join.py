@@ -78,8 +78,8 @@ def join(
     """
     from chatcli.cli.common import fail, run_async
     from chatcli.config import load_last_join
-    from chatcli.protocol import valid_name, valid_room
-    from chatcli.terminal import JoinOptions, run_join
+    from chatcli.core.protocol import valid_name, valid_room
+    from chatcli.ui.join import JoinOptions, run_join
 
     last = load_last_join()
     name = name or (last.name if last else None)

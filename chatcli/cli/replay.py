@@ -175,7 +175,7 @@ def replay(
 
     from datetime import UTC
 
-    from chatcli.replay import FORMATS, EventFilter, PlayOptions, TimeSpec, parse_speed
+    from chatcli.replay.player import FORMATS, EventFilter, PlayOptions, TimeSpec, parse_speed
 
     tty = sys.stdout.isatty()
     fmt = (fmt or ("rich" if tty else "text")).lower()
@@ -199,7 +199,7 @@ def replay(
     if target is not None:
         sys.exit(_inject(files[0], options, target, prefix, loop, dry_run, ack_timeout))
 
-    from chatcli.replay_ui import run_playback
+    from chatcli.ui.playback import run_playback
 
     interactive = fmt == "rich" and tty and sys.stdin.isatty() and not instant and files[0] != "-"
     sys.exit(run_playback(files[0], options, fmt, interactive=interactive))
@@ -207,7 +207,7 @@ def replay(
 
 def _check(files: tuple[str, ...]) -> int:
     """``--check``: every problem and warning of every file, then a summary per file."""
-    from chatcli.replay import check, check_lines
+    from chatcli.replay.player import check, check_lines
 
     results = check(files)
     for result in results:
@@ -230,8 +230,16 @@ def _inject(
 ) -> int:
     """``--to``: plan, then print the plan (--dry-run) or carry it out and report."""
     from chatcli.cli.common import EXIT_INTERRUPTED, fail, run_async
-    from chatcli.inject import Injector, InjectReport, Planner, Reread, dry_run, parse_target, plan
-    from chatcli.replay import PlayOptions, Timeline
+    from chatcli.replay.inject import (
+        Injector,
+        InjectReport,
+        Planner,
+        Reread,
+        dry_run,
+        parse_target,
+        plan,
+    )
+    from chatcli.replay.player import PlayOptions, Timeline
 
     assert isinstance(options, PlayOptions)
     host, port = parse_target(target)

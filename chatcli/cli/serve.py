@@ -152,7 +152,7 @@ def serve(
     """
     from chatcli.cli.common import run_async
     from chatcli.logs import console_err, setup_logging
-    from chatcli.server import run_server
+    from chatcli.transports.tcp import run_server
 
     settings = ServerSettings(
         host=host,

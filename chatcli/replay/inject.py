@@ -33,9 +33,8 @@ from typing import IO, Final
 import msgspec
 
 from chatcli.bench.histogram import Histogram
-from chatcli.client import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
-from chatcli.errors import ChatError, ProtocolError, ServerRefused, UsageError
-from chatcli.protocol import (
+from chatcli.client.connection import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
+from chatcli.core.protocol import (
     DEFAULT_ROOM,
     Bye,
     DirectMessage,
@@ -53,9 +52,10 @@ from chatcli.protocol import (
     valid_name,
     valid_room,
 )
-from chatcli.render import Renderer
-from chatcli.replay import Playback, PlayOptions, Timeline, format_offset
+from chatcli.errors import ChatError, ProtocolError, ServerRefused, UsageError
+from chatcli.replay.player import Playback, PlayOptions, Timeline, format_offset
 from chatcli.transcript import End, Entry, Header, Source
+from chatcli.ui.render import Renderer
 
 __all__ = [
     "DEFAULT_ACK_TIMEOUT",

@@ -17,8 +17,7 @@ import signal
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from chatcli.errors import FrameTooLarge, ProtocolError, TranscriptError
-from chatcli.protocol import (
+from chatcli.core.protocol import (
     Bye,
     ClientEvent,
     Error,
@@ -31,7 +30,8 @@ from chatcli.protocol import (
     format_text_event,
     parse_text_line,
 )
-from chatcli.relay import FATAL_CODES, Delivery, Relay, Session, error_event
+from chatcli.core.relay import FATAL_CODES, Delivery, Relay, Session, error_event
+from chatcli.errors import FrameTooLarge, ProtocolError, TranscriptError
 from chatcli.settings import ServerSettings
 from chatcli.transcript import ServerRecorder
 

@@ -18,7 +18,7 @@ from typing import Final
 
 from rich.text import Text
 
-from chatcli.protocol import (
+from chatcli.core.protocol import (
     DirectMessage,
     Error,
     Joined,

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from chatcli.client import ChatClient, connect
-from chatcli.commands import HELP, parse_input
-from chatcli.errors import ChatError, ConnectionFailed, ProtocolError
-from chatcli.protocol import (
+from chatcli.client.connection import ChatClient, connect
+from chatcli.core.commands import HELP, parse_input
+from chatcli.core.protocol import (
     ClientEvent,
     DirectMessage,
     Error,
@@ -39,8 +38,9 @@ from chatcli.protocol import (
     clean_text,
     encode,
 )
-from chatcli.render import Renderer
+from chatcli.errors import ChatError, ConnectionFailed, ProtocolError
 from chatcli.transcript import TranscriptWriter, client_filename
+from chatcli.ui.render import Renderer
 
 __all__ = ["JoinOptions", "JoinSession", "run_join"]
 

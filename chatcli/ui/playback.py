@@ -24,7 +24,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.text import Text
 
-from chatcli.replay import (
+from chatcli.replay.player import (
     DEFAULT_TICK,
     JsonlOutput,
     Output,

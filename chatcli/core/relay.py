@@ -17,8 +17,7 @@ from typing import Any, Protocol
 import msgspec
 
 from chatcli import __version__
-from chatcli.errors import ProtocolError
-from chatcli.protocol import (
+from chatcli.core.protocol import (
     DEFAULT_ROOM,
     PROTOCOL_VERSION,
     Bye,
@@ -48,6 +47,7 @@ from chatcli.protocol import (
     valid_name,
     valid_room,
 )
+from chatcli.errors import ProtocolError
 
 __all__ = [
     "FATAL_CODES",

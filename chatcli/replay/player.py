@@ -30,9 +30,8 @@ from typing import IO, Final, Literal, Protocol
 
 from rich.console import Console
 
+from chatcli.core.protocol import DirectMessage, Joined, Left, Msg, encode, name_key
 from chatcli.errors import UsageError
-from chatcli.protocol import DirectMessage, Joined, Left, Msg, encode, name_key
-from chatcli.render import Renderer
 from chatcli.transcript import (
     DEFAULT_POLL_INTERVAL,
     CheckResult,
@@ -46,6 +45,7 @@ from chatcli.transcript import (
     last_timestamp,
     read_transcript,
 )
+from chatcli.ui.render import Renderer
 
 __all__ = [
     "DEFAULT_TICK",

@@ -11,8 +11,7 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator
 
-from chatcli.errors import ConnectionFailed, ProtocolError, ServerRefused
-from chatcli.protocol import (
+from chatcli.core.protocol import (
     Bye,
     ClientEvent,
     Error,
@@ -26,7 +25,8 @@ from chatcli.protocol import (
     decode_server_frame,
     encode,
 )
-from chatcli.relay import FATAL_CODES
+from chatcli.core.relay import FATAL_CODES
+from chatcli.errors import ConnectionFailed, ProtocolError, ServerRefused
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "MAX_SERVER_FRAME", "ChatClient", "connect"]
 

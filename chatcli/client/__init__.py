@@ -1,0 +1,1 @@
+"""The protocol client shared by ``join``, ``replay --to``, ``bench`` and the tests."""

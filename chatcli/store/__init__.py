@@ -1,0 +1,1 @@
+"""Where rooms' durable state lives: the store port and its implementations."""

@@ -1,0 +1,1 @@
+"""Asyncio adapters that move bytes between sockets and the sans-I/O connection core."""
