@@ -83,7 +83,7 @@ class RelayProcess:
     def cpu_seconds(self) -> float:
         """User plus system CPU time the relay has used so far."""
         times = self.ps.cpu_times()
-        return times.user + times.system
+        return float(times.user + times.system)
 
     def rss(self) -> int:
         """Resident memory now, in bytes."""
