@@ -12,10 +12,12 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 import psutil
@@ -36,10 +38,16 @@ class RelayProcess:
     """A ``chatcli serve`` on a free loopback port, started and stopped by bench."""
 
     def __init__(self, extra_args: list[str] | None = None) -> None:
+        extra_args = list(extra_args or [])
+        #: the relay's throwaway store (unless the caller chose one), removed at stop
+        self._store_dir: tempfile.TemporaryDirectory[str] | None = None
+        if "--store" not in extra_args:
+            self._store_dir = tempfile.TemporaryDirectory(prefix="chatcli-bench-")
+            extra_args += ["--store", str(Path(self._store_dir.name) / "bench.db")]
         command = [
             sys.executable, "-m", "chatcli", "serve", "--host", "127.0.0.1", "--port", "0",
             "-q", "--rate-limit", "0", "--history", "0", "--max-buffer", str(64 << 20),
-            *(extra_args or []),
+            *extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -110,6 +118,9 @@ class RelayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
+        if self._store_dir is not None:
+            self._store_dir.cleanup()
+            self._store_dir = None
 
 
 def _drain(

@@ -122,6 +122,24 @@ _DEFAULTS = ServerSettings()
     envvar="CHATCLI_RECORD",
     help="Record every room to a transcript in this directory.",
 )
+@click.option(
+    "--store",
+    metavar="PATH|memory",
+    default=None,
+    envvar="CHATCLI_STORE",
+    show_envvar=True,
+    help="SQLite file that keeps rooms across restarts (default: chatcli.db in the "
+    "user data dir), or 'memory' to keep nothing.",
+)
+@click.option(
+    "--retain",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=_DEFAULTS.retain,
+    show_default=True,
+    envvar="CHATCLI_RETAIN",
+    help="Messages kept per room in the store file (oldest dropped first).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 def serve(
     host: str,
@@ -136,6 +154,8 @@ def serve(
     flush_interval: float,
     max_connections: int,
     record_dir: Path | None,
+    store: str | None,
+    retain: int,
     quiet: bool,
 ) -> None:
     """Run a chat relay until Ctrl-C or SIGTERM.
@@ -149,6 +169,8 @@ def serve(
       chatcli serve --port 0 -q                  # any free port, quiet
       chatcli serve --host 0.0.0.0 --port 7777   # share on your LAN
       chatcli serve --rate-limit 0 --history 200 --record recordings/
+      chatcli serve --store team.db --retain 1000000
+      chatcli serve --store memory               # keep nothing across restarts
     """
     from chatcli.cli.common import run_async
     from chatcli.logs import console_err, setup_logging
@@ -167,6 +189,8 @@ def serve(
         flush_interval=flush_interval,
         max_connections=max_connections,
         record_dir=record_dir,
+        store=store,
+        retain=retain,
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
 
@@ -174,6 +198,8 @@ def serve(
         where = ", ".join(f"{h}:{p}" for h, p in addresses)
         click.echo(f"chatcli serve listening on {where}", err=False)
         if not quiet:
+            for line in store_lines:
+                console_err.print(f"store: {line}", style="dim", markup=False, soft_wrap=True)
             host, port = addresses[0]
             join = "chatcli join YOURNAME"
             if host not in (DEFAULT_HOST, "0.0.0.0", "::"):
@@ -182,9 +208,18 @@ def serve(
                 join += f" --port {port}"
             console_err.print(f"Ctrl-C stops it; join with: {join}", style="dim", markup=False)
 
-    try:
-        run_async(run_server(settings, on_listening=listening))
-    except OSError as exc:
-        from chatcli.cli.common import fail
+    store_lines: list[str] = []
 
+    def opened(store: Store) -> None:
+        store_lines.append(describe_store(store))
+
+    from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.errors import StoreError
+    from chatcli.store import Store, describe_store
+
+    try:
+        run_async(run_server(settings, on_listening=listening, on_store=opened))
+    except StoreError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

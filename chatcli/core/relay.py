@@ -10,8 +10,9 @@ later (SQLite, NATS JetStream) fits without the relay waiting on it. Membership 
 which room) lives here, in memory: it belongs to live connections, not to the store.
 
 Every refusal raises ProtocolError with the spec's code and the ``ref`` of the frame that
-caused it. ``bye`` never reaches the relay: ending a connection is the connection core's
-job, and it tells the relay through :meth:`Relay.leave` (reason ``quit``).
+caused it. ``bye`` is answered with a ``Close`` effect, which waits in line behind the
+messages the client sent before it (their acknowledgements go out first); the adapter
+then closes the connection and tells the relay through :meth:`Relay.leave`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from chatcli.core.intents import Append, Completion, Failed, Recall, Recalled, S
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
     PROTOCOL_VERSION,
+    Bye,
     ClientEvent,
     DirectMessage,
     Error,
@@ -58,6 +60,7 @@ from chatcli.errors import ProtocolError
 
 __all__ = [
     "FATAL_CODES",
+    "Close",
     "Delivery",
     "Effect",
     "Relay",
@@ -145,8 +148,16 @@ class Delivery:
     echo: ServerEvent | None = None
 
 
-#: what the relay's methods return: deliveries to make and intents for the store
-Effect = Delivery | Append | Recall
+@dataclass(slots=True, eq=False)
+class Close:
+    """End ``session``'s connection (leave reason ``reason``) once what came before is out."""
+
+    session: Session
+    reason: str
+
+
+#: what the relay's methods return: deliveries to make, closes, and intents for the store
+Effect = Delivery | Close | Append | Recall
 
 _LOGIN_FIRST = 'log in first: {"type":"hello","name":"..."}'
 _ROOM_RULE = "rooms are 1-32 lowercase letters, digits, _ or -"
@@ -250,6 +261,8 @@ class Relay:
         if isinstance(event, Pong):
             return []
         ref: Ref = getattr(event, "ref", None)
+        if isinstance(event, Bye) and not session.logged_in:
+            return [Close(session, "quit")]
         if not session.logged_in:
             raise ProtocolError("not_logged_in", _LOGIN_FIRST, ref)
         if isinstance(event, Me):
@@ -263,7 +276,8 @@ class Relay:
             return [Delivery((session,), RoomList(rooms=room_infos(self.counts())))]
         if isinstance(event, JoinRoom):
             return self._switch(session, event.room, ref)
-        # bye is the connection core's to handle (it closes, then calls leave)
+        if isinstance(event, Bye):
+            return [Close(session, "quit")]
         raise ProtocolError("unknown_type", f"unhandled event {type(event).__name__}", ref)
 
     def complete(self, completion: Completion) -> list[Delivery]:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from chatcli.core.protocol import (
-    Bye,
     ClientEvent,
     Error,
     Hello,
@@ -30,9 +29,10 @@ from chatcli.core.protocol import (
     format_text_event,
     parse_text_line,
 )
-from chatcli.core.relay import FATAL_CODES, Delivery, Effect, Relay, Session, error_event
+from chatcli.core.relay import FATAL_CODES, Close, Delivery, Effect, Relay, Session, error_event
 from chatcli.errors import FrameTooLarge, ProtocolError, TranscriptError
 from chatcli.settings import ServerSettings
+from chatcli.store import open_store
 from chatcli.store.base import Store
 from chatcli.store.memory import MemoryStore
 from chatcli.store.pipeline import StorePipeline
@@ -138,7 +138,8 @@ class Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
         else:
-            self.close_with(None, _EOF_REASON[bool(self.text)])
+            # after the acknowledgements of what it sent before (the store may be working)
+            self.server.deliver([Close(self.session, _EOF_REASON[bool(self.text)])])
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -174,9 +175,6 @@ class Connection(asyncio.Protocol):
 
     def _act(self, event: ClientEvent) -> None:
         """Hand one client event (from either mode) to the relay; deliver what it causes."""
-        if isinstance(event, Bye):
-            self.close_with(None, "quit")
-            return
         try:
             effects = self.relay.handle(self.session, event)
         except ProtocolError as exc:
@@ -204,7 +202,8 @@ class Connection(asyncio.Protocol):
             log.info("refused %s (%s): %s", self.who, exc.code, exc.message)
         elif self.refusals == _LOGGED_REFUSALS + 1:
             log.info("refused %s again; further refusals are not logged", self.who)
-        self.send(error_event(exc))
+        # in line behind what this client sent before (the store may still be working)
+        self.server.deliver([Delivery((self.session,), error_event(exc))])
 
     def _login_expired(self) -> None:
         self._timer = None
@@ -329,7 +328,7 @@ class ChatServer:
         self._dirty: list[Connection] = []
         self._flush_pending = False
         #: deliveries caused while a fan-out runs (a recipient cut off as slow leaves)
-        self._backlog: list[Delivery] = []
+        self._backlog: list[Delivery | Close] = []
         self._delivering = False
         self._last_flush = 0.0
         self._server: asyncio.base_events.Server | None = None
@@ -385,8 +384,13 @@ class ChatServer:
     def _store_answered(self) -> None:
         self.deliver(())  # runs the pipeline, which takes the store's completions first
 
-    def _fan_out(self, deliveries: Iterable[Delivery]) -> None:
+    def _fan_out(self, deliveries: Iterable[Delivery | Close]) -> None:
         for delivery in deliveries:
+            if type(delivery) is Close:
+                closing: Connection = delivery.session.link
+                closing.close_with(None, delivery.reason)
+                continue
+            assert type(delivery) is Delivery
             event = delivery.event
             for observer in self.observers:
                 observer(event)
@@ -484,10 +488,29 @@ async def run_server(
     settings: ServerSettings,
     on_listening: Callable[[list[tuple[str, int]]], None] | None = None,
     setup: Callable[[ChatServer], Any] | None = None,
+    on_store: Callable[[Store], None] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    """Open the store, serve until SIGINT or SIGTERM, then shut down gracefully.
+
+    Raises StoreError before listening when the store cannot be used.
+    """
     raise_open_files_limit(settings.max_connections)
-    server = ChatServer(settings)
+    store = open_store(settings.store, history=settings.history, retain=settings.retain)
+    try:
+        if on_store is not None:
+            on_store(store)
+        await _serve(settings, store, on_listening, setup)
+    finally:
+        store.close()
+
+
+async def _serve(
+    settings: ServerSettings,
+    store: Store,
+    on_listening: Callable[[list[tuple[str, int]]], None] | None,
+    setup: Callable[[ChatServer], Any] | None,
+) -> None:
+    server = ChatServer(settings, store=store)
     if setup is not None:
         setup(server)
     recorder = _start_recording(server) if settings.record_dir is not None else None
@@ -505,7 +528,6 @@ async def run_server(
     finally:
         log.info("shutting down: %d connections", len(server.connections))
         await server.shutdown()
-        server.store.close()
         if recorder is not None:
             recorder.close()
             for path in recorder.paths:
