@@ -27,8 +27,10 @@ from chatcli.core.protocol import (
     Welcome,
     Who,
 )
-from chatcli.core.relay import Delivery, MemoryRooms, Relay, Session, TokenBucket, error_event
+from chatcli.core.relay import Delivery, Effect, Relay, Session, TokenBucket, error_event
 from chatcli.errors import ProtocolError
+from chatcli.store.memory import MemoryStore
+from chatcli.store.pipeline import StorePipeline
 
 T0 = 1763700000.0
 
@@ -57,23 +59,37 @@ def fan_out(deliveries: Sequence[Delivery]) -> dict[str, list[object]]:
 
 
 class Chat:
-    """A relay with a fake clock and helpers to log sessions in by name."""
+    """A relay over a memory store, with a fake clock and helpers to log sessions in."""
 
     def __init__(self, **kwargs: object) -> None:
         self.clock = FakeClock()
         kwargs.setdefault("rate_limit", 0)
         self.relay = Relay(clock=self.clock, **kwargs)  # type: ignore[arg-type]
+        history = kwargs.get("history", 50)
+        assert isinstance(history, int)
+        self.store = MemoryStore(history)
+        self.pipeline = StorePipeline(self.relay, self.store)
 
     def open(self, link: str) -> Session:
         return self.relay.open(link)
 
+    def run(self, effects: Sequence[Effect]) -> list[Delivery]:
+        """The deliveries ``effects`` make once the store has done its part."""
+        return self.pipeline.run(effects)
+
+    def deliveries(self, session: Session, event: object) -> list[Delivery]:
+        return self.run(self.relay.handle(session, event))  # type: ignore[arg-type]
+
+    def logs_in(self, session: Session, hello: Hello) -> list[Delivery]:
+        return self.run(self.relay.login(session, hello))
+
     def login(self, name: str, room: str = "lobby", **hello: object) -> Session:
         session = self.open(name)
-        self.relay.login(session, Hello(name=name, room=room, **hello))  # type: ignore[arg-type]
+        self.logs_in(session, Hello(name=name, room=room, **hello))  # type: ignore[arg-type]
         return session
 
     def handle(self, session: Session, event: object) -> dict[str, list[object]]:
-        return fan_out(self.relay.handle(session, event))  # type: ignore[arg-type]
+        return fan_out(self.deliveries(session, event))
 
     def refuse(self, session: Session, event: object) -> ProtocolError:
         with pytest.raises(ProtocolError) as info:
@@ -82,7 +98,7 @@ class Chat:
 
     def say(self, session: Session, *texts: str) -> None:
         for text in texts:
-            self.relay.handle(session, Say(text=text))
+            self.deliveries(session, Say(text=text))
 
 
 # ---------------------------------------------------------------------------- welcome
@@ -114,7 +130,7 @@ def test_welcome_on_an_empty_server_lists_the_empty_lobby() -> None:
 def test_login_ok_first_user() -> None:
     chat = Chat()
     alice = chat.open("alice")
-    out = fan_out(chat.relay.login(alice, Hello(name="alice")))
+    out = fan_out(chat.logs_in(alice, Hello(name="alice")))
     assert out == {"alice": [Ready(name="alice", room="lobby", users=["alice"], history=[])]}
     assert alice.logged_in and alice.name == "alice" and alice.room == "lobby"
 
@@ -124,7 +140,7 @@ def test_login_second_user_gets_everyone_and_the_others_get_join() -> None:
     chat.login("alice")
     chat.login("Carol")
     bob = chat.open("bob")
-    out = fan_out(chat.relay.login(bob, Hello(name="bob")))
+    out = fan_out(chat.logs_in(bob, Hello(name="bob")))
     assert out == {
         "bob": [Ready(name="bob", room="lobby", users=["alice", "bob", "Carol"], history=[])],
         "alice": [Joined(room="lobby", name="bob", ts=T0)],
@@ -136,7 +152,7 @@ def test_login_in_another_room_does_not_disturb_the_lobby() -> None:
     chat = Chat()
     chat.login("alice")
     bob = chat.open("bob")
-    out = fan_out(chat.relay.login(bob, Hello(name="bob", room="dev")))
+    out = fan_out(chat.logs_in(bob, Hello(name="bob", room="dev")))
     assert out == {"bob": [Ready(name="bob", room="dev", users=["bob"], history=[])]}
 
 
@@ -147,7 +163,7 @@ def test_login_name_invalid(name: str) -> None:
     chat = Chat()
     session = chat.open("s")
     with pytest.raises(ProtocolError) as info:
-        chat.relay.login(session, Hello(name=name))
+        chat.logs_in(session, Hello(name=name))
     assert info.value.code == "name_invalid"
     assert not session.logged_in
     assert chat.relay.users == {}
@@ -159,7 +175,7 @@ def test_login_name_taken_case_insensitively(taken: str) -> None:
     chat.login("alice")
     session = chat.open("other")
     with pytest.raises(ProtocolError) as info:
-        chat.relay.handle(session, Hello(name=taken))
+        chat.deliveries(session, Hello(name=taken))
     assert info.value.code == "name_taken"
     assert not session.logged_in
     assert [s.name for s in chat.relay.users.values()] == ["alice"]
@@ -170,11 +186,11 @@ def test_login_invalid_room_is_bad_request_and_the_session_stays_usable(room: st
     chat = Chat()
     session = chat.open("bob")
     with pytest.raises(ProtocolError) as info:
-        chat.relay.login(session, Hello(name="bob", room=room))
+        chat.logs_in(session, Hello(name="bob", room=room))
     assert info.value.code == "bad_request"
     assert not session.logged_in
     assert "bob" not in chat.relay.users
-    out = fan_out(chat.relay.login(session, Hello(name="bob", room="dev")))
+    out = fan_out(chat.logs_in(session, Hello(name="bob", room="dev")))
     assert out["bob"] == [Ready(name="bob", room="dev", users=["bob"], history=[])]
 
 
@@ -203,7 +219,7 @@ def _ids(ready: object) -> list[int]:
 
 def _ready_for(chat: Chat, name: str, **hello: object) -> Ready:
     session = chat.open(name)
-    out = fan_out(chat.relay.login(session, Hello(name=name, **hello)))  # type: ignore[arg-type]
+    out = fan_out(chat.logs_in(session, Hello(name=name, **hello)))  # type: ignore[arg-type]
     ready = out[name][0]
     assert isinstance(ready, Ready)
     return ready
@@ -288,9 +304,7 @@ def test_history_is_bounded_per_room() -> None:
     chat.say(bob, "d0", "d1")
     assert [m.text for m in _ready_for(chat, "c1").history] == ["l7", "l8", "l9"]
     assert [m.text for m in _ready_for(chat, "c2", room="dev").history] == ["d0", "d1"]
-    rooms = chat.relay.rooms
-    assert isinstance(rooms, MemoryRooms)
-    assert [m.id for m in rooms.history("lobby", 100, None)[0]] == [8, 9, 10]
+    assert [m.id for m in chat.store.history("lobby", 100, None)[0]] == [8, 9, 10]
 
 
 def test_history_zero_keeps_nothing() -> None:
@@ -316,14 +330,16 @@ def test_leave_tells_the_room_with_its_reason(reason: str) -> None:
     assert chat.relay.welcome().users == ["bob"]
 
 
-def test_bye_is_a_leave_with_reason_quit() -> None:
+def test_bye_is_the_connections_to_handle_not_the_relays() -> None:
+    """bye is handled once, by the connection core (close, then leave with reason quit)."""
     chat = Chat()
     alice = chat.login("alice")
     chat.login("bob")
-    assert chat.handle(alice, Bye()) == {
+    assert chat.refuse(alice, Bye()).code == "unknown_type"
+    assert "alice" in chat.relay.users
+    assert fan_out(chat.relay.leave(alice, "quit")) == {
         "bob": [Left(room="lobby", name="alice", reason="quit", ts=T0)]
     }
-    assert "alice" not in chat.relay.users
 
 
 def test_last_one_out_tells_nobody_and_leave_twice_is_harmless() -> None:
@@ -360,7 +376,7 @@ def test_say_without_ref_has_no_echo_and_one_event_for_all() -> None:
     chat = Chat()
     alice = chat.login("alice")
     chat.login("bob")
-    [delivery] = chat.relay.handle(alice, Say(text="hi"))
+    [delivery] = chat.deliveries(alice, Say(text="hi"))
     assert delivery.echo is None
     assert [s.name for s in delivery.targets] == ["alice", "bob"]
     assert delivery.event == Msg(id=1, room="lobby", from_="alice", text="hi", ts=T0)
@@ -369,8 +385,8 @@ def test_say_without_ref_has_no_echo_and_one_event_for_all() -> None:
 def test_say_from_is_the_bound_name() -> None:
     chat = Chat()
     session = chat.open("conn-1")
-    chat.relay.login(session, Hello(name="Alice"))
-    [delivery] = chat.relay.handle(session, Say(text="hi"))
+    chat.logs_in(session, Hello(name="Alice"))
+    [delivery] = chat.deliveries(session, Say(text="hi"))
     assert isinstance(delivery.event, Msg)
     assert delivery.event.from_ == "Alice"
 
@@ -381,7 +397,7 @@ def test_ids_increase_strictly_per_room() -> None:
     bob = chat.login("bob", room="dev")
 
     def said(session: Session, text: str) -> int:
-        [delivery] = chat.relay.handle(session, Say(text=text))
+        [delivery] = chat.deliveries(session, Say(text=text))
         assert isinstance(delivery.event, Msg)
         return delivery.event.id
 
@@ -393,10 +409,10 @@ def test_ids_keep_increasing_when_a_room_empties_and_is_reused() -> None:
     for keep in (0, 5):
         chat = Chat(history=keep)
         alice = chat.login("alice", room="dev")
-        [first] = chat.relay.handle(alice, Say(text="one"))
-        chat.relay.handle(alice, JoinRoom(room="lobby"))  # dev is empty now
-        chat.relay.handle(alice, JoinRoom(room="dev"))
-        [second] = chat.relay.handle(alice, Say(text="two"))
+        [first] = chat.deliveries(alice, Say(text="one"))
+        chat.deliveries(alice, JoinRoom(room="lobby"))  # dev is empty now
+        chat.deliveries(alice, JoinRoom(room="dev"))
+        [second] = chat.deliveries(alice, Say(text="two"))
         assert isinstance(first.event, Msg) and isinstance(second.event, Msg)
         assert second.event.id > first.event.id, f"history={keep}"
 
@@ -479,9 +495,9 @@ def test_rooms_lists_rooms_with_counts() -> None:
 def test_empty_rooms_are_not_listed_but_the_lobby_always_is() -> None:
     chat = Chat()
     alice = chat.login("alice", room="dev")
-    chat.relay.handle(alice, Say(text="kept in history"))
-    chat.relay.handle(alice, JoinRoom(room="tmp"))
-    chat.relay.handle(alice, JoinRoom(room="dev"))
+    chat.deliveries(alice, Say(text="kept in history"))
+    chat.deliveries(alice, JoinRoom(room="tmp"))
+    chat.deliveries(alice, JoinRoom(room="dev"))
     out = chat.handle(alice, RoomsRequest())
     assert out == {"alice": [RoomList(rooms=[RoomInfo("dev", 1), RoomInfo("lobby", 0)])]}
 
@@ -501,7 +517,7 @@ def test_join_another_room() -> None:
     alice = chat.login("alice")
     chat.login("bob")
     chat.login("carol", room="dev")
-    carol_said = chat.relay.handle(chat.relay.users["carol"], Say(text="in dev"))
+    carol_said = chat.deliveries(chat.relay.users["carol"], Say(text="in dev"))
     assert carol_said
     chat.clock.advance(2)
     out = chat.handle(alice, JoinRoom(room="dev"))

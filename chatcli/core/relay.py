@@ -1,26 +1,32 @@
 """The relay's domain logic as pure state: users, rooms, history and flood control.
 
-No sockets and no event loop: the asyncio server feeds decoded client events in and gets
-back ``Delivery`` records (who receives which event) to encode and write. Room state
-(members, history, message ids) sits behind the small ``RoomState`` interface so that a
-persistent (SQLite) or multi-node (NATS) implementation can replace ``MemoryRooms``
-without touching the relay or the server.
+No sockets, no event loop and no store: the server feeds decoded client events in and
+gets back *effects*: ``Delivery`` records (who receives which event) to encode and write,
+and store *intents* (``Append`` a message, ``Recall`` a room's history; see
+chatcli.core.intents) that the adapter hands to whichever store it runs on. The store's
+answers come back through :meth:`Relay.complete` and become deliveries, so a message is
+delivered only once the store has it (durable before visible) and a store that answers
+later (SQLite, NATS JetStream) fits without the relay waiting on it. Membership (who is in
+which room) lives here, in memory: it belongs to live connections, not to the store.
+
+Every refusal raises ProtocolError with the spec's code and the ``ref`` of the frame that
+caused it. ``bye`` never reaches the relay: ending a connection is the connection core's
+job, and it tells the relay through :meth:`Relay.leave` (reason ``quit``).
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from chatcli import __version__
+from chatcli.core.intents import Append, Completion, Failed, Recall, Recalled, Stored
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
     PROTOCOL_VERSION,
-    Bye,
     ClientEvent,
     DirectMessage,
     Error,
@@ -33,6 +39,7 @@ from chatcli.core.protocol import (
     Ping,
     Pong,
     Ready,
+    Ref,
     RoomList,
     RoomsRequest,
     Say,
@@ -52,9 +59,8 @@ from chatcli.errors import ProtocolError
 __all__ = [
     "FATAL_CODES",
     "Delivery",
-    "MemoryRooms",
+    "Effect",
     "Relay",
-    "RoomState",
     "Session",
     "TokenBucket",
     "error_event",
@@ -139,110 +145,33 @@ class Delivery:
     echo: ServerEvent | None = None
 
 
-class RoomState(Protocol):
-    """Where rooms live: members, history and message ids. Swap it to persist or share."""
+#: what the relay's methods return: deliveries to make and intents for the store
+Effect = Delivery | Append | Recall
 
-    def enter(self, room: str, session: Session) -> None:
-        """Add ``session`` to the members of ``room`` (creating the room)."""
-
-    def exit(self, room: str, session: Session) -> None:
-        """Remove ``session`` from ``room``."""
-
-    def members(self, room: str) -> Collection[Session]:
-        """Current members of ``room``, in the order they entered."""
-
-    def counts(self) -> list[tuple[str, int]]:
-        """(room, member count) for every room worth listing."""
-
-    def append(self, room: str, sender: str, text: str, ts: float, action: bool) -> Msg:
-        """Store a new message, assigning the room's next id, and return it."""
-
-    def history(self, room: str, limit: int, since: int | None) -> tuple[list[Msg], bool]:
-        """Stored messages, oldest first: the last ``limit``, or all after id ``since``.
-
-        The flag is True when messages after ``since`` are no longer stored.
-        """
+_LOGIN_FIRST = 'log in first: {"type":"hello","name":"..."}'
+_ROOM_RULE = "rooms are 1-32 lowercase letters, digits, _ or -"
 
 
 class _Room:
-    __slots__ = ("history", "members", "next_id")
+    """Who is in a room now; ``version`` counts changes, so a snapshot can be checked."""
 
-    def __init__(self, keep: int) -> None:
+    __slots__ = ("members", "version")
+
+    def __init__(self) -> None:
         self.members: dict[Session, None] = {}
-        self.history: deque[Msg] = deque(maxlen=keep)
-        self.next_id = 1
-
-
-class MemoryRooms:
-    """RoomState kept in this process's memory: ``keep`` messages of history per room."""
-
-    def __init__(self, keep: int = 50, default_room: str = DEFAULT_ROOM) -> None:
-        self.keep = keep
-        self.default_room = default_room
-        self._rooms: dict[str, _Room] = {default_room: _Room(keep)}
-
-    def _room(self, room: str) -> _Room:
-        state = self._rooms.get(room)
-        if state is None:
-            state = self._rooms[room] = _Room(self.keep)
-        return state
-
-    def enter(self, room: str, session: Session) -> None:
-        self._room(room).members[session] = None
-
-    def exit(self, room: str, session: Session) -> None:
-        state = self._rooms.get(room)
-        if state is None:
-            return
-        state.members.pop(session, None)
-        # a room that ever had a message is kept, so its ids never start over at 1
-        if not state.members and state.next_id == 1 and room != self.default_room:
-            del self._rooms[room]
-
-    def members(self, room: str) -> Collection[Session]:
-        state = self._rooms.get(room)
-        return state.members.keys() if state else ()
-
-    def counts(self) -> list[tuple[str, int]]:
-        return [
-            (name, len(state.members))
-            for name, state in self._rooms.items()
-            if state.members or name == self.default_room
-        ]
-
-    def append(self, room: str, sender: str, text: str, ts: float, action: bool) -> Msg:
-        state = self._room(room)
-        msg = Msg(id=state.next_id, room=room, from_=sender, text=text, ts=ts, action=action)
-        state.next_id += 1
-        state.history.append(msg)
-        return msg
-
-    def history(self, room: str, limit: int, since: int | None) -> tuple[list[Msg], bool]:
-        state = self._rooms.get(room)
-        stored: Sequence[Msg] = state.history if state is not None else ()
-        last_id = state.next_id - 1 if state is not None else 0
-        recent = list(stored)[-limit:] if limit > 0 else []
-        if since is None:
-            return recent, False
-        if since > last_id:
-            # an id this room never had: the server (and its ids) restarted since then,
-            # so the client may have missed anything; it gets the recent history
-            return recent, True
-        first = stored[0].id if stored else last_id + 1
-        after = [m for m in stored if m.id > since]
-        return after, since + 1 < first
+        self.version = 0
 
 
 class Relay:
-    """The chat relay as a state machine: client events in, deliveries out.
+    """The chat relay as a state machine: client events in, effects out.
 
-    Every method takes the acting session and returns the deliveries it causes. Refusals
-    raise ProtocolError carrying the spec's code; FATAL_CODES ones end the connection.
+    Every method takes the acting session and returns the effects it causes (deliveries
+    and store intents, in the order they must take effect). Refusals raise ProtocolError
+    carrying the spec's code and the frame's ``ref``; FATAL_CODES ones end the connection.
     """
 
     def __init__(
         self,
-        rooms: RoomState | None = None,
         *,
         history: int = 50,
         rate_limit: float = 5.0,
@@ -251,7 +180,6 @@ class Relay:
         monotonic: Callable[[], float] | None = None,
         default_room: str = DEFAULT_ROOM,
     ) -> None:
-        self.rooms: RoomState = rooms if rooms is not None else MemoryRooms(history, default_room)
         self.history_limit = history
         self.rate_limit = rate_limit
         self.rate_burst = rate_burst
@@ -259,6 +187,7 @@ class Relay:
         self.monotonic = monotonic or clock
         self.default_room = default_room
         self.users: dict[str, Session] = {}
+        self._rooms: dict[str, _Room] = {default_room: _Room()}
 
     # -- sessions -----------------------------------------------------------------
 
@@ -272,26 +201,28 @@ class Relay:
             server=f"chatcli/{__version__}",
             proto=PROTOCOL_VERSION,
             users=self._names(self.default_room),
-            rooms=room_infos(self.rooms.counts()),
+            rooms=room_infos(self.counts()),
             hint=WELCOME_HINT,
         )
 
-    def login(self, session: Session, hello: Hello) -> list[Delivery]:
+    def login(self, session: Session, hello: Hello) -> list[Effect]:
         """Bind a name to ``session`` and enter the requested room."""
+        ref = hello.ref
         if session.logged_in:
-            raise ProtocolError("bad_request", "already logged in")
+            raise ProtocolError("bad_request", "already logged in", ref)
         if not valid_name(hello.name):
             raise ProtocolError(
                 "name_invalid",
                 "names are 1-24 letters, digits, '_', '-' or '.'; 'server' and 'system' "
                 "are reserved",
+                ref,
             )
         room = self.default_room if hello.room is None else hello.room
         if not valid_room(room):
-            raise ProtocolError("bad_request", "rooms are 1-32 lowercase letters, digits, _ or -")
+            raise ProtocolError("bad_request", _ROOM_RULE, ref)
         key = name_key(hello.name)
         if key in self.users:
-            raise ProtocolError("name_taken", f"the name {hello.name!r} is already in use")
+            raise ProtocolError("name_taken", f"the name {hello.name!r} is already in use", ref)
         session.name, session.key = hello.name, key
         self.users[key] = session
         return self._enter(session, room, hello.history, hello.since)
@@ -308,9 +239,9 @@ class Relay:
 
     # -- events -------------------------------------------------------------------
 
-    def handle(self, session: Session, event: ClientEvent) -> list[Delivery]:
-        """Act on one decoded client event and return what must be delivered."""
-        if isinstance(event, Say):
+    def handle(self, session: Session, event: ClientEvent) -> list[Effect]:
+        """Act on one decoded client event and return what must happen."""
+        if type(event) is Say:
             return self._say(session, event.text, event.ref, False)
         if isinstance(event, Hello):
             return self.login(session, event)
@@ -318,39 +249,85 @@ class Relay:
             return [Delivery((session,), Pong())]
         if isinstance(event, Pong):
             return []
+        ref: Ref = getattr(event, "ref", None)
         if not session.logged_in:
-            raise ProtocolError(
-                "not_logged_in",
-                'log in first: {"type":"hello","name":"..."}',
-                getattr(event, "ref", None),
-            )
+            raise ProtocolError("not_logged_in", _LOGIN_FIRST, ref)
         if isinstance(event, Me):
-            return self._say(session, event.text, event.ref, True)
+            return self._say(session, event.text, ref, True)
         if isinstance(event, SendDirect):
             return self._direct(session, event)
         if isinstance(event, Who):
             assert session.room is not None
             return [Delivery((session,), Users(room=session.room, users=self._names(session.room)))]
         if isinstance(event, RoomsRequest):
-            return [Delivery((session,), RoomList(rooms=room_infos(self.rooms.counts())))]
+            return [Delivery((session,), RoomList(rooms=room_infos(self.counts())))]
         if isinstance(event, JoinRoom):
-            return self._switch(session, event.room)
-        if isinstance(event, Bye):
-            return self.leave(session, "quit")
-        raise ProtocolError("unknown_type", f"unhandled event {type(event).__name__}")
+            return self._switch(session, event.room, ref)
+        # bye is the connection core's to handle (it closes, then calls leave)
+        raise ProtocolError("unknown_type", f"unhandled event {type(event).__name__}", ref)
 
-    def _say(self, session: Session, text: str, ref: Any, action: bool) -> list[Delivery]:
+    def complete(self, completion: Completion) -> list[Delivery]:
+        """The store answered an intent: what to deliver now."""
+        if type(completion) is Stored:
+            return self._stored(completion.intent, completion.msg)
+        if isinstance(completion, Recalled):
+            return self._recalled(completion.intent, completion.history, completion.truncated)
+        assert isinstance(completion, Failed)
+        intent = completion.intent
+        if isinstance(intent, Append):
+            if not intent.session.logged_in:
+                return []
+            error = Error(code="unavailable", message=completion.reason, ref=intent.ref)
+            return [Delivery((intent.session,), error)]
+        # the room's history could not be read: the session is in the room all the same,
+        # and its ready says that earlier messages may be missing
+        return self._recalled(intent, [], True)
+
+    def counts(self) -> list[tuple[str, int]]:
+        """(room, member count) for every room worth listing: occupied, or the default."""
+        default = self.default_room
+        return [
+            (name, len(room.members))
+            for name, room in self._rooms.items()
+            if room.members or name == default
+        ]
+
+    def members(self, room: str) -> Collection[Session]:
+        """Who is in ``room`` now, in the order they entered."""
+        state = self._rooms.get(room)
+        return state.members.keys() if state is not None else ()
+
+    # -- messages -------------------------------------------------------------------
+
+    def _say(self, session: Session, text: str, ref: Ref, action: bool) -> list[Effect]:
         room = session.room
         if room is None:
-            raise ProtocolError("not_logged_in", 'log in first: {"type":"hello","name":"..."}', ref)
+            raise ProtocolError("not_logged_in", _LOGIN_FIRST, ref)
         if not session.bucket.take():
             raise ProtocolError("rate_limited", "slow down: message not sent", ref)
         assert session.name is not None
-        msg = self.rooms.append(room, session.name, text, self.clock(), action)
-        echo = None if ref is None else _with_ref(msg, ref)
-        return [Delivery(tuple(self.rooms.members(room)), msg, session, echo)]
+        state = self._rooms[room]
+        targets = tuple(state.members)
+        return [
+            Append(
+                session, room, session.name, text, self.clock(), action, ref, targets, state.version
+            )
+        ]
 
-    def _direct(self, session: Session, event: SendDirect) -> list[Delivery]:
+    def _stored(self, append: Append, msg: Msg) -> list[Delivery]:
+        sender, targets = append.session, append.targets
+        state = self._rooms.get(append.room)
+        if state is None or state.version != append.version:
+            # members came or went while the store worked: those who left are not sent it,
+            # and those who came got it in their ready (recalled after this was stored)
+            room = append.room
+            targets = tuple(s for s in targets if s.room == room)
+            if sender.logged_in and sender not in targets:
+                targets += (sender,)  # the sender's copy is its acknowledgement
+        echo = None if append.ref is None else _with_ref(msg, append.ref)
+        return [Delivery(targets, msg, sender, echo)]
+
+    def _direct(self, session: Session, event: SendDirect) -> list[Effect]:
         target = self.users.get(name_key(event.to))
         if target is None:
             raise ProtocolError("no_such_user", f"no user named {event.to!r} is online", event.ref)
@@ -362,36 +339,44 @@ class Relay:
         targets = (target,) if target is session else (target, session)
         return [Delivery(targets, dm, session, echo)]
 
-    def _switch(self, session: Session, room: str) -> list[Delivery]:
+    def _switch(self, session: Session, room: str, ref: Ref) -> list[Effect]:
         if not valid_room(room):
-            raise ProtocolError("bad_request", "rooms are 1-32 lowercase letters, digits, _ or -")
+            raise ProtocolError("bad_request", _ROOM_RULE, ref)
         if room == session.room:
-            return self._ready(session, None, None)
-        out = self._exit(session, "part")
+            return [self._recall(session, None, None)]
+        out: list[Effect] = [*self._exit(session, "part")]
         return out + self._enter(session, room, None, None)
 
     # -- room membership ------------------------------------------------------------
 
     def _enter(
         self, session: Session, room: str, limit: int | None, since: int | None
-    ) -> list[Delivery]:
+    ) -> list[Effect]:
         assert session.name is not None
-        others = tuple(self.rooms.members(room))
+        state = self._rooms.get(room)
+        if state is None:
+            state = self._rooms[room] = _Room()
+        others = tuple(state.members)
         session.room = room
-        self.rooms.enter(room, session)
-        out = self._ready(session, limit, since)
+        state.members[session] = None
+        state.version += 1
         # Emitted even into an empty room: observers (recorders) see every join.
-        out.append(Delivery(others, Joined(room=room, name=session.name, ts=self.clock())))
-        return out
+        joined = Delivery(others, Joined(room=room, name=session.name, ts=self.clock()))
+        return [self._recall(session, limit, since), joined]
 
-    def _ready(self, session: Session, limit: int | None, since: int | None) -> list[Delivery]:
-        assert session.name is not None and session.room is not None
+    def _recall(self, session: Session, limit: int | None, since: int | None) -> Recall:
+        assert session.room is not None
         keep = self.history_limit if limit is None else min(limit, self.history_limit)
-        history, truncated = self.rooms.history(session.room, keep, since)
+        return Recall(session, session.room, keep, since)
+
+    def _recalled(self, recall: Recall, history: list[Msg], truncated: bool) -> list[Delivery]:
+        session = recall.session
+        if session.room != recall.room or session.name is None:
+            return []  # it left (or moved on) before the store answered
         ready = Ready(
             name=session.name,
-            room=session.room,
-            users=self._names(session.room),
+            room=recall.room,
+            users=self._names(recall.room),
             history=history,
             truncated=truncated,
         )
@@ -402,17 +387,21 @@ class Relay:
         if room is None:
             return []
         assert session.name is not None
-        self.rooms.exit(room, session)
+        state = self._rooms[room]
+        state.members.pop(session, None)
+        state.version += 1
         session.room = None
-        others = tuple(self.rooms.members(room))
+        if not state.members and room != self.default_room:
+            del self._rooms[room]  # ids and history stay in the store
+        others = tuple(state.members)
         left = Left(room=room, name=session.name, reason=reason, ts=self.clock())
         return [Delivery(others, left)]
 
     def _names(self, room: str) -> list[str]:
-        return sorted((s.name for s in self.rooms.members(room) if s.name), key=str.lower)
+        return sorted((s.name for s in self.members(room) if s.name), key=str.lower)
 
 
-def _with_ref(event: Msg | DirectMessage, ref: Any) -> Msg | DirectMessage:
+def _with_ref(event: Msg | DirectMessage, ref: Ref) -> Msg | DirectMessage:
     return msgspec.structs.replace(event, ref=ref)
 
 

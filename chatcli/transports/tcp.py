@@ -30,9 +30,12 @@ from chatcli.core.protocol import (
     format_text_event,
     parse_text_line,
 )
-from chatcli.core.relay import FATAL_CODES, Delivery, Relay, Session, error_event
+from chatcli.core.relay import FATAL_CODES, Delivery, Effect, Relay, Session, error_event
 from chatcli.errors import FrameTooLarge, ProtocolError, TranscriptError
 from chatcli.settings import ServerSettings
+from chatcli.store.base import Store
+from chatcli.store.memory import MemoryStore
+from chatcli.store.pipeline import StorePipeline
 from chatcli.transcript import ServerRecorder
 
 __all__ = ["ChatServer", "Connection", "run_server"]
@@ -175,10 +178,8 @@ class Connection(asyncio.Protocol):
             self.close_with(None, "quit")
             return
         try:
-            deliveries = self.relay.handle(self.session, event)
+            effects = self.relay.handle(self.session, event)
         except ProtocolError as exc:
-            if exc.ref is None:  # an error echoes the ref of the frame that caused it
-                exc.ref = getattr(event, "ref", None)
             self._refuse(exc)
             return
         if isinstance(event, Hello):
@@ -192,7 +193,7 @@ class Connection(asyncio.Protocol):
                 self.session.room,
                 " (text)" if self.text else "",
             )
-        self.server.deliver(deliveries)
+        self.server.deliver(effects)
 
     def _refuse(self, exc: ProtocolError) -> None:
         if exc.code in FATAL_CODES:
@@ -307,13 +308,20 @@ class Connection(asyncio.Protocol):
 class ChatServer:
     """A running relay: the listening socket, its connections and the write batching."""
 
-    def __init__(self, settings: ServerSettings, relay: Relay | None = None) -> None:
+    def __init__(
+        self, settings: ServerSettings, relay: Relay | None = None, store: Store | None = None
+    ) -> None:
         self.settings = settings
         self.relay = relay or Relay(
             history=settings.history,
             rate_limit=settings.rate_limit,
             rate_burst=settings.rate_burst,
         )
+        self.store: Store = store if store is not None else MemoryStore(settings.history)
+        #: carries the relay's store intents out and keeps deliveries in order
+        self.pipeline = StorePipeline(self.relay, self.store)
+        self.loop = asyncio.get_running_loop()
+        self.store.set_wakeup(self._store_wakeup)
         self.connections: set[Connection] = set()
         self.shutting_down = False
         self.closed = asyncio.Event()
@@ -326,7 +334,6 @@ class ChatServer:
         self._last_flush = 0.0
         self._server: asyncio.base_events.Server | None = None
         self._heartbeat: asyncio.Task[None] | None = None
-        self.loop = asyncio.get_running_loop()
 
     async def start(self) -> tuple[str, int]:
         """Listen and return the address actually bound (``port=0`` picks a free one)."""
@@ -348,14 +355,17 @@ class ChatServer:
 
     # -- fan-out ---------------------------------------------------------------------------
 
-    def deliver(self, deliveries: Iterable[Delivery]) -> None:
-        """Queue each delivery's event to its targets, encoding it once per format.
+    def deliver(self, effects: Iterable[Effect]) -> None:
+        """Carry the relay's effects out: intents to the store, deliveries to their targets.
+
+        Each delivery's event is encoded once per format and queued to its targets.
 
         A fan-out can cut recipients off as slow consumers, and each one's ``leave`` is a
         new delivery: those are queued behind the current one and sent by the outermost
         call, so a room full of slow clients is cut off in a loop, not in a recursion as
         deep as the room is large (which raised RecursionError half-way).
         """
+        deliveries = self.pipeline.run(effects)
         if self._delivering:
             self._backlog.extend(deliveries)
             return
@@ -367,6 +377,13 @@ class ChatServer:
                 self._fan_out(backlog)
         finally:
             self._delivering = False
+
+    def _store_wakeup(self) -> None:
+        """The store has answered (maybe on another thread): deliver in the loop."""
+        self.loop.call_soon_threadsafe(self._store_answered)
+
+    def _store_answered(self) -> None:
+        self.deliver(())  # runs the pipeline, which takes the store's completions first
 
     def _fan_out(self, deliveries: Iterable[Delivery]) -> None:
         for delivery in deliveries:
@@ -488,6 +505,7 @@ async def run_server(
     finally:
         log.info("shutting down: %d connections", len(server.connections))
         await server.shutdown()
+        server.store.close()
         if recorder is not None:
             recorder.close()
             for path in recorder.paths:

@@ -1,0 +1,98 @@
+"""Carries a relay's intents out on a store and keeps every delivery in order.
+
+Sans-I/O: the hub hands the relay's output (deliveries and intents) to :meth:`run` and
+fans out what comes back. Intents go to the store; their completions go back to the relay,
+which turns them into deliveries. Everything leaves in the order the relay produced it:
+while an intent is unanswered, the deliveries produced after it wait behind it, so nobody
+sees a ``msg`` before the ``ready`` that came first, whatever the store's latency.
+
+With a store that completes inside ``submit`` (the memory store) nothing ever waits and
+:meth:`run` returns every delivery at once. With one that answers later, the adapter calls
+:meth:`drain` when the store's wake-up fires and fans out what it returns.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from chatcli.core.intents import Intent
+from chatcli.core.relay import Delivery, Effect, Relay
+from chatcli.store.base import Store
+
+__all__ = ["StorePipeline"]
+
+
+class _Slot:
+    """An intent submitted to the store, waiting in line for its completion."""
+
+    __slots__ = ("deliveries", "intent")
+
+    def __init__(self, intent: Intent) -> None:
+        self.intent = intent
+        self.deliveries: list[Delivery] | None = None
+
+
+class StorePipeline:
+    """Between one relay and one store: submits intents, orders what comes back."""
+
+    def __init__(self, relay: Relay, store: Store) -> None:
+        self.relay = relay
+        self.store = store
+        #: deliveries and unanswered intents in the order the relay produced them
+        self._line: deque[Delivery | _Slot] = deque()
+        #: submitted intents not yet answered, in submission order
+        self._unanswered: deque[_Slot] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """Intents submitted to the store and not answered yet."""
+        return len(self._unanswered)
+
+    def run(self, effects: Iterable[Effect]) -> list[Delivery]:
+        """Submit the intents among ``effects``; return the deliveries that may go now."""
+        out: list[Delivery] = []
+        line = self._line
+        if self._unanswered:  # an asynchronous store may have answered meanwhile
+            self._collect()
+            self._release(out)
+        for effect in effects:
+            if type(effect) is Delivery:
+                if line:
+                    line.append(effect)
+                else:
+                    out.append(effect)
+                continue
+            slot = _Slot(effect)  # type: ignore[arg-type]
+            self._unanswered.append(slot)
+            line.append(slot)
+            self.store.submit(slot.intent)
+            self._collect()
+            self._release(out)
+        return out
+
+    def drain(self) -> list[Delivery]:
+        """Take the store's completions that arrived since; return what may go now."""
+        out: list[Delivery] = []
+        self._collect()
+        self._release(out)
+        return out
+
+    def _collect(self) -> None:
+        for completion in self.store.completed():
+            slot = self._unanswered.popleft()
+            if completion.intent is not slot.intent:
+                raise RuntimeError("the store answered its intents out of order")
+            slot.deliveries = self.relay.complete(completion)
+
+    def _release(self, out: list[Delivery]) -> None:
+        line = self._line
+        while line:
+            head = line[0]
+            if type(head) is Delivery:
+                out.append(head)
+            elif head.deliveries is not None:  # type: ignore[union-attr]
+                out.extend(head.deliveries)  # type: ignore[union-attr]
+            else:
+                return
+            line.popleft()
