@@ -379,14 +379,14 @@ EVENTS: Final[tuple[EventType, ...]] = (
     # server -> client
     EventType(Welcome, "server", text=True, layout=_welcome),
     EventType(Ready, "server", room="room", actor="name", text=True, layout=_ready),
-    EventType(
-        Joined, "server", room="room", actor="name", recorded=True, text=True, layout=_joined
-    ),
-    EventType(Left, "server", room="room", actor="name", recorded=True, text=True, layout=_left),
     EventType(Msg, "server", room="room", actor="from_", recorded=True, text=True, layout=_msg),
     EventType(
         DirectMessage, "server", actor="from_", target="to", recorded=True, text=True, layout=_dm
     ),
+    EventType(
+        Joined, "server", room="room", actor="name", recorded=True, text=True, layout=_joined
+    ),
+    EventType(Left, "server", room="room", actor="name", recorded=True, text=True, layout=_left),
     EventType(Users, "server", room="room", text=True, layout=_users),
     EventType(RoomList, "server", text=True, layout=_rooms),
     EventType(Error, "server", text=True, layout=_error),
