@@ -1,10 +1,12 @@
-"""Untrusted text made safe to relay and to show: the one cleaner every layer uses.
+"""Untrusted text made safe to relay, to show and to quote in error messages.
 
 A peer (or a transcript) may send escape sequences that move the cursor, retitle a
 terminal or reorder what a reader sees. Everything a peer supplies passes through
 :func:`clean_text` before it is relayed or shown; :func:`checked_text` adds the spec's
-length rules for message text. Pure functions, no I/O: the protocol, the event table and
-the command parser all import them without importing each other.
+length rules for message text; :func:`preview` and :func:`json_kind` describe a bad value
+in an error message (the protocol's and the transcript reader's alike). Pure functions,
+no I/O: the protocol, the event table and the command parser all import them without
+importing each other.
 """
 
 from __future__ import annotations
