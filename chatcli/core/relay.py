@@ -66,18 +66,8 @@ __all__ = [
     "error_event",
 ]
 
-#: error codes after which the server closes the connection
-FATAL_CODES = frozenset(
-    {
-        "frame_too_large",
-        "name_invalid",
-        "name_taken",
-        "login_timeout",
-        "auth_failed",
-        "slow_consumer",
-        "server_shutdown",
-    }
-)
+#: error codes after which the server closes the connection (a protocol fact, re-exported)
+from chatcli.core.protocol import FATAL_CODES
 
 WELCOME_HINT = 'type  login YOURNAME  (or send {"type":"hello","name":"YOURNAME"})'
 
