@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from chatcli import __version__
+from chatcli.core.events import Ref
 from chatcli.core.intents import Append, Completion, Failed, Recall, Recalled, Stored
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
@@ -39,7 +40,6 @@ from chatcli.core.protocol import (
     Ping,
     Pong,
     Ready,
-    Ref,
     RoomList,
     RoomsRequest,
     Say,
