@@ -21,21 +21,20 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final, NamedTuple
+from typing import IO, Any, Final, NamedTuple, Union
 
 import msgspec
 
 from chatcli import __version__
+from chatcli.core.events import RECORDED, RECORDED_TYPES, RecordedEvent, event_type
 from chatcli.core.protocol import (
-    DirectMessage,
     Joined,
-    Left,
-    Msg,
     Ready,
     encode,
     now,
     valid_room,
 )
+from chatcli.core.sanitize import json_kind
 from chatcli.errors import TranscriptError
 
 __all__ = [
@@ -65,7 +64,6 @@ TRANSCRIPT_VERSION: Final = 1
 # anything far beyond that is not a transcript line, and reading it whole could eat memory.
 DEFAULT_MAX_LINE: Final = 1 << 20
 DEFAULT_POLL_INTERVAL: Final = 0.25
-RECORDED_TYPES: Final = frozenset({"msg", "dm", "join", "leave"})
 SOURCES: Final = frozenset({"server", "client"})
 STDIN_NAME: Final = "<stdin>"
 
@@ -93,10 +91,14 @@ class End(_Line, tag="end", frozen=True):
     events: int
 
 
-TranscriptEvent = Msg | DirectMessage | Joined | Left
-Item = Header | Msg | DirectMessage | Joined | Left | End
+#: the events a transcript records (chatcli.core.events.EVENTS marks them ``recorded``)
+TranscriptEvent = RecordedEvent
+Item = Header | RecordedEvent | End
 _KNOWN_TYPES: Final = RECORDED_TYPES | {"transcript", "end"}
-_decoder = msgspec.json.Decoder(Item)
+# built from the table, so a reader reads every type the writer records
+_decoder: msgspec.json.Decoder[Item] = msgspec.json.Decoder(
+    Union[(Header, *(entry.cls for entry in RECORDED), End)]
+)
 
 
 class Entry(NamedTuple):
@@ -188,18 +190,19 @@ class TranscriptWriter:
     def write(self, event: object) -> bool:
         """Record ``event`` if a transcript keeps it; True when a line was written.
 
-        ``msg``, ``dm``, ``join`` and ``leave`` are written as on the wire, minus the
-        sender-only ``ref``. A ``ready`` (the recorder itself entering a room, which the
-        wire announces to everyone else as ``join``) is written as that ``join``, stamped
-        with the clock. Every other event (``users``, ``error``, ``ping``...) is skipped.
+        The recorded events (``msg``, ``dm``, ``join``, ``leave``: those the event table
+        marks ``recorded``) are written as on the wire, minus the sender-only ``ref``. A
+        ``ready`` (the recorder itself entering a room, which the wire announces to everyone
+        else as ``join``) is written as that ``join``, stamped with the clock. Every other
+        event (``users``, ``error``, ``ping``...) is skipped.
         """
-        if isinstance(event, (Msg, DirectMessage)):
-            if event.ref is not None:
-                event = msgspec.structs.replace(event, ref=None)
-        elif isinstance(event, Ready):
+        if isinstance(event, Ready):
             event = Joined(room=event.room, name=event.name, ts=self._clock())
-        elif not isinstance(event, (Joined, Left)):
+        entry = event_type(event)
+        if entry is None or not entry.recorded or not isinstance(event, msgspec.Struct):
             return False
+        if getattr(event, "ref", None) is not None:
+            event = msgspec.structs.replace(event, ref=None)
         self._write_line(encode(event))
         self.events += 1
         return True
@@ -302,13 +305,15 @@ class ServerRecorder:
         return [writer.path for writer in self._writers.values()]
 
     def write(self, event: object) -> bool:
-        """Record a relayed event in its room's file; True when a line was written."""
-        room: str | None
-        if isinstance(event, (Msg, Joined, Left)):
-            room = event.room
-        elif isinstance(event, DirectMessage) and self.record_dms:
-            room = None
-        else:
+        """Record a relayed event in its room's file; True when a line was written.
+
+        Recorded events that belong to no room (``dm``) go to the dm file, if kept.
+        """
+        entry = event_type(event)
+        if entry is None or not entry.recorded:
+            return False
+        room = entry.room_of(event)
+        if room is None and not self.record_dms:
             return False
         writer = self._writers.get(room)
         if writer is None:
@@ -348,12 +353,6 @@ class ServerRecorder:
 
 
 # --------------------------------------------------------------------------- parser
-
-
-def _kind(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
 
 
 class TranscriptParser:
@@ -441,7 +440,7 @@ class TranscriptParser:
         if self.header is None and kind != "transcript":
             return "not a transcript: line 1 must be the transcript header"
         if not isinstance(value, dict):
-            return f"expected a JSON object, got {_kind(value)}"
+            return f"expected a JSON object, got {json_kind(value)}"
         if not isinstance(kind, str):
             return 'no string "type" field'
         if kind not in _KNOWN_TYPES:

@@ -547,6 +547,14 @@ def test_invalid_rooms(room: str) -> None:
         ("/quit", Bye()),
         ("/exit", Bye()),
         ("say \x1b[31mred", Say(text="red")),
+        # the aliases join has always had: one alias table now serves both
+        ("/names", Who()),
+        ("/list", RoomsRequest()),
+        ("/tell bob hi", SendDirect(to="bob", text="hi")),
+        ("/bye", Bye()),
+        ("/join #dev", JoinRoom(room="dev")),
+        ("//etc/hosts", Say(text="/etc/hosts")),
+        (".q", Say(text=".q")),  # join's dot shortcuts are chat in text mode
     ],
 )
 def test_parse_text_line_logged_in(line: str, event: object) -> None:
@@ -564,7 +572,10 @@ def test_parse_text_line_logged_in(line: str, event: object) -> None:
         ("/msg", "usage: /msg NAME TEXT"),
         ("/me", "usage: /me TEXT"),
         ("login bob", "you are already logged in"),
-        ("/frobnicate", "unknown command '/frobnicate'; /help lists them"),
+        ("/frobnicate", "unknown command /frobnicate; try /help"),
+        # join's client-only commands mean nothing to a text session
+        ("/time", "unknown command /time; try /help"),
+        ("/record", "unknown command /record; try /help"),
     ],
 )
 def test_parse_text_line_local_replies(line: str, reply: str) -> None:
@@ -618,10 +629,10 @@ def test_format_text_event() -> None:
     action = Msg(id=2, room="lobby", from_="alice", text="waves", ts=TS, action=True)
     assert format_text_event(action) == f"{c} [lobby] * alice waves"
     dm = DirectMessage(from_="alice", to="bob", text="psst", ts=TS)
-    assert format_text_event(dm) == f"{c} *alice -> bob* psst"
+    assert format_text_event(dm) == f"{c} [dm] alice -> bob: psst"
     assert format_text_event(Joined(room="dev", name="bob", ts=TS)) == f"{c} -- bob joined dev"
     assert format_text_event(Left(room="dev", name="bob", reason="lost", ts=TS)) == (
-        f"{c} -- bob left dev (lost)"
+        f"{c} -- bob left dev (connection lost)"
     )
     assert format_text_event(Users(room="dev", users=["a", "b"])) == "-- in dev: a, b"
     rooms = RoomList(rooms=[RoomInfo("dev", 1), RoomInfo("lobby", 3)])
@@ -629,7 +640,7 @@ def test_format_text_event() -> None:
     error = Error(code="no_such_user", message="no user named 'x' is online")
     assert format_text_event(error) == "!! no_such_user: no user named 'x' is online"
     welcome = Welcome(server="chatcli/9", proto=1, users=[], rooms=[], hint="type login NAME")
-    assert format_text_event(welcome) == "-- welcome to chatcli/9. type login NAME"
+    assert format_text_event(welcome) == "-- connected to chatcli/9"
     assert format_text_event(Ping()) is None
     assert format_text_event(Pong()) is None
 
@@ -645,7 +656,7 @@ def test_format_text_ready_with_history() -> None:
     )
     assert format_text_event(ready) == (
         f"{c} [lobby] <alice> earlier\n"
-        "-- you are bob in lobby; here: alice, bob (older history not kept)"
+        "-- you are bob in lobby; here: alice, bob (older messages were not kept)"
     )
     empty = Ready(name="bob", room="dev", users=["bob"], history=[])
     assert format_text_event(empty) == "-- you are bob in dev; here: bob"

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import AsyncIterator
 
 from chatcli.core.protocol import (
+    FATAL_CODES,
     Bye,
     ClientEvent,
     Error,
@@ -25,7 +26,6 @@ from chatcli.core.protocol import (
     decode_server_frame,
     encode,
 )
-from chatcli.core.relay import FATAL_CODES
 from chatcli.errors import ConnectionFailed, ProtocolError, ServerRefused
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "MAX_SERVER_FRAME", "ChatClient", "connect"]

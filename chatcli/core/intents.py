@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chatcli.core.protocol import Msg, Ref
+from chatcli.core.events import Msg, Ref
 
 if TYPE_CHECKING:
     from chatcli.core.relay import Session

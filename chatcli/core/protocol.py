@@ -1,10 +1,13 @@
-"""The chatcli wire protocol, version 1, without any I/O.
+"""The chatcli wire protocol, version 1, without any I/O: codec, framing, validation.
 
 Everything that turns bytes into typed events and back lives here: line framing with a
-maximum frame size, the event classes of both directions, validation of names, rooms and
-text, sanitising of untrusted text, and the human-readable text mode used by ``nc`` and
-``telnet`` users. The server, the client, ``bench`` and ``replay`` all share this module,
-and because it never touches a socket it can be unit-tested and fuzzed on its own.
+maximum frame size, the JSON codec of both directions, validation of names and rooms,
+and the human-readable text mode used by ``nc`` and ``telnet`` users. The event types
+themselves, the error codes and the line each event shows as are declared once in
+:mod:`chatcli.core.events` (re-exported here, where the rest of chatcli imports them from);
+untrusted text is cleaned by :mod:`chatcli.core.sanitize`. The server, the client,
+``bench`` and ``replay`` all share this module, and because it never touches a socket it
+can be unit-tested and fuzzed on its own.
 
 The specification is docs/protocol.md.
 """
@@ -14,19 +17,57 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
-from typing import Annotated, Any, Final
+from typing import Final
 
 import msgspec
 
+from chatcli.core.commands import TEXT_HELP, parse_command
+from chatcli.core.events import (
+    CLIENT_TYPES,
+    ERROR_CODES,
+    FATAL_CODES,
+    LEAVE_REASONS,
+    SERVER_TYPES,
+    Bye,
+    ClientEvent,
+    DirectMessage,
+    Error,
+    Hello,
+    Joined,
+    JoinRoom,
+    Left,
+    Me,
+    Msg,
+    Ping,
+    Pong,
+    Ready,
+    RoomInfo,
+    RoomList,
+    RoomsRequest,
+    Say,
+    SendDirect,
+    ServerEvent,
+    Users,
+    Welcome,
+    Who,
+    event_lines,
+    event_type,
+)
+from chatcli.core.lines import TEXT_MODE, plain_text
+from chatcli.core.sanitize import MAX_TEXT, checked_text, clean_text, json_kind, preview
 from chatcli.errors import FrameTooLarge, ProtocolError
 
 __all__ = [
+    "CLIENT_TYPES",
     "DEFAULT_MAX_FRAME",
     "DEFAULT_ROOM",
     "ERROR_CODES",
+    "FATAL_CODES",
     "LEAVE_REASONS",
     "MAX_TEXT",
     "PROTOCOL_VERSION",
+    "SERVER_TYPES",
+    "TEXT_HELP",
     "Bye",
     "ClientEvent",
     "DirectMessage",
@@ -50,6 +91,7 @@ __all__ = [
     "Users",
     "Welcome",
     "Who",
+    "checked_text",
     "clean_text",
     "decode_client_frame",
     "decode_server_frame",
@@ -58,6 +100,7 @@ __all__ = [
     "name_key",
     "now",
     "parse_text_line",
+    "room_infos",
     "valid_name",
     "valid_room",
 ]
@@ -65,211 +108,12 @@ __all__ = [
 PROTOCOL_VERSION: Final = 1
 DEFAULT_ROOM: Final = "lobby"
 DEFAULT_MAX_FRAME: Final = 65536
-MAX_TEXT: Final = 4096
-
-ERROR_CODES: Final = frozenset(
-    {
-        "bad_request",
-        "unknown_type",
-        "frame_too_large",
-        "name_invalid",
-        "name_taken",
-        "login_timeout",
-        "auth_failed",
-        "not_logged_in",
-        "no_such_user",
-        "rate_limited",
-        "slow_consumer",
-        "server_shutdown",
-    }
-)
-LEAVE_REASONS: Final = frozenset({"quit", "part", "lost", "timeout", "slow", "kicked"})
-
-Ref = str | int | None
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
 def now() -> float:
     """Server time as the wire carries it: Unix seconds, millisecond precision."""
     return round(time.time(), 3)
 
-
-# --------------------------------------------------------------------------- events
-# Both directions share one tag field, "type". A class is an event of one direction,
-# except ping/pong, which either side may send.
-
-
-class _Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True):
-    """Base of every frame: a small immutable record tagged by its ``type``."""
-
-
-class Ping(_Event, tag="ping", frozen=True):
-    """Heartbeat probe; the other side answers ``pong``."""
-
-
-class Pong(_Event, tag="pong", frozen=True):
-    """Answer to ``ping``."""
-
-
-# Client -> server
-
-
-class Hello(_Event, tag="hello", frozen=True):
-    """Login: the first JSON frame of a session."""
-
-    name: str
-    room: str | None = None
-    since: NonNegative | None = None
-    history: NonNegative | None = None
-    ref: Ref = None
-
-
-class Say(_Event, tag="say", frozen=True):
-    """Say ``text`` in the current room; ``ref`` is echoed back to the sender only."""
-
-    text: str
-    ref: Ref = None
-
-
-class Me(_Event, tag="me", frozen=True):
-    """An action (``/me waves``), relayed as ``msg`` with ``action: true`` (extension)."""
-
-    text: str
-    ref: Ref = None
-
-
-class SendDirect(_Event, tag="dm", frozen=True):
-    """A direct message to one user."""
-
-    to: str
-    text: str
-    ref: Ref = None
-
-
-class Who(_Event, tag="who", frozen=True):
-    """Ask who is in the current room."""
-
-    ref: Ref = None
-
-
-class RoomsRequest(_Event, tag="rooms", frozen=True):
-    """Ask for the list of rooms."""
-
-    ref: Ref = None
-
-
-class JoinRoom(_Event, tag="join", frozen=True):
-    """Leave the current room and enter ``room``."""
-
-    room: str
-    ref: Ref = None
-
-
-class Bye(_Event, tag="bye", frozen=True):
-    """Log out; the server closes the connection."""
-
-
-ClientEvent = Hello | Say | Me | SendDirect | Who | RoomsRequest | JoinRoom | Bye | Ping | Pong
-CLIENT_TYPES: Final = frozenset(
-    {"hello", "say", "me", "dm", "who", "rooms", "join", "bye", "ping", "pong"}
-)
-
-# Server -> client
-
-
-class RoomInfo(msgspec.Struct, frozen=True):
-    """A room and how many users are in it."""
-
-    name: str
-    users: int
-
-
-class Welcome(_Event, tag="welcome", frozen=True):
-    """Sent to every new connection before it says anything."""
-
-    server: str
-    proto: int
-    users: list[str]
-    rooms: list[RoomInfo]
-    hint: str
-
-
-class Msg(_Event, tag="msg", frozen=True):
-    """A message said in a room, as relayed to every member (the sender's copy is the ack)."""
-
-    id: int
-    room: str
-    from_: str = msgspec.field(name="from")
-    text: str
-    ts: float
-    action: bool = False
-    ref: Ref = None
-
-
-class Ready(_Event, tag="ready", frozen=True):
-    """Login (or room change) succeeded: who is there and what was said before."""
-
-    name: str
-    room: str
-    users: list[str]
-    history: list[Msg]
-    truncated: bool = False
-
-
-class Joined(_Event, tag="join", frozen=True):
-    """Someone entered the room."""
-
-    room: str
-    name: str
-    ts: float
-
-
-class Left(_Event, tag="leave", frozen=True):
-    """Someone left the room; ``reason`` is one of LEAVE_REASONS."""
-
-    room: str
-    name: str
-    reason: str
-    ts: float
-
-
-class DirectMessage(_Event, tag="dm", frozen=True):
-    """A direct message, delivered to the recipient and (as the ack) to the sender."""
-
-    from_: str = msgspec.field(name="from")
-    to: str
-    text: str
-    ts: float
-    ref: Ref = None
-
-
-class Users(_Event, tag="users", frozen=True):
-    """Answer to ``who``."""
-
-    room: str
-    users: list[str]
-
-
-class RoomList(_Event, tag="rooms", frozen=True):
-    """Answer to ``rooms``."""
-
-    rooms: list[RoomInfo]
-
-
-class Error(_Event, tag="error", frozen=True):
-    """Something went wrong; ``code`` is one of ERROR_CODES."""
-
-    code: str
-    message: str
-    ref: Ref = None
-
-
-ServerEvent = (
-    Welcome | Ready | Joined | Left | Msg | DirectMessage | Users | RoomList | Error | Ping | Pong
-)
-SERVER_TYPES: Final = frozenset(
-    {"welcome", "ready", "join", "leave", "msg", "dm", "users", "rooms", "error", "ping", "pong"}
-)
 
 # ------------------------------------------------------------------------ encoding
 
@@ -299,26 +143,15 @@ def _classify(line: bytes, exc: Exception, known: frozenset[str]) -> ProtocolErr
     except RecursionError:
         return ProtocolError("bad_request", "frame is nested too deeply")
     if not isinstance(raw, dict):
-        return ProtocolError("bad_request", f"frame must be a JSON object, not {_json_kind(raw)}")
+        return ProtocolError("bad_request", f"frame must be a JSON object, not {json_kind(raw)}")
     ref = raw.get("ref")
     ref = ref if isinstance(ref, (str, int)) and not isinstance(ref, bool) else None
     kind = raw.get("type")
     if not isinstance(kind, str):
         return ProtocolError("bad_request", 'frame has no string "type" field', ref)
     if kind not in known:
-        return ProtocolError("unknown_type", f"unknown type {_preview(kind)}", ref)
+        return ProtocolError("unknown_type", f"unknown type {preview(kind)}", ref)
     return ProtocolError("bad_request", f"bad {kind!r} frame: {exc}", ref)
-
-
-def _json_kind(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
-
-
-def _preview(text: str, limit: int = 40) -> str:
-    shown = clean_text(text)
-    return repr(shown if len(shown) <= limit else shown[:limit] + "...")
 
 
 def decode_client_frame(line: bytes) -> ClientEvent:
@@ -428,125 +261,54 @@ def valid_room(room: str) -> bool:
     return _ROOM_RE.fullmatch(room) is not None
 
 
-# Escape sequences, payload included: CSI (ESC [ or 0x9B), OSC/DCS/SOS/PM/APC strings
-# (ESC ] P X ^ _ or their C1 forms) up to their terminator or the end of the text, and
-# two-character escapes. Then every remaining C0, C1, DEL and bidi control character.
-_ANSI_RE: Final = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-    r"|\x1b[ -~]?"
-)
-_CONTROL_RE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def clean_text(text: str) -> str:
-    """Remove ANSI escape sequences, control and bidi-override characters from ``text``.
-
-    Used on everything a peer or a transcript supplies before it is relayed or shown, so
-    that nothing can move the cursor, retitle a terminal or reorder what a reader sees.
-    Returns ``text`` itself when there is nothing to remove (the common case, checked fast).
-    """
-    if text.isprintable():
-        return text
-    return _CONTROL_RE.sub("", _ANSI_RE.sub("", text))
-
-
-def checked_text(text: str, ref: Ref = None) -> str:
-    """Clean message text and enforce 1-4096 code points of visible text."""
-    text = clean_text(text)
-    if not text or text.isspace():
-        raise ProtocolError("bad_request", "text is empty", ref)
-    if len(text) > MAX_TEXT:
-        raise ProtocolError("bad_request", f"text is longer than {MAX_TEXT} characters", ref)
-    return text
-
-
 # -------------------------------------------------------------------- text mode
-
-TEXT_HELP: Final = (
-    "commands: login NAME | say TEXT | look | logout | /who | /rooms | /join ROOM | "
-    "/msg NAME TEXT | /me TEXT | /quit | /help; any other line is said to the room"
-)
 
 
 def parse_text_line(line: str, logged_in: bool) -> ClientEvent | str:
     """Translate one line of a text (nc/telnet) session into a client event.
 
-    Returns a string instead when the line is answered locally (help or a usage hint)
-    rather than acted on. Raises ProtocolError for text the spec refuses.
+    Parsing is :func:`chatcli.core.commands.parse_command`, the parser ``join`` uses too.
+    Returns a string instead when the line is answered locally (help, a usage hint or an
+    unknown command) rather than acted on. Raises ProtocolError for text the spec refuses
+    and for anything but ``help``, ``login`` and ``logout`` before login.
     """
-    stripped = line.strip()
-    word, _, rest = stripped.partition(" ")
-    rest = rest.strip()
-    command = word.lower()
-    if rest and command in ("help", "look", "logout"):
-        command = ""  # these bare words take no argument: "look at this" is chat
-    if command in ("/help", "help", "/?"):
+    command = parse_command(line, "text")
+    verb = command.verb
+    if verb == "help":
         return TEXT_HELP
-    if command == "login":
+    if verb == "login":
         if logged_in:
             return "you are already logged in"
-        if not rest:
-            return "usage: login NAME"
-        return Hello(name=rest)
-    if command in ("logout", "/quit", "/exit"):
+        return command.error or Hello(name=command.arg)
+    if verb == "quit":
         return Bye()
     if not logged_in:
         raise ProtocolError("not_logged_in", "log in first: login NAME")
-    if command in ("look", "/who", "/users", "/look"):
+    if command.error:
+        return command.error
+    if verb == "who":
         return Who()
-    if command == "/rooms":
+    if verb == "rooms":
         return RoomsRequest()
-    if command == "/join":
-        if not rest:
-            return "usage: /join ROOM"
-        return JoinRoom(room=rest)
-    if command in ("/msg", "/dm"):
-        to, _, text = rest.partition(" ")
-        if not to or not text.strip():
-            return "usage: /msg NAME TEXT"
-        return SendDirect(to=to, text=checked_text(text))
-    if command == "/me":
-        return Me(text=checked_text(rest)) if rest else "usage: /me TEXT"
-    if command == "say":
-        return Say(text=checked_text(rest))
-    if stripped.startswith("/"):
-        return f"unknown command {_preview(word)}; /help lists them"
-    return Say(text=checked_text(line))
-
-
-def _clock(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts))
+    if verb == "join":
+        return JoinRoom(room=command.arg)
+    if verb == "msg":
+        return SendDirect(to=command.arg, text=checked_text(command.text))
+    if verb == "me":
+        return Me(text=checked_text(command.text))
+    return Say(text=checked_text(command.text))
 
 
 def format_text_event(event: ServerEvent) -> str | None:
-    """One human-readable line for a text-mode session, or None for events it skips."""
-    if isinstance(event, Msg):
-        if event.action:
-            return f"{_clock(event.ts)} [{event.room}] * {event.from_} {event.text}"
-        return f"{_clock(event.ts)} [{event.room}] <{event.from_}> {event.text}"
-    if isinstance(event, DirectMessage):
-        return f"{_clock(event.ts)} *{event.from_} -> {event.to}* {event.text}"
-    if isinstance(event, Joined):
-        return f"{_clock(event.ts)} -- {event.name} joined {event.room}"
-    if isinstance(event, Left):
-        return f"{_clock(event.ts)} -- {event.name} left {event.room} ({event.reason})"
-    if isinstance(event, Ready):
-        lines = [format_text_event(m) for m in event.history]
-        lines.append(
-            f"-- you are {event.name} in {event.room}; here: {', '.join(event.users)}"
-            + (" (older history not kept)" if event.truncated else "")
-        )
-        return "\n".join(line for line in lines if line)
-    if isinstance(event, Users):
-        return f"-- in {event.room}: {', '.join(event.users)}"
-    if isinstance(event, RoomList):
-        return "-- rooms: " + ", ".join(f"{r.name} ({r.users})" for r in event.rooms)
-    if isinstance(event, Error):
-        return f"!! {event.code}: {event.message}"
-    if isinstance(event, Welcome):
-        return f"-- welcome to {event.server}. {event.hint}"
-    return None
+    """The line(s) a text-mode session is sent for ``event``, or None for events it skips.
+
+    The same layout as ``join`` and ``replay`` print (chatcli.core.events), with the time
+    and room in front of every message (:data:`chatcli.core.lines.TEXT_MODE`).
+    """
+    entry = event_type(event)
+    if entry is None or not entry.text:
+        return None
+    return plain_text(event_lines(event, TEXT_MODE))
 
 
 def room_infos(counts: Iterable[tuple[str, int]]) -> list[RoomInfo]:

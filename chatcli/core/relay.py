@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from chatcli import __version__
+from chatcli.core.events import Ref
 from chatcli.core.intents import Append, Completion, Failed, Recall, Recalled, Stored
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
@@ -41,7 +42,6 @@ from chatcli.core.protocol import (
     Ping,
     Pong,
     Ready,
-    Ref,
     RoomList,
     RoomsRequest,
     Say,
@@ -69,18 +69,8 @@ __all__ = [
     "error_event",
 ]
 
-#: error codes after which the server closes the connection
-FATAL_CODES = frozenset(
-    {
-        "frame_too_large",
-        "name_invalid",
-        "name_taken",
-        "login_timeout",
-        "auth_failed",
-        "slow_consumer",
-        "server_shutdown",
-    }
-)
+#: error codes after which the server closes the connection (a protocol fact, re-exported)
+from chatcli.core.protocol import FATAL_CODES
 
 WELCOME_HINT = 'type  login YOURNAME  (or send {"type":"hello","name":"YOURNAME"})'
 

@@ -30,7 +30,8 @@ from typing import IO, Final, Literal, Protocol
 
 from rich.console import Console
 
-from chatcli.core.protocol import DirectMessage, Joined, Left, Msg, encode, name_key
+from chatcli.core.events import RECORDED, RecordedEvent, event_type
+from chatcli.core.protocol import encode, name_key
 from chatcli.errors import UsageError
 from chatcli.transcript import (
     DEFAULT_POLL_INTERVAL,
@@ -80,13 +81,13 @@ DEFAULT_TICK: Final = 0.2
 #: the range ``+`` and ``-`` move the speed in (each press doubles or halves it)
 MIN_SPEED: Final = 1 / 64
 MAX_SPEED: Final = 1024.0
-#: what ``--type`` accepts, and the event class each name stands for
-EVENT_TYPES: Final = {"msg": Msg, "dm": DirectMessage, "join": Joined, "leave": Left}
+#: what ``--type`` accepts, and the event class each name stands for: the recorded types
+EVENT_TYPES: Final = {entry.type: entry.cls for entry in RECORDED}
 FORMATS: Final = ("rich", "text", "jsonl")
 #: a clock time more than this before the transcript start means the next day
 _DAY_ROLLOVER: Final = timedelta(hours=12)
 
-Event = Msg | DirectMessage | Joined | Left
+Event = RecordedEvent
 
 # --------------------------------------------------------------------------- time specs
 
@@ -279,19 +280,13 @@ class EventFilter:
 
     def __call__(self, event: object) -> bool:
         """True when ``event`` (a recorded event) passes every criterion."""
-        if self.types and _TYPE_NAMES.get(type(event)) not in self.types:
+        entry = event_type(event)
+        if self.types and (entry is None or entry.type not in self.types):
             return False
-        if self.rooms and getattr(event, "room", None) not in self.rooms:
+        if self.rooms and (entry is None or entry.room_of(event) not in self.rooms):
             return False
         if self.users:
-            if isinstance(event, Msg):
-                people: tuple[str, ...] = (event.from_,)
-            elif isinstance(event, DirectMessage):
-                people = (event.from_, event.to)
-            elif isinstance(event, (Joined, Left)):
-                people = (event.name,)
-            else:
-                return False
+            people = () if entry is None else entry.people(event)
             if not any(name_key(person) in self.users for person in people):
                 return False
         if self.pattern is not None:
@@ -299,9 +294,6 @@ class EventFilter:
             if text is None or self.pattern.search(text) is None:
                 return False
         return True
-
-
-_TYPE_NAMES: Final[dict[type, str]] = {cls: name for name, cls in EVENT_TYPES.items()}
 
 
 def select(

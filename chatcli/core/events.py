@@ -1,0 +1,460 @@
+"""Every event of the wire protocol, declared once: its struct and its entry in EVENTS.
+
+An entry (:class:`EventType`) says everything the code base needs to know about one event
+type: its struct (which gives its wire ``type``), which way it travels, which field names
+its room and which its actor and target, whether transcripts record it, whether text-mode
+(``nc``) sessions are sent it, and its layout: the line(s) people see for it, used alike
+by text-mode sessions, ``join``, ``replay`` and the rich renderer (:mod:`chatcli.core.lines`).
+Every list of event types is derived from :data:`EVENTS`; the ``ClientEvent``,
+``ServerEvent`` and transcript unions are written out for the type checker, and
+tests/test_events.py checks that they match the table.
+
+Adding an event type means: its struct, one entry in EVENTS (and in the union of its
+direction), and its handler in the relay. The error codes are protocol facts too, in
+:data:`ERRORS`, from which ERROR_CODES and FATAL_CODES are derived. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from chatcli.core.lines import Line, LineOptions, Role, Span, name, names, notice, stamp
+from chatcli.core.sanitize import clean_text
+
+__all__ = [
+    "CLIENT_TYPES",
+    "ERRORS",
+    "ERROR_CODES",
+    "EVENTS",
+    "FATAL_CODES",
+    "LEAVE_REASONS",
+    "LEAVE_REASON_TEXT",
+    "RECORDED",
+    "RECORDED_TYPES",
+    "SERVER_TYPES",
+    "Bye",
+    "ClientEvent",
+    "DirectMessage",
+    "Error",
+    "ErrorCode",
+    "EventType",
+    "Hello",
+    "JoinRoom",
+    "Joined",
+    "Left",
+    "Me",
+    "Msg",
+    "Ping",
+    "Pong",
+    "Ready",
+    "RecordedEvent",
+    "RoomInfo",
+    "RoomList",
+    "RoomsRequest",
+    "Say",
+    "SendDirect",
+    "ServerEvent",
+    "Users",
+    "Welcome",
+    "Who",
+    "event_lines",
+    "event_type",
+]
+
+Ref = str | int | None
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+LEAVE_REASONS: Final = frozenset({"quit", "part", "lost", "timeout", "slow", "kicked"})
+#: how a leave reason reads in a line
+LEAVE_REASON_TEXT: Final = {
+    "quit": "quit",
+    "part": "moved to another room",
+    "lost": "connection lost",
+    "timeout": "timed out",
+    "slow": "too slow to keep up",
+    "kicked": "kicked",
+}
+
+# --------------------------------------------------------------------------- structs
+# Both directions share one tag field, "type". A class is an event of one direction,
+# except ping/pong, which either side may send.
+
+
+class _Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True):
+    """Base of every frame: a small immutable record tagged by its ``type``."""
+
+
+class Ping(_Event, tag="ping", frozen=True):
+    """Heartbeat probe; the other side answers ``pong``."""
+
+
+class Pong(_Event, tag="pong", frozen=True):
+    """Answer to ``ping``."""
+
+
+# Client -> server
+
+
+class Hello(_Event, tag="hello", frozen=True):
+    """Login: the first JSON frame of a session."""
+
+    name: str
+    room: str | None = None
+    since: NonNegative | None = None
+    history: NonNegative | None = None
+    ref: Ref = None
+
+
+class Say(_Event, tag="say", frozen=True):
+    """Say ``text`` in the current room; ``ref`` is echoed back to the sender only."""
+
+    text: str
+    ref: Ref = None
+
+
+class Me(_Event, tag="me", frozen=True):
+    """An action (``/me waves``), relayed as ``msg`` with ``action: true`` (extension)."""
+
+    text: str
+    ref: Ref = None
+
+
+class SendDirect(_Event, tag="dm", frozen=True):
+    """A direct message to one user."""
+
+    to: str
+    text: str
+    ref: Ref = None
+
+
+class Who(_Event, tag="who", frozen=True):
+    """Ask who is in the current room."""
+
+    ref: Ref = None
+
+
+class RoomsRequest(_Event, tag="rooms", frozen=True):
+    """Ask for the list of rooms."""
+
+    ref: Ref = None
+
+
+class JoinRoom(_Event, tag="join", frozen=True):
+    """Leave the current room and enter ``room``."""
+
+    room: str
+    ref: Ref = None
+
+
+class Bye(_Event, tag="bye", frozen=True):
+    """Log out; the server closes the connection."""
+
+
+# Server -> client
+
+
+class RoomInfo(msgspec.Struct, frozen=True):
+    """A room and how many users are in it."""
+
+    name: str
+    users: int
+
+
+class Welcome(_Event, tag="welcome", frozen=True):
+    """Sent to every new connection before it says anything."""
+
+    server: str
+    proto: int
+    users: list[str]
+    rooms: list[RoomInfo]
+    hint: str
+
+
+class Msg(_Event, tag="msg", frozen=True):
+    """A message said in a room, as relayed to every member (the sender's copy is the ack)."""
+
+    id: int
+    room: str
+    from_: str = msgspec.field(name="from")
+    text: str
+    ts: float
+    action: bool = False
+    ref: Ref = None
+
+
+class Ready(_Event, tag="ready", frozen=True):
+    """Login (or room change) succeeded: who is there and what was said before."""
+
+    name: str
+    room: str
+    users: list[str]
+    history: list[Msg]
+    truncated: bool = False
+
+
+class Joined(_Event, tag="join", frozen=True):
+    """Someone entered the room."""
+
+    room: str
+    name: str
+    ts: float
+
+
+class Left(_Event, tag="leave", frozen=True):
+    """Someone left the room; ``reason`` is one of LEAVE_REASONS."""
+
+    room: str
+    name: str
+    reason: str
+    ts: float
+
+
+class DirectMessage(_Event, tag="dm", frozen=True):
+    """A direct message, delivered to the recipient and (as the ack) to the sender."""
+
+    from_: str = msgspec.field(name="from")
+    to: str
+    text: str
+    ts: float
+    ref: Ref = None
+
+
+class Users(_Event, tag="users", frozen=True):
+    """Answer to ``who``."""
+
+    room: str
+    users: list[str]
+
+
+class RoomList(_Event, tag="rooms", frozen=True):
+    """Answer to ``rooms``."""
+
+    rooms: list[RoomInfo]
+
+
+class Error(_Event, tag="error", frozen=True):
+    """Something went wrong; ``code`` is one of ERROR_CODES."""
+
+    code: str
+    message: str
+    ref: Ref = None
+
+
+# Written out for the type checker (and msgspec's decoders); tests/test_events.py checks
+# that each union holds exactly the classes EVENTS gives its direction.
+ClientEvent = Hello | Say | Me | SendDirect | Who | RoomsRequest | JoinRoom | Bye | Ping | Pong
+ServerEvent = (
+    Welcome | Ready | Joined | Left | Msg | DirectMessage | Users | RoomList | Error | Ping | Pong
+)
+#: the events a transcript records
+RecordedEvent = Msg | DirectMessage | Joined | Left
+
+# --------------------------------------------------------------------------- layouts
+# The line(s) each event shows as; see chatcli.core.lines. Untrusted strings are cleaned
+# by the span helpers (plain strings given to notice() included).
+
+
+def _msg(event: Msg, options: LineOptions) -> list[Line]:
+    spans = stamp(event.ts, options)
+    if options.show_room:
+        spans.append(Span(f"[{clean_text(event.room)}] ", Role.ROOM))
+    spans.append(name(event.from_, "* ") if event.action else name(event.from_, "<", ">"))
+    spans.append(Span(" "))
+    spans.append(Span(clean_text(event.text), Role.TEXT, event.from_))
+    return [Line(tuple(spans))]
+
+
+def _dm(event: DirectMessage, options: LineOptions) -> list[Line]:
+    spans = stamp(event.ts, options)
+    spans += [
+        Span("[dm] ", Role.DM_MARK),
+        name(event.from_),
+        Span(" -> ", Role.DIM),
+        name(event.to),
+        Span(": "),
+        Span(clean_text(event.text), Role.DM_TEXT, event.from_),
+    ]
+    return [Line(tuple(spans))]
+
+
+def _joined(event: Joined, options: LineOptions) -> list[Line]:
+    return [notice(event.ts, options, name(event.name), " joined ", event.room)]
+
+
+def _left(event: Left, options: LineOptions) -> list[Line]:
+    reason = LEAVE_REASON_TEXT.get(event.reason, event.reason)
+    return [notice(event.ts, options, name(event.name), " left ", event.room, f" ({reason})")]
+
+
+def _ready(event: Ready, options: LineOptions) -> list[Line]:
+    lines = [line for message in event.history for line in _msg(message, options)]
+    more = " (older messages were not kept)" if event.truncated else ""
+    you = ("you are ", name(event.name), " in ", event.room)
+    lines.append(notice(None, options, *you, "; here: ", *names(event.users), more))
+    return lines
+
+
+def _users(event: Users, options: LineOptions) -> list[Line]:
+    here = names(event.users) or [Span("nobody")]
+    return [notice(None, options, "in ", event.room, ": ", *here)]
+
+
+def _rooms(event: RoomList, options: LineOptions) -> list[Line]:
+    rooms = ", ".join(f"{clean_text(r.name)} ({r.users})" for r in event.rooms)
+    return [notice(None, options, "rooms: ", rooms or "none")]
+
+
+def _error(event: Error, options: LineOptions) -> list[Line]:
+    spans = stamp(None, options)
+    spans += [
+        Span("!! ", Role.ERROR),
+        Span(clean_text(event.code), Role.ERROR_CODE),
+        Span(": " + clean_text(event.message), Role.ERROR),
+    ]
+    return [Line(tuple(spans))]
+
+
+def _welcome(event: Welcome, options: LineOptions) -> list[Line]:
+    online: tuple[str | Span, ...] = ("; online: ", *names(event.users)) if event.users else ()
+    return [notice(None, options, "connected to ", event.server, *online)]
+
+
+# --------------------------------------------------------------------------- the table
+
+Direction = Literal["client", "server", "both"]
+Layout = Callable[[Any, LineOptions], Sequence[Line]]
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """One event type, declared once: everything the code base knows about it.
+
+    ``room``, ``actor`` and ``target`` name the struct's attributes (not wire fields)
+    holding the room it happens in, who did it and whom it was done to, or None.
+    ``recorded``: transcripts keep it. ``text``: text-mode sessions are sent it as a
+    line (events without a layout are never sent to them). ``layout``: its line(s).
+    """
+
+    cls: type[msgspec.Struct]
+    direction: Direction
+    room: str | None = None
+    actor: str | None = None
+    target: str | None = None
+    recorded: bool = False
+    text: bool = False
+    layout: Layout | None = None
+
+    @property
+    def type(self) -> str:
+        """The wire ``type`` tag."""
+        tag = self.cls.__struct_config__.tag
+        assert isinstance(tag, str)
+        return tag
+
+    def people(self, event: object) -> tuple[str, ...]:
+        """The names of the actor and target of ``event`` (one of this type), if any."""
+        return tuple(getattr(event, field) for field in (self.actor, self.target) if field)
+
+    def room_of(self, event: object) -> str | None:
+        """The room ``event`` (one of this type) happens in, or None."""
+        return None if self.room is None else str(getattr(event, self.room))
+
+
+EVENTS: Final[tuple[EventType, ...]] = (
+    EventType(Ping, "both"),
+    EventType(Pong, "both"),
+    # client -> server
+    EventType(Hello, "client", room="room", actor="name"),
+    EventType(Say, "client"),
+    EventType(Me, "client"),
+    EventType(SendDirect, "client", target="to"),
+    EventType(Who, "client"),
+    EventType(RoomsRequest, "client"),
+    EventType(JoinRoom, "client", room="room"),
+    EventType(Bye, "client"),
+    # server -> client
+    EventType(Welcome, "server", text=True, layout=_welcome),
+    EventType(Ready, "server", room="room", actor="name", text=True, layout=_ready),
+    EventType(Msg, "server", room="room", actor="from_", recorded=True, text=True, layout=_msg),
+    EventType(
+        DirectMessage, "server", actor="from_", target="to", recorded=True, text=True, layout=_dm
+    ),
+    EventType(
+        Joined, "server", room="room", actor="name", recorded=True, text=True, layout=_joined
+    ),
+    EventType(Left, "server", room="room", actor="name", recorded=True, text=True, layout=_left),
+    EventType(Users, "server", room="room", text=True, layout=_users),
+    EventType(RoomList, "server", text=True, layout=_rooms),
+    EventType(Error, "server", text=True, layout=_error),
+)
+
+_BY_CLASS: Final[dict[type, EventType]] = {entry.cls: entry for entry in EVENTS}
+
+
+def _types(*directions: Direction) -> frozenset[str]:
+    return frozenset(entry.type for entry in EVENTS if entry.direction in directions)
+
+
+CLIENT_TYPES: Final = _types("client", "both")
+SERVER_TYPES: Final = _types("server", "both")
+#: the recorded event types in table order, and their wire names
+RECORDED: Final = tuple(entry for entry in EVENTS if entry.recorded)
+RECORDED_TYPES: Final = frozenset(entry.type for entry in RECORDED)
+
+
+def event_type(event: object) -> EventType | None:
+    """The table entry of ``event``'s class, or None for anything that is not an event."""
+    return _BY_CLASS.get(type(event))
+
+
+def event_lines(event: object, options: LineOptions) -> Sequence[Line]:
+    """The line(s) ``event`` shows as; none for events that show nothing (ping, client)."""
+    entry = _BY_CLASS.get(type(event))
+    if entry is None or entry.layout is None:
+        return ()
+    return entry.layout(event, options)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    """An error code of the protocol: whether the server closes the connection after it."""
+
+    code: str
+    closes: bool
+    meaning: str
+
+
+ERRORS: Final[tuple[ErrorCode, ...]] = (
+    # v1
+    ErrorCode("bad_request", False, "a malformed frame or invalid field"),
+    ErrorCode("unknown_type", False, "a frame of a type the server does not know"),
+    ErrorCode("frame_too_large", True, "a line longer than the frame limit"),
+    ErrorCode("name_invalid", True, "the name breaks the naming rules"),
+    ErrorCode("name_taken", True, "someone online has that name"),
+    ErrorCode("login_timeout", True, "no login in time"),
+    ErrorCode("auth_failed", True, "wrong or missing password"),
+    ErrorCode("not_logged_in", False, "the frame needs a login first"),
+    ErrorCode("no_such_user", False, "no one of that name is online"),
+    ErrorCode("rate_limited", False, "too many messages: this one was not sent"),
+    ErrorCode("slow_consumer", True, "the client does not read what it is sent"),
+    ErrorCode("server_shutdown", True, "the server is shutting down"),
+    ErrorCode("server_full", True, "too many connections (overall or from your address)"),
+    # v1.1
+    ErrorCode("replaced", True, "another connection resumed this session"),
+    ErrorCode("kicked", True, "an operator removed you"),
+    ErrorCode("banned", True, "your name or address is banned"),
+    ErrorCode("muted", False, "you are muted"),
+    ErrorCode("forbidden", False, "not allowed: operator frame, someone else's shape"),
+    ErrorCode("board_full", False, "the room's board is full"),
+    ErrorCode("unavailable", False, "the cluster cannot store right now; try again"),
+)
+ERROR_CODES: Final = frozenset(error.code for error in ERRORS)
+#: error codes after which the server closes the connection
+FATAL_CODES: Final = frozenset(error.code for error in ERRORS if error.closes)
