@@ -20,9 +20,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,6 +39,7 @@ from chatcli.core.intents import (
 )
 from chatcli.core.protocol import Msg
 from chatcli.errors import StoreError
+from chatcli.store.memory import TXN_KEEP_COUNT, TXN_KEEP_SECONDS, new_epoch
 
 __all__ = ["DEFAULT_RESUME_LIMIT", "DEFAULT_RETAIN", "SCHEMA_VERSION", "SQLiteStore"]
 
@@ -68,6 +69,18 @@ CREATE TABLE messages (
     txn      TEXT,
     PRIMARY KEY (room, id)
 ) WITHOUT ROWID;
+CREATE TABLE txns (
+    user     TEXT NOT NULL,
+    txn      TEXT NOT NULL,
+    room     TEXT NOT NULL,
+    id       INTEGER NOT NULL,
+    sender   TEXT NOT NULL,
+    text     TEXT NOT NULL,
+    ts       REAL NOT NULL,
+    action   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user, txn)
+) WITHOUT ROWID;
+CREATE INDEX txns_by_age ON txns (user, ts);
 """
 
 #: version -> statements that bring a store of version-1 up to it
@@ -168,22 +181,30 @@ class SQLiteStore:
         db = self._db
         answers: list[Completion] = []
         touched: dict[str, int] = {}
+        users: set[str] = set()
         try:
             db.execute("BEGIN IMMEDIATE")
             for intent in group:
                 if type(intent) is Append:
+                    kept = self._kept(intent) if intent.txn is not None else None
+                    if kept is not None:
+                        answers.append(Stored(intent, kept, duplicate=True))
+                        continue
                     msg = self._insert(intent)
                     touched[intent.room] = msg.id
+                    if intent.txn is not None:
+                        users.add(intent.user)
                     answers.append(Stored(intent, msg))
                 else:
                     assert isinstance(intent, Recall)
-                    history, truncated = self._history(intent.room, intent.limit, intent.since)
-                    answers.append(Recalled(intent, history, truncated))
+                    answers.append(self._recall(intent))
             for room, next_id in touched.items():
                 db.execute("UPDATE rooms SET next_id = ? WHERE name = ?", (next_id + 1, room))
                 cut = next_id - self.retain
                 if cut > 0:
                     db.execute("DELETE FROM messages WHERE room = ? AND id <= ?", (room, cut))
+            for user in users:
+                self._forget_old_txns(user)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -206,7 +227,7 @@ class SQLiteStore:
                 "SELECT epoch, next_id FROM rooms WHERE name = ?", (room,)
             ).fetchone()
             if row is None:
-                row = (secrets.token_hex(8), 1)
+                row = (new_epoch(), 1)
                 self._db.execute("INSERT INTO rooms VALUES (?, ?, ?)", (room, *row))
             cursor = self._rooms[room] = _RoomCursor(row[0], row[1])
         return cursor
@@ -221,12 +242,43 @@ class SQLiteStore:
             ts=append.ts,
             action=append.action,
         )
+        row = (msg.room, msg.id, msg.from_, msg.text, msg.ts, int(msg.action))
         self._db.execute(
             "INSERT INTO messages (room, id, sender, text, ts, action) VALUES (?, ?, ?, ?, ?, ?)",
-            (msg.room, msg.id, msg.from_, msg.text, msg.ts, int(msg.action)),
+            row,
         )
+        if append.txn is not None:
+            self._db.execute(
+                "INSERT INTO txns VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (append.user, append.txn, *row)
+            )
         cursor.next_id += 1
         return msg
+
+    def _kept(self, append: Append) -> Msg | None:
+        """The message stored earlier under ``append``'s user and txn, if any."""
+        row = self._db.execute(
+            "SELECT id, room, sender, text, ts, action FROM txns WHERE user = ? AND txn = ?",
+            (append.user, append.txn),
+        ).fetchone()
+        return None if row is None else _msg(row)
+
+    def _forget_old_txns(self, user: str) -> None:
+        """Keep a user's txns of the last 24 hours or last 1000 messages, whichever is more."""
+        row = self._db.execute(
+            "SELECT ts FROM txns WHERE user = ? ORDER BY ts DESC LIMIT 1 OFFSET ?",
+            (user, TXN_KEEP_COUNT),
+        ).fetchone()
+        if row is not None:
+            cut = min(row[0], time.time() - TXN_KEEP_SECONDS)
+            self._db.execute("DELETE FROM txns WHERE user = ? AND ts <= ?", (user, cut))
+
+    def _recall(self, recall: Recall) -> Recalled:
+        epoch = self._cursor(recall.room).epoch
+        if recall.epoch is not None and recall.epoch != epoch:
+            history = self._history(recall.room, recall.limit, None)[0]
+            return Recalled(recall, history, True, epoch)
+        history, truncated = self._history(recall.room, recall.limit, recall.since)
+        return Recalled(recall, history, truncated, epoch)
 
     def _history(self, room: str, limit: int, since: int | None) -> tuple[list[Msg], bool]:
         """Same rules as the memory store: see MemoryStore.history."""

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -95,6 +96,7 @@ class Connection(asyncio.Protocol):
             self.close_with(Error(code="server_full", message="too many connections"), "lost")
             return
         log.info("connect %s", self.peer)
+        keep_alive(transport.get_extra_info("socket"))
         transport.write(encode(self.relay.welcome()))
         self._timer = server.loop.call_later(server.settings.login_timeout, self._login_expired)
 
@@ -388,7 +390,7 @@ class ChatServer:
         for delivery in deliveries:
             if type(delivery) is Close:
                 closing: Connection = delivery.session.link
-                closing.close_with(None, delivery.reason)
+                closing.close_with(delivery.error, delivery.reason)
                 continue
             assert type(delivery) is Delivery
             event = delivery.event
@@ -559,6 +561,31 @@ def raise_open_files_limit(connections: int) -> int:
             "open-files limit is %d: fewer clients than --max-connections can connect", soft
         )
     return soft
+
+
+#: TCP keepalive: probe after this many idle seconds, then every interval, this many times,
+#: so a vanished peer (above all a text session, which is never pinged) is noticed in ~2 min
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 15
+KEEPALIVE_COUNT = 4
+
+
+def keep_alive(sock: socket.socket | None) -> None:
+    """Turn TCP keepalive on for ``sock`` with the timings above, where the OS allows."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+            ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ):
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError as exc:  # e.g. a socket already reset by the peer
+        log.debug("no keepalive on %s: %s", sock, exc)
 
 
 def _start_recording(server: ChatServer) -> ServerRecorder:
