@@ -56,7 +56,7 @@ async def test_a_resend_with_the_same_txn_is_acknowledged_once_more_but_not_rela
 async def test_every_connection_has_tcp_keepalive() -> None:
     async with serving() as srv:
         await srv.login("alice")
-        text, _ = await srv.text_login("bob")
+        await srv.text_login("bob")
         conns = list(srv.server.connections)
         assert len(conns) == 2
         for conn in conns:
