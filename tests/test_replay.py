@@ -102,10 +102,13 @@ class Shown:
         self.times: list[float] = []
         self.events: list[object] = []
 
-    def show(self, entry: Entry) -> None:
-        if not isinstance(entry.event, (Header, End)):
+    def show(self, event: object, raw: bytes = b"") -> None:
+        if not isinstance(event, (Header, End)):
             self.times.append(round(self.clock.now - 1000.0, 6))
-        self.events.append(entry.event)
+        self.events.append(event)
+
+    def notice(self, text: str, error: bool = False) -> None:
+        raise AssertionError(f"the player has nothing to say here: {text}")
 
     def flush(self) -> None:
         pass
@@ -356,8 +359,8 @@ def test_keys_work_even_when_playback_is_behind_schedule() -> None:
     controls = FakeControls(clock, keys=[(1000.5, "q")], tick=0.2)
 
     class Slow(Shown):
-        def show(self, entry: Entry) -> None:
-            super().show(entry)
+        def show(self, event: object, raw: bytes = b"") -> None:
+            super().show(event, raw)
             clock.now += 0.1  # a terminal slower than the events come
 
     shown = Slow(clock)
@@ -540,9 +543,9 @@ def test_no_escape_sequence_from_a_transcript_reaches_the_terminal(tmp_path: Pat
 def test_jsonl_output_rewrites_end_only_when_needed() -> None:
     stream = io.BytesIO()
     out = JsonlOutput(stream)
-    out.show(Entry(1, msg(1, 1), b'{"raw":1}'))
-    out.show(Entry(2, End(ts=T0, events=1), b'{"type":"end","ts":1,"events":1}'))
-    out.show(Entry(3, End(ts=T0, events=9), b"x"))
+    out.show(msg(1, 1), b'{"raw":1}')
+    out.show(End(ts=T0, events=1), b'{"type":"end","ts":1,"events":1}')
+    out.show(End(ts=T0, events=9), b"x")
     assert stream.getvalue().splitlines() == [
         b'{"raw":1}',
         b'{"type":"end","ts":1,"events":1}',
