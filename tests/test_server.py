@@ -91,7 +91,7 @@ async def test_full_handshake_and_join() -> None:
             "history": [],
         }
         only(await alice.recv(), type="join", room="lobby", name="bob")
-        await alice.quiet()
+        await alice.nothing_pending()
 
 
 @async_test
@@ -132,7 +132,7 @@ async def test_say_reaches_everyone_ref_only_to_the_sender() -> None:
         only(echo, type="msg", id=1, room="lobby", text="hi", ref="c-17", **{"from": "alice"})
         relayed = await bob.recv()
         only(relayed, type="msg", id=1, room="lobby", text="hi", **{"from": "alice"})
-        await carol.quiet()
+        await carol.nothing_pending()
         await alice.send({"type": "say", "text": "again", "ref": 5})
         assert (await alice.expect("msg", id=2))["ref"] == 5
         assert "ref" not in await bob.expect("msg", id=2)
@@ -167,10 +167,10 @@ async def test_dm() -> None:
         await alice.send({"type": "dm", "to": "BOB", "text": "psst", "ref": "d1"})
         only(await bob.recv(), type="dm", to="bob", text="psst", **{"from": "alice"})
         only(await alice.recv(), type="dm", to="bob", text="psst", ref="d1", **{"from": "alice"})
-        await carol.quiet()
+        await carol.nothing_pending()
         await alice.send({"type": "dm", "to": "alice", "text": "note to self"})
         await alice.expect("dm", to="alice", text="note to self", from_="alice")
-        await alice.quiet()
+        await alice.nothing_pending()
 
 
 @async_test
@@ -205,7 +205,7 @@ async def test_join_another_room() -> None:
         only(await carol.recv(), type="join", room="dev", name="alice")
         await alice.send({"type": "say", "text": "hello dev"})
         await carol.expect("msg", room="dev", text="hello dev", id=2)
-        await bob.quiet()
+        await bob.nothing_pending()
 
 
 @async_test
@@ -230,7 +230,7 @@ async def test_ping_pong_both_ways() -> None:
         await alice.send({"type": "ping"})
         assert await alice.recv() == {"type": "pong"}
         await alice.send({"type": "pong"})  # an unsolicited pong is simply ignored
-        await alice.quiet()
+        await alice.nothing_pending()
 
 
 @async_test
@@ -356,7 +356,7 @@ async def test_name_taken_case_insensitively_closes() -> None:
         error = await client.expect("error", code="name_taken")
         assert "ALICE" in error["message"]
         assert await client.eof() == b""
-        await alice.quiet()
+        await alice.nothing_pending()
 
 
 @async_test
@@ -439,7 +439,7 @@ async def test_rate_limited_one_error_per_refused_message() -> None:
         assert refused == list(range(3, 10))
         assert {f.get("code") for f in frames if f["type"] == "error"} == {"rate_limited"}
         assert [(await bob.recv())["text"] for _ in range(3)] == ["flood 0", "flood 1", "flood 2"]
-        await bob.quiet()
+        await bob.nothing_pending()
         # flooding alone does not get a client disconnected; tokens come back with time
         await asyncio.sleep(0.3)
         await alice.send({"type": "say", "text": "calm now", "ref": "ok"})
