@@ -950,3 +950,78 @@ async def test_a_last_text_line_cut_short_by_eof_is_still_said() -> None:
         await alice.expect("join", name="carol")
         await alice.expect("msg", text="bye for now", **{"from": "carol"})
         await alice.expect("leave", name="carol", reason="quit")
+
+
+# ------------------------------------------------------------------ hostile peers
+
+
+@async_test(timeout=90)
+async def test_a_room_full_of_slow_consumers_is_cut_off_without_recursion() -> None:
+    """Many recipients passing the output bound in the same fan-out are all cut off.
+
+    Each cut-off recipient's ``leave`` was delivered from inside the fan-out that cut it,
+    so the recursion grew one level per slow client and a few hundred of them raised
+    RecursionError half-way: connections were left half-closed and never closed.
+    """
+    clients = 250
+    async with serving(rate_limit=0, max_buffer=16384) as srv:
+        room = [await srv.login(f"u{i}", history=0) for i in range(clients)]
+        # one write, one loop turn: every member's queued output passes the bound at once
+        say = json.dumps({"type": "say", "text": "x" * 2000}).encode() + b"\n"
+        await room[0].send(say * 12)
+        for client in room:
+            tail = await client.eof(timeout=10)
+            assert tail.rstrip(b"\n").rsplit(b"\n", 1)[-1] == (
+                b'{"type":"error","code":"slow_consumer","message":"you are not reading"}'
+            )
+        late = await srv.login("late", history=0)
+        assert late.ready["users"] == ["late"]
+        await late.send({"type": "say", "text": "still here"})
+        await late.expect("msg", text="still here")
+
+
+@async_test
+async def test_every_error_echoes_the_ref_of_the_frame_that_caused_it() -> None:
+    """hello, join, who and rooms dropped their ref (msgspec ignored it as unknown)."""
+    async with serving() as srv:
+        anon = await srv.connect()
+        await anon.expect("welcome")
+        for kind in ("who", "rooms"):
+            await anon.send({"type": kind, "ref": f"{kind}-1"})
+            await anon.expect("error", code="not_logged_in", ref=f"{kind}-1")
+        await anon.send({"type": "join", "room": "dev", "ref": 7})
+        await anon.expect("error", code="not_logged_in", ref=7)
+        await anon.send({"type": "hello", "name": "amy", "room": "NOT OK", "ref": "h1"})
+        await anon.expect("error", code="bad_request", ref="h1")
+        await anon.send({"type": "hello", "name": "amy", "ref": "h2"})
+        await anon.expect("ready", name="amy")
+        await anon.send({"type": "join", "room": "Bad Room", "ref": "j1"})
+        await anon.expect("error", code="bad_request", ref="j1")
+        await anon.send({"type": "hello", "name": "again", "ref": "h3"})
+        await anon.expect("error", code="bad_request", ref="h3")
+        other = await srv.connect()
+        await other.expect("welcome")
+        await other.send({"type": "hello", "name": "AMY", "ref": "h4"})
+        await other.expect("error", code="name_taken", ref="h4")
+        third = await srv.connect()
+        await third.expect("welcome")
+        await third.send({"type": "hello", "name": "bad name", "ref": "h5"})
+        await third.expect("error", code="name_invalid", ref="h5")
+
+
+@async_test
+async def test_lines_before_a_too_long_line_in_the_same_read_are_acted_on() -> None:
+    """A message pipelined just before an oversized line was dropped without a word."""
+    async with serving(max_frame=1000) as srv:
+        alice = await srv.login("alice")
+        bob = await srv.login("bob")
+        await alice.expect("join", name="bob")
+        say = json.dumps({"type": "say", "text": "before", "ref": "b1"}).encode() + b"\n"
+        await alice.send(say + b"x" * 2000 + b"\n")
+        await bob.expect("msg", text="before", **{"from": "alice"})
+        await bob.expect("leave", name="alice", reason="lost")
+        tail = [json.loads(line) for line in (await alice.eof()).splitlines()]
+        assert [(f["type"], f.get("ref"), f.get("code")) for f in tail] == [
+            ("msg", "b1", None),
+            ("error", None, "frame_too_large"),
+        ]
