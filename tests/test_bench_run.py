@@ -452,6 +452,7 @@ class FakeRelay:
         return HOST, self.port
 
 
+@pytest.mark.slow
 def test_lossy_relay_loss_is_reported_exactly() -> None:
     # Drop every 7th delivery of seqs 6..18: planned 0.6..1.88 s, well inside the window.
     faults = Faults(drop_every=7, drop_seqs=range(6, 19))
@@ -493,6 +494,7 @@ def test_lossy_relay_loss_is_reported_exactly() -> None:
     assert m["relay_cpu_s"] is None and m["relay_rss_mb"] is None
 
 
+@pytest.mark.slow
 def test_slow_relay_latency_is_at_least_its_delay() -> None:
     # Poisson arrivals this time: the seeded schedule says exactly what is measured.
     delay = 0.08
@@ -518,6 +520,7 @@ def test_slow_relay_latency_is_at_least_its_delay() -> None:
     assert num(report, "p50") < delay * 1000 + 500
 
 
+@pytest.mark.slow
 def test_duplicating_and_reordering_relay_is_caught() -> None:
     # Seqs 3, 8 and 13 reach each receiver after the sender's next message; every 9th
     # other delivery arrives twice. Both are counted over the whole run, warmup included.
@@ -542,6 +545,7 @@ def test_duplicating_and_reordering_relay_is_caught() -> None:
     assert report.histograms["latency"].count == 300, "a duplicate is not timed twice"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_churn_counts_reconnects_the_relay_refused() -> None:
     # The relay closes any second login under a name: every churner's comeback fails.
@@ -563,6 +567,7 @@ def test_churn_counts_reconnects_the_relay_refused() -> None:
     assert report.metrics["lost"] == 0
 
 
+@pytest.mark.slow
 def test_generator_stall_drops_nothing_from_the_figures() -> None:
     # Freeze the worker near the end of the window: messages planned before the end go
     # out after it. They were planned in the window, so they are owed, received and
@@ -580,6 +585,7 @@ def test_generator_stall_drops_nothing_from_the_figures() -> None:
 # scenarios
 
 
+@pytest.mark.slow
 def test_churn_owes_only_what_members_could_get() -> None:
     report = run_bench(
         BenchOptions(clients=10, rate=RATE, duration=2.5, warmup=0.5, scenario="churn")
@@ -596,6 +602,7 @@ def test_churn_owes_only_what_members_could_get() -> None:
     assert report.histograms["latency"].count >= num(report, "received")
 
 
+@pytest.mark.slow
 def test_idle_measures_relay_memory_per_connection() -> None:
     report = run_bench(
         BenchOptions(clients=200, rooms=4, rate=0, duration=0.5, warmup=0, scenario="idle")
@@ -608,6 +615,7 @@ def test_idle_measures_relay_memory_per_connection() -> None:
     assert report.valid, report.invalid_reasons
 
 
+@pytest.mark.slow
 def test_burst_sends_each_second_all_at_once() -> None:
     # rate 5, burst: every client sends 5 messages at 0 s and 5 more at 1 s; the window
     # (0.5 s to 1.5 s) holds the second burst.
@@ -628,6 +636,7 @@ def test_burst_sends_each_second_all_at_once() -> None:
     assert m["offered_per_s"] == 4 * 5
 
 
+@pytest.mark.slow
 def test_closed_loop_sends_on_each_echo() -> None:
     report = run_bench(BenchOptions(clients=4, closed=True, duration=1.0, warmup=0.5))
     m = report.metrics
@@ -689,6 +698,7 @@ def doctored(report: BenchReport, path: Path, factor: float) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_cli_run_passes_and_writes_the_report(
     steady: tuple[BenchReport, list[Progress]], tmp_path: Path
@@ -726,6 +736,7 @@ def test_cli_run_passes_and_writes_the_report(
     assert "report written to" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_cli_failing_threshold_exits_1(tmp_path: Path) -> None:
     out = tmp_path / "run.json"
@@ -738,6 +749,7 @@ def test_cli_failing_threshold_exits_1(tmp_path: Path) -> None:
     assert "FAIL p99<0.001ms" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_cli_baseline_regression_exits_1(
     steady: tuple[BenchReport, list[Progress]], tmp_path: Path
@@ -808,6 +820,7 @@ def test_cli_unreachable_target_says_so() -> None:
     assert "connect" in line
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_cli_ctrl_c_stops_everything_quietly() -> None:
     proc = subprocess.Popen(
@@ -848,6 +861,7 @@ def test_bench_unwritable_json_is_a_usage_error_before_the_run() -> None:
     assert "starting relay" not in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_bench_sigterm_stops_the_relay_and_the_workers() -> None:
     # CI timeouts, `timeout` and `kill` send SIGTERM to bench alone: its relay and its

@@ -253,6 +253,7 @@ def test_a_line_refused_before_sending_makes_the_exit_code_1(
     assert "<strict> still sent" in done.stdout.decode()
 
 
+@pytest.mark.slow
 def test_an_interactive_paste_beyond_the_flood_limit_is_paced_not_lost(
     config: dict[str, str],
 ) -> None:

@@ -44,14 +44,18 @@ def hi(text: str = "hi") -> Msg:
 
 
 def test_rich_output_prints_what_the_renderer_renders() -> None:
+    # truecolor, as test_render.py uses: rich caches a style's codes for the first
+    # colour system it is rendered in, so another system here would leak into those tests
     file = io.StringIO()
-    out = RichOutput(renderer(), Console(file=file, width=80, force_terminal=True))
+    out = RichOutput(
+        renderer(), Console(file=file, width=80, force_terminal=True, color_system="truecolor")
+    )
     out.show(hi("[bold]not markup[/]"))
     out.show(Joined(room="lobby", name="carol", ts=T0 + 2))
     out.notice("bad news", error=True)
     out.flush()
     expected = io.StringIO()
-    console = Console(file=expected, width=80, force_terminal=True)
+    console = Console(file=expected, width=80, force_terminal=True, color_system="truecolor")
     for text in (
         renderer().render(hi("[bold]not markup[/]")),
         renderer().render(Joined(room="lobby", name="carol", ts=T0 + 2)),
