@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+from processes import chatcli, run_join
 
 from chatcli.addresses import (
     AddressError,
@@ -11,7 +15,10 @@ from chatcli.addresses import (
     parse_host,
     split_address,
 )
+from chatcli.bench.relay_process import RelayProcess
 from chatcli.errors import UsageError
+
+LOBBY = Path(__file__).resolve().parent.parent / "recordings" / "20261121-090000_lobby.jsonl"
 
 
 @pytest.mark.parametrize(
@@ -96,3 +103,68 @@ def test_format_address_reads_back(host: str, port: int) -> None:
     text = format_address(host, port)
     assert parse_address(text) == (host, port)
     assert text == (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+
+# ------------------------------------------------------------------ IPv6 end to end
+
+
+@pytest.fixture(scope="module")
+def relay6() -> Iterator[RelayProcess]:
+    """A real ``chatcli serve`` on [::1] (bench's own: found through --ready-fd)."""
+    relay = RelayProcess(host="::1")
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_join_reaches_an_ipv6_server(
+    relay6: RelayProcess, config: dict[str, str], host: str
+) -> None:
+    name = "v6bare" if host == "::1" else "v6brackets"
+    done = run_join(name, "--host", host, "--port", str(relay6.port), stdin=b"hi\n", env=config)
+    assert done.returncode == 0, done.stderr
+    assert f"<{name}> hi" in done.stdout.decode()
+
+
+@pytest.mark.e2e
+def test_join_refuses_a_port_in_host_with_one_clear_line(config: dict[str, str]) -> None:
+    done = run_join("amy", "--host", "[::1]:7777", env=config)
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        "chatcli: --host wants a HOST (like 127.0.0.1 or ::1), not '[::1]:7777': "
+        "give the port with --port"
+    ]
+
+
+@pytest.mark.e2e
+def test_replay_to_an_ipv6_server(relay6: RelayProcess) -> None:
+    proc = chatcli(
+        "replay", str(LOBBY), "--to", f"[::1]:{relay6.port}", "--instant", "--prefix", "v6-"
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    report = out.decode().splitlines()
+    assert report[0] == f"replayed to [::1]:{relay6.port}", report
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_bench_targets_an_ipv6_server(relay6: RelayProcess) -> None:
+    target = f"[::1]:{relay6.port}"
+    proc = chatcli(
+        "bench", "--target", target, "-c", "2", "--rate", "5", "-d", "1", "--warmup", "0"
+    )
+    out, err = proc.communicate(timeout=60)
+    # 0: a run; 3: a run the busy machine made invalid. Either way it connected and ran.
+    assert proc.returncode in (0, 3), err.decode()[-2000:]
+    assert "outcome: " in out.decode() and "Traceback" not in err.decode()
+
+
+def test_bench_target_errors_say_what_is_wrong() -> None:
+    proc = chatcli("bench", "--target", "[::1]:99999")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "port 99999 is outside 1-65535: expected HOST:PORT" in err.decode()

@@ -32,7 +32,7 @@ from typing import IO, Final
 
 import msgspec
 
-from chatcli.addresses import parse_address
+from chatcli.addresses import format_address, parse_address
 from chatcli.bench.histogram import Histogram
 from chatcli.client.connection import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
 from chatcli.core.protocol import (
@@ -420,7 +420,9 @@ class Injector:
         self.connect_timeout = connect_timeout
         self._clock = clock
         self.report = InjectReport(
-            target=f"{host}:{port}", speed=None if timeline.instant else timeline.speed, loops=loops
+            target=format_address(host, port),
+            speed=None if timeline.instant else timeline.speed,
+            loops=loops,
         )
         self._clients: dict[str, _Client] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}
