@@ -1,12 +1,12 @@
 """A load-generator process: some of the simulated clients, their sends and receives.
 
 The coordinator (runner.py) starts one worker per ``--workers`` process and talks to it
-over a pipe (the typed messages of :mod:`chatcli.bench.messages`): the worker connects
-its clients and says ``Connected``, waits for ``Start``
-(a common start time on the system-wide monotonic clock), sends on schedule, streams
-``WorkerProgress`` snapshots, drains, and returns its histograms and delivery logs as
-a ``WorkerResult``. All times are ``time.monotonic_ns() // 1000`` microseconds, which every
-process on the machine shares, so a latency measured across workers is still true.
+over a pipe, in the typed messages of :mod:`chatcli.bench.messages`: the worker connects
+its clients and says ``Connected``, waits for ``Start`` (a common start time on the
+system-wide monotonic clock), sends on schedule, streams ``WorkerProgress`` snapshots,
+drains, and returns its histograms and delivery logs as a ``WorkerResult``. All times
+are ``time.monotonic_ns() // 1000`` microseconds, which every process on the machine
+shares, so a latency measured across workers is still true.
 """
 
 from __future__ import annotations
