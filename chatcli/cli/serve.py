@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -123,6 +125,14 @@ _DEFAULTS = ServerSettings()
     help="Record every room to a transcript in this directory.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+@click.option(
+    "--ready-fd",
+    type=click.IntRange(min=0),
+    metavar="FD",
+    hidden=True,
+    help="For programs: once listening, write one JSON line with every address "
+    '({"addresses": [[host, port], ...]}) to descriptor FD and close it.',
+)
 def serve(
     host: str,
     port: int,
@@ -137,6 +147,7 @@ def serve(
     max_connections: int,
     record_dir: Path | None,
     quiet: bool,
+    ready_fd: int | None,
 ) -> None:
     """Run a chat relay until Ctrl-C or SIGTERM.
 
@@ -150,10 +161,13 @@ def serve(
       chatcli serve --host 0.0.0.0 --port 7777   # share on your LAN
       chatcli serve --rate-limit 0 --history 200 --record recordings/
     """
-    from chatcli.cli.common import run_async
+    from chatcli.addresses import format_address, parse_host
     from chatcli.logs import console_err, setup_logging
+    from chatcli.runtime import encode_ready, run
     from chatcli.transports.tcp import run_server
 
+    host = parse_host(host)
+    ready = _ready_file(ready_fd) if ready_fd is not None else None
     settings = ServerSettings(
         host=host,
         port=port,
@@ -171,8 +185,11 @@ def serve(
     setup_logging(logging.WARNING if quiet else logging.INFO)
 
     def listening(addresses: list[tuple[str, int]]) -> None:
-        where = ", ".join(f"{h}:{p}" for h, p in addresses)
+        where = ", ".join(format_address(h, p) for h, p in addresses)
         click.echo(f"chatcli serve listening on {where}", err=False)
+        if ready is not None:
+            with ready:
+                ready.write(encode_ready(addresses))
         if not quiet:
             host, port = addresses[0]
             join = "chatcli join YOURNAME"
@@ -183,8 +200,21 @@ def serve(
             console_err.print(f"Ctrl-C stops it; join with: {join}", style="dim", markup=False)
 
     try:
-        run_async(run_server(settings, on_listening=listening))
+        run(run_server(settings, on_listening=listening))
     except OSError as exc:
         from chatcli.cli.common import fail
 
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {format_address(host, port)}: {exc.strerror or exc}")
+    finally:
+        if ready is not None:
+            ready.close()  # the reader sees end of file: no address is coming
+
+
+def _ready_file(fd: int) -> BinaryIO:
+    """``--ready-fd FD`` as a file, or UsageError when FD is not open for writing."""
+    from chatcli.errors import UsageError
+
+    try:
+        return os.fdopen(fd, "wb", buffering=0)
+    except OSError as exc:
+        raise UsageError(f"--ready-fd {fd}: {exc.strerror or exc}") from exc
