@@ -192,13 +192,31 @@ class LineClient:
             raise AssertionError(f"reset instead of a clean close ({chunks!r})") from exc
         return b"".join(chunks)
 
-    async def quiet(self, seconds: float = 0.15) -> None:
-        """Assert nothing arrives for ``seconds``."""
-        try:
-            raw = await asyncio.wait_for(self.reader.readline(), seconds)
-        except TimeoutError:
-            return
-        raise AssertionError(f"expected silence, got {raw!r}")
+    async def barrier(self, timeout: float = READ_TIMEOUT) -> list[dict[str, Any]]:
+        """Ping, and return every frame that arrived before the pong.
+
+        The server answers one connection's frames in order, so the pong comes after
+        everything it had queued for this client when the ping was read: what a test
+        caused before calling this has either arrived by now or never will.
+        """
+        await self.send({"type": "ping"})
+        before: list[dict[str, Any]] = []
+        async with asyncio.timeout(timeout):
+            while (frame := await self.recv(timeout)) != {"type": "pong"}:
+                before.append(frame)
+        return before
+
+    async def nothing_pending(self, *kinds: str) -> None:
+        """Assert the server queued nothing (or no frame of ``kinds``) for this client.
+
+        Unlike waiting a while for silence, this cannot pass because a misrouted frame
+        was merely slow: it asks the server, through the ping/pong barrier.
+        """
+        before = await self.barrier()
+        unwanted = [frame for frame in before if not kinds or frame.get("type") in kinds]
+        assert not unwanted, (
+            f"expected nothing{' of ' + str(kinds) if kinds else ''}, got {unwanted}"
+        )
 
     # -- closing ----------------------------------------------------------------------
 

@@ -302,6 +302,7 @@ class Stay:
         return self.room == m[3] and start <= m[2] < end
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None)
 @given(st.data())
 def test_agrees_with_brute_force_over_random_churn(data: st.DataObject) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from rich.console import Console
 
 from chatcli.bench.baseline import (
     Comparison,
@@ -12,6 +15,7 @@ from chatcli.bench.baseline import (
 )
 from chatcli.bench.metrics import LATENCY_NOISE_MS, METRICS
 from chatcli.bench.report_schema import BenchReport
+from chatcli.bench.view import render_summary
 from chatcli.errors import UsageError
 
 TEN_PERCENT = 0.10
@@ -186,3 +190,22 @@ def test_default_gate_ignores_noisy_tail_figures() -> None:
     # ...while the same jump in a gated figure fails
     worse = report(metrics={**metrics, "p99": 100.0, "max": 20.0, "lag_p99": 1.0})
     assert compare_reports(worse, base, TEN_PERCENT).failed
+
+
+# ------------------------------------------------------------------ on screen
+
+
+def test_bench_summary_shows_the_baseline_warnings() -> None:
+    # a comparison against another machine or other parameters must say so on screen,
+    # not only inside the --json file
+    report = BenchReport(params={}, metrics={})
+    report.baseline = {
+        "tolerance": 0.1,
+        "failed": False,
+        "warnings": ["parameters differ from the baseline: clients 50 -> 5"],
+        "rows": [],
+    }
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(render_summary(report))
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "parameters differ from the baseline: clients 50 -> 5" in shown

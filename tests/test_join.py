@@ -253,6 +253,7 @@ def test_a_line_refused_before_sending_makes_the_exit_code_1(
     assert "<strict> still sent" in done.stdout.decode()
 
 
+@pytest.mark.slow
 def test_an_interactive_paste_beyond_the_flood_limit_is_paced_not_lost(
     config: dict[str, str],
 ) -> None:
@@ -269,3 +270,48 @@ def test_an_interactive_paste_beyond_the_flood_limit_is_paced_not_lost(
         finally:
             watcher.close()
     assert said == [f"pasted {i}" for i in range(8)]
+
+
+# ------------------------------------------------------------------ input that is not UTF-8
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("stdin_errors", ["strict", "surrogateescape"])
+def test_piped_input_that_is_not_utf8_is_sent_with_replacement_characters(
+    server: int, config: dict[str, str], stdin_errors: str
+) -> None:
+    """A byte that is not UTF-8 on stdin used to hang the session (strict decoding
+    killed the reader thread) or crash it with a traceback (surrogateescape)."""
+    watcher = Watcher(server)
+    try:
+        env = {**config, "PYTHONIOENCODING": f"utf-8:{stdin_errors}"}
+        done = join(
+            f"pipe-{stdin_errors[:6]}", "--port", str(server), stdin=b"caf\xe9 ok\nnext\n", env=env
+        )
+        assert b"Traceback" not in done.stderr, done.stderr.decode()
+        assert done.returncode == 0, done.stderr
+        watcher.expect("msg", text="caf\ufffd ok")
+        watcher.expect("msg", text="next")
+    finally:
+        watcher.close()
+
+
+@pytest.mark.e2e
+def test_interactive_input_that_is_not_utf8_does_not_crash(
+    server: int, config: dict[str, str]
+) -> None:
+    """A Latin-1 terminal typing 'é' sent a lone surrogate to the encoder: a traceback."""
+    watcher = Watcher(server, "watcher2")
+    try:
+        with Terminal(
+            "join", "latin", "--port", str(server), env=config, timeout=READ_TIMEOUT
+        ) as term:
+            term.read_until(b"latin>")
+            term.type(b"caf\xe9 ok\r")
+            watcher.expect("msg", text="caf\ufffd ok", **{"from": "latin"})
+            term.type(b"/quit\r")
+            assert term.proc.wait(READ_TIMEOUT) == 0
+    finally:
+        watcher.close()
+    screen = term.screen
+    assert b"Traceback" not in screen, screen.decode(errors="replace")

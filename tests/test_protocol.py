@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from chatcli.client.connection import MAX_SERVER_FRAME
 from chatcli.core.protocol import (
     MAX_TEXT,
     TEXT_HELP,
@@ -670,3 +671,37 @@ def test_the_cores_import_no_io_or_ui_library() -> None:
         "assert not bad, sorted(bad)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+# ------------------------------------------------------------------ framer review
+
+
+def test_a_long_line_arriving_in_many_chunks_is_framed_in_linear_time() -> None:
+    """The framer copied its whole unfinished tail on every chunk: quadratic time.
+
+    A hostile server sending a line of tens of MiB (the client allows 64 MiB) froze
+    ``chatcli join`` for many seconds of CPU before any limit applied; a relay paid the
+    same for every client trickling a 64 KiB line. 32 MiB in 64 KiB reads took ~5 s.
+    """
+    framer = LineFramer(MAX_SERVER_FRAME)
+    chunk = b"x" * 65536
+    # CPU seconds of this process, not wall seconds: a busy machine does not stretch them.
+    # Linear framing takes a few hundredths; the quadratic copy took seconds.
+    started = time.process_time()
+    for _ in range(512):
+        assert framer.feed(chunk) == []
+    assert framer.pending == 512 * 65536
+    frames = framer.feed(b"y\nz")
+    spent = time.process_time() - started
+    assert [len(frame) for frame in frames] == [512 * 65536 + 1]
+    assert frames[0] == b"x" * (512 * 65536) + b"y"
+    assert framer.pending == 1
+    assert spent < 1.0, f"{spent:.2f} s of CPU to frame 32 MiB"
+
+
+def test_frame_too_large_carries_the_frames_before_it() -> None:
+    for data in (b"a\nbb\n" + b"x" * 11 + b"\nc\n", b"a\nbb\n" + b"x" * 12):
+        framer = LineFramer(10)
+        with pytest.raises(FrameTooLarge) as caught:
+            framer.feed(data)
+        assert caught.value.frames == [b"a", b"bb"]

@@ -18,7 +18,10 @@ pytestmark = pytest.mark.e2e
 
 HOST = "127.0.0.1"
 READ_TIMEOUT = 5.0
-EXIT_TIMEOUT = 3.0  # the shutdown promise: gone within a couple of seconds
+#: The shutdown promise is "gone within shutdown_grace (1.5 s)"; the bound leaves a busy
+#: machine room. A server that waited for a client that never closes would never exit,
+#: so the stubborn-client test still fails without the grace period.
+EXIT_TIMEOUT = 10.0
 SHUTDOWN = {"type": "error", "code": "server_shutdown", "message": "the server is shutting down"}
 
 
@@ -141,6 +144,9 @@ def test_serve_stops_promptly_even_if_a_client_never_closes(
         assert time.monotonic() - started < EXIT_TIMEOUT
         assert proc.stderr is not None
         assert "Traceback" not in proc.stderr.read().decode()
+        # it was told, then cut off: its connection ends, it is not left hanging
+        frames = [json.loads(line) for line in stubborn.eof().splitlines()]
+        assert [f["type"] for f in frames] == ["welcome", "error"] and frames[1] == SHUTDOWN
     finally:
         stubborn.close()
 

@@ -91,7 +91,7 @@ async def test_full_handshake_and_join() -> None:
             "history": [],
         }
         only(await alice.recv(), type="join", room="lobby", name="bob")
-        await alice.quiet()
+        await alice.nothing_pending()
 
 
 @async_test
@@ -132,7 +132,7 @@ async def test_say_reaches_everyone_ref_only_to_the_sender() -> None:
         only(echo, type="msg", id=1, room="lobby", text="hi", ref="c-17", **{"from": "alice"})
         relayed = await bob.recv()
         only(relayed, type="msg", id=1, room="lobby", text="hi", **{"from": "alice"})
-        await carol.quiet()
+        await carol.nothing_pending()
         await alice.send({"type": "say", "text": "again", "ref": 5})
         assert (await alice.expect("msg", id=2))["ref"] == 5
         assert "ref" not in await bob.expect("msg", id=2)
@@ -167,10 +167,10 @@ async def test_dm() -> None:
         await alice.send({"type": "dm", "to": "BOB", "text": "psst", "ref": "d1"})
         only(await bob.recv(), type="dm", to="bob", text="psst", **{"from": "alice"})
         only(await alice.recv(), type="dm", to="bob", text="psst", ref="d1", **{"from": "alice"})
-        await carol.quiet()
+        await carol.nothing_pending()
         await alice.send({"type": "dm", "to": "alice", "text": "note to self"})
         await alice.expect("dm", to="alice", text="note to self", from_="alice")
-        await alice.quiet()
+        await alice.nothing_pending()
 
 
 @async_test
@@ -205,7 +205,7 @@ async def test_join_another_room() -> None:
         only(await carol.recv(), type="join", room="dev", name="alice")
         await alice.send({"type": "say", "text": "hello dev"})
         await carol.expect("msg", room="dev", text="hello dev", id=2)
-        await bob.quiet()
+        await bob.nothing_pending()
 
 
 @async_test
@@ -230,7 +230,7 @@ async def test_ping_pong_both_ways() -> None:
         await alice.send({"type": "ping"})
         assert await alice.recv() == {"type": "pong"}
         await alice.send({"type": "pong"})  # an unsolicited pong is simply ignored
-        await alice.quiet()
+        await alice.nothing_pending()
 
 
 @async_test
@@ -356,7 +356,7 @@ async def test_name_taken_case_insensitively_closes() -> None:
         error = await client.expect("error", code="name_taken")
         assert "ALICE" in error["message"]
         assert await client.eof() == b""
-        await alice.quiet()
+        await alice.nothing_pending()
 
 
 @async_test
@@ -439,7 +439,7 @@ async def test_rate_limited_one_error_per_refused_message() -> None:
         assert refused == list(range(3, 10))
         assert {f.get("code") for f in frames if f["type"] == "error"} == {"rate_limited"}
         assert [(await bob.recv())["text"] for _ in range(3)] == ["flood 0", "flood 1", "flood 2"]
-        await bob.quiet()
+        await bob.nothing_pending()
         # flooding alone does not get a client disconnected; tokens come back with time
         await asyncio.sleep(0.3)
         await alice.send({"type": "say", "text": "calm now", "ref": "ok"})
@@ -950,3 +950,78 @@ async def test_a_last_text_line_cut_short_by_eof_is_still_said() -> None:
         await alice.expect("join", name="carol")
         await alice.expect("msg", text="bye for now", **{"from": "carol"})
         await alice.expect("leave", name="carol", reason="quit")
+
+
+# ------------------------------------------------------------------ hostile peers
+
+
+@async_test(timeout=90)
+async def test_a_room_full_of_slow_consumers_is_cut_off_without_recursion() -> None:
+    """Many recipients passing the output bound in the same fan-out are all cut off.
+
+    Each cut-off recipient's ``leave`` was delivered from inside the fan-out that cut it,
+    so the recursion grew one level per slow client and a few hundred of them raised
+    RecursionError half-way: connections were left half-closed and never closed.
+    """
+    clients = 250
+    async with serving(rate_limit=0, max_buffer=16384) as srv:
+        room = [await srv.login(f"u{i}", history=0) for i in range(clients)]
+        # one write, one loop turn: every member's queued output passes the bound at once
+        say = json.dumps({"type": "say", "text": "x" * 2000}).encode() + b"\n"
+        await room[0].send(say * 12)
+        for client in room:
+            tail = await client.eof(timeout=10)
+            assert tail.rstrip(b"\n").rsplit(b"\n", 1)[-1] == (
+                b'{"type":"error","code":"slow_consumer","message":"you are not reading"}'
+            )
+        late = await srv.login("late", history=0)
+        assert late.ready["users"] == ["late"]
+        await late.send({"type": "say", "text": "still here"})
+        await late.expect("msg", text="still here")
+
+
+@async_test
+async def test_every_error_echoes_the_ref_of_the_frame_that_caused_it() -> None:
+    """hello, join, who and rooms dropped their ref (msgspec ignored it as unknown)."""
+    async with serving() as srv:
+        anon = await srv.connect()
+        await anon.expect("welcome")
+        for kind in ("who", "rooms"):
+            await anon.send({"type": kind, "ref": f"{kind}-1"})
+            await anon.expect("error", code="not_logged_in", ref=f"{kind}-1")
+        await anon.send({"type": "join", "room": "dev", "ref": 7})
+        await anon.expect("error", code="not_logged_in", ref=7)
+        await anon.send({"type": "hello", "name": "amy", "room": "NOT OK", "ref": "h1"})
+        await anon.expect("error", code="bad_request", ref="h1")
+        await anon.send({"type": "hello", "name": "amy", "ref": "h2"})
+        await anon.expect("ready", name="amy")
+        await anon.send({"type": "join", "room": "Bad Room", "ref": "j1"})
+        await anon.expect("error", code="bad_request", ref="j1")
+        await anon.send({"type": "hello", "name": "again", "ref": "h3"})
+        await anon.expect("error", code="bad_request", ref="h3")
+        other = await srv.connect()
+        await other.expect("welcome")
+        await other.send({"type": "hello", "name": "AMY", "ref": "h4"})
+        await other.expect("error", code="name_taken", ref="h4")
+        third = await srv.connect()
+        await third.expect("welcome")
+        await third.send({"type": "hello", "name": "bad name", "ref": "h5"})
+        await third.expect("error", code="name_invalid", ref="h5")
+
+
+@async_test
+async def test_lines_before_a_too_long_line_in_the_same_read_are_acted_on() -> None:
+    """A message pipelined just before an oversized line was dropped without a word."""
+    async with serving(max_frame=1000) as srv:
+        alice = await srv.login("alice")
+        bob = await srv.login("bob")
+        await alice.expect("join", name="bob")
+        say = json.dumps({"type": "say", "text": "before", "ref": "b1"}).encode() + b"\n"
+        await alice.send(say + b"x" * 2000 + b"\n")
+        await bob.expect("msg", text="before", **{"from": "alice"})
+        await bob.expect("leave", name="alice", reason="lost")
+        tail = [json.loads(line) for line in (await alice.eof()).splitlines()]
+        assert [(f["type"], f.get("ref"), f.get("code")) for f in tail] == [
+            ("msg", "b1", None),
+            ("error", None, "frame_too_large"),
+        ]

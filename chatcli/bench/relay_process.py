@@ -1,14 +1,16 @@
 """The relay under test when bench starts its own: a ``chatcli serve`` child process.
 
 A separate process, so the load generator never steals the relay's event loop; its CPU
-time and peak resident memory are sampled through psutil for the report.
+time and peak resident memory are sampled through psutil for the report. The relay says
+where it listens through ``--ready-fd``: one JSON line on a pipe of its own (any address
+family), never a human line scraped from its output.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
-import re
+import os
+import select
 import signal
 import subprocess
 import sys
@@ -23,11 +25,11 @@ from typing import IO, Any
 import psutil
 
 from chatcli.errors import ChatError
+from chatcli.runtime import decode_ready
 
 __all__ = ["RelayProcess"]
 
-_LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
-#: seconds to wait for the relay to print its address, and to exit when stopped
+#: seconds to wait for the relay to announce its address, and to exit when stopped
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
 #: lines of the relay's stderr kept to explain a failure
@@ -35,57 +37,60 @@ STDERR_LINES_KEPT = 20
 
 
 class RelayProcess:
-    """A ``chatcli serve`` on a free loopback port, started and stopped by bench."""
+    """A ``chatcli serve`` on a free port of ``host`` (loopback), started and stopped by bench."""
 
-    def __init__(self, extra_args: list[str] | None = None) -> None:
+    def __init__(self, extra_args: list[str] | None = None, host: str = "127.0.0.1") -> None:
         extra_args = list(extra_args or [])
         #: the relay's throwaway store (unless the caller chose one), removed at stop
         self._store_dir: tempfile.TemporaryDirectory[str] | None = None
         if "--store" not in extra_args:
             self._store_dir = tempfile.TemporaryDirectory(prefix="chatcli-bench-")
             extra_args += ["--store", str(Path(self._store_dir.name) / "bench.db")]
+        ready, ready_w = os.pipe()
         command = [
-            sys.executable, "-m", "chatcli", "serve", "--host", "127.0.0.1", "--port", "0",
+            sys.executable, "-m", "chatcli", "serve", "--host", host, "--port", "0",
             "-q", "--rate-limit", "0", "--history", "0", "--max-buffer", str(64 << 20),
-            *extra_args,
+            "--ready-fd", str(ready_w), *extra_args,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        try:
+            self.proc = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                pass_fds=(ready_w,),
+            )
+        finally:
+            os.close(ready_w)  # the relay holds the only write end: its exit means EOF
         # Both pipes are drained for the relay's whole life: a relay blocked on a full
         # pipe would be measured as a slow relay. stderr's last lines explain a failure.
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_LINES_KEPT)
-        self._stdout: queue.Queue[str | None] = queue.Queue()
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        threading.Thread(
-            target=_drain,
-            args=(self.proc.stdout, self._stdout.put, lambda: self._stdout.put(None)),
-            daemon=True,
-        ).start()
-        threading.Thread(
+        threading.Thread(target=_drain, args=(self.proc.stdout, _ignore), daemon=True).start()
+        self._stderr_reader = threading.Thread(
             target=_drain, args=(self.proc.stderr, self.stderr_tail.append), daemon=True
-        ).start()
-        self.host, self.port = self._wait_listening()
+        )
+        self._stderr_reader.start()
+        try:
+            self.host, self.port = self._wait_ready(ready)
+        finally:
+            os.close(ready)
         self.ps = psutil.Process(self.proc.pid)
         self.peak_rss = 0
         self.sample()
         self._cpu_mark = self.cpu_seconds()
 
-    def _wait_listening(self) -> tuple[str, int]:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                line = self._stdout.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:  # end of output, or no address in time
-                break
-            found = _LISTENING.search(line)
-            if found:
-                return found.group(1), int(found.group(2))
+    def _wait_ready(self, fd: int) -> tuple[str, int]:
+        """The first address the relay announces on ``fd``; ChatError if it never does."""
+        line = _read_line(fd, time.monotonic() + START_TIMEOUT)
+        try:
+            return decode_ready(line)[0]
+        except ValueError as exc:
+            problem = "no address announced" if not line else str(exc)
         self.proc.kill()
         self.proc.wait(STOP_TIMEOUT)
-        why = " / ".join(self.stderr_tail).strip() or "no address printed"
+        self._stderr_reader.join(STOP_TIMEOUT)  # the relay's last words explain it
+        why = " / ".join(self.stderr_tail).strip() or problem
         raise ChatError(f"the relay under test did not start: {why[:300]}")
 
     def cpu_seconds(self) -> float:
@@ -121,6 +126,24 @@ class RelayProcess:
         if self._store_dir is not None:
             self._store_dir.cleanup()
             self._store_dir = None
+
+
+def _read_line(fd: int, deadline: float) -> bytes:
+    """Bytes from ``fd`` up to a newline, end of file or ``deadline`` (monotonic)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _ignore(line: str) -> None:
+    """What the relay prints on stdout: nothing bench needs (the address came on its pipe)."""
 
 
 def _drain(

@@ -16,11 +16,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+from chatcli.addresses import format_address
 from chatcli.bench.accounting import account
 from chatcli.bench.baseline import compare_reports
 from chatcli.bench.histogram import Histogram
+from chatcli.bench.messages import (
+    Connected,
+    CoordinatorMessage,
+    Start,
+    WorkerFailed,
+    WorkerMessage,
+    WorkerProgress,
+    WorkerResult,
+)
 from chatcli.bench.metrics import histogram_metrics
 from chatcli.bench.relay_process import RelayProcess
 from chatcli.bench.report_schema import BenchReport, environment_info
@@ -30,6 +40,8 @@ from chatcli.bench.worker import WorkerSpec, worker_main
 from chatcli.errors import ChatError, UsageError
 
 __all__ = ["SCENARIOS", "BenchOptions", "Progress", "run_bench"]
+
+M = TypeVar("M", Connected, WorkerResult)
 
 SCENARIOS = ("steady", "churn", "idle", "burst")
 #: a worker busier than this share of one core is saturated: its own delays would count
@@ -90,7 +102,7 @@ class BenchOptions:
         data = asdict(self)
         for key in ("thresholds", "baseline", "max_regression"):
             data.pop(key)
-        data["target"] = f"{self.target[0]}:{self.target[1]}" if self.target else None
+        data["target"] = format_address(*self.target) if self.target else None
         data["relay_args"] = list(self.relay_args)
         return data
 
@@ -150,36 +162,37 @@ class _Workers:
 
     def collect(
         self,
-        kind: str,
+        kind: type[M],
         timeout: float,
-        on_progress: Callable[[int, dict[str, Any]], None] | None = None,
+        on_progress: Callable[[int, WorkerProgress], None] | None = None,
         tick: Callable[[], None] | None = None,
-    ) -> list[Any]:
+    ) -> list[M]:
         """Wait for a ``kind`` message from every worker, passing progress along."""
-        results: dict[int, Any] = {}
+        results: dict[int, M] = {}
         deadline = time.monotonic() + timeout
         while len(results) < len(self.pipes):
             if time.monotonic() > deadline:
-                raise ChatError(f"load generator timed out waiting for '{kind}'")
+                raise ChatError(f"load generator timed out waiting for '{kind.__name__}'")
             waiting = [p for i, p in enumerate(self.pipes) if i not in results]
             for ready in wait(waiting, timeout=0.25):
                 pipe = cast(Connection, ready)
                 index = self.pipes.index(pipe)
                 try:
-                    message: tuple[str, Any] = pipe.recv()
+                    message: WorkerMessage = pipe.recv()
                 except EOFError as exc:
                     raise ChatError("a load generator process died") from exc
-                if message[0] == "failed":
-                    raise ChatError(f"load generator failed: {message[1]}")
-                if message[0] == "progress" and on_progress is not None:
-                    on_progress(index, message[1])
-                elif message[0] == kind:
-                    results[index] = message[1]
+                if isinstance(message, WorkerFailed):
+                    raise ChatError(f"load generator failed: {message.reason}")
+                if isinstance(message, WorkerProgress):
+                    if on_progress is not None:
+                        on_progress(index, message)
+                elif isinstance(message, kind):
+                    results[index] = message
             if tick is not None:
                 tick()
         return [results[i] for i in range(len(self.pipes))]
 
-    def send(self, message: Any) -> None:
+    def send(self, message: CoordinatorMessage) -> None:
         for pipe in self.pipes:
             pipe.send(message)
 
@@ -217,12 +230,12 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
         workers = _Workers(options, host, port)
         ramp_time = options.clients / options.spawn_rate if options.spawn_rate else 0.0
         connected = workers.collect(
-            "connected", ramp_time + CONNECT_GRACE, tick=relay.sample if relay else None
+            Connected, ramp_time + CONNECT_GRACE, tick=relay.sample if relay else None
         )
-        progress.connected = sum(c["connected"] for c in connected)
-        connect_failures = sum(c["failures"] for c in connected)
+        progress.connected = sum(c.connected for c in connected)
+        connect_failures = sum(c.failures for c in connected)
         if not progress.connected:
-            raise ChatError(f"no client could connect and log in to {host}:{port}")
+            raise ChatError(f"no client could connect and log in to {format_address(host, port)}")
         mem_per_conn = None
         if relay is not None and rss_before is not None and progress.connected:
             if options.scenario == "idle":
@@ -231,18 +244,18 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
             relay.mark_cpu()
 
         start = time.monotonic() + 0.3
-        workers.send(("start", start))
+        workers.send(Start(at=start))
         progress.phase = "warmup" if options.warmup else "measuring"
-        latest: dict[int, dict[str, Any]] = {}
+        latest: dict[int, WorkerProgress] = {}
 
-        def on_progress(index: int, snap: dict[str, Any]) -> None:
+        def on_progress(index: int, snap: WorkerProgress) -> None:
             previous = latest.get(index)
             latest[index] = snap
             _update(progress, latest, previous, snap, start, options)
             show(progress)
 
         results = workers.collect(
-            "result",
+            WorkerResult,
             options.warmup + options.duration + 60.0,
             on_progress,
             tick=relay.sample if relay else None,
@@ -263,9 +276,9 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
 
 def _update(
     progress: Progress,
-    latest: dict[int, dict[str, Any]],
-    previous: dict[str, Any] | None,
-    snap: dict[str, Any],
+    latest: dict[int, WorkerProgress],
+    previous: WorkerProgress | None,
+    snap: WorkerProgress,
     start: float,
     options: BenchOptions,
 ) -> None:
@@ -274,23 +287,23 @@ def _update(
         progress.phase = "measuring"
     if progress.elapsed >= options.warmup + options.duration:
         progress.phase = "draining"
-    progress.sent = sum(s["sent"] for s in latest.values())
-    progress.received = sum(s["received"] for s in latest.values())
-    progress.errors = sum(s["errors"] for s in latest.values())
-    progress.connected = sum(s["connected"] for s in latest.values())
+    progress.sent = sum(s.sent for s in latest.values())
+    progress.received = sum(s.received for s in latest.values())
+    progress.errors = sum(s.errors for s in latest.values())
+    progress.connected = sum(s.connected for s in latest.values())
     if previous is not None:
         # rates from this worker's step, scaled by the number of workers (an estimate)
         scale = len(latest)
         step = 0.5
-        progress.sent_per_s = (snap["sent"] - previous["sent"]) / step * scale
-        progress.delivered_per_s = (snap["received"] - previous["received"]) / step * scale
-    if snap["p99_us"] is not None:
-        progress.p99_ms = snap["p99_us"] / 1000
+        progress.sent_per_s = (snap.sent - previous.sent) / step * scale
+        progress.delivered_per_s = (snap.received - previous.received) / step * scale
+    if snap.p99_us is not None:
+        progress.p99_ms = snap.p99_us / 1000
 
 
 def _report(
     options: BenchOptions,
-    results: list[dict[str, Any]],
+    results: list[WorkerResult],
     start: float,
     started: str,
     connect_failures: int,
@@ -300,9 +313,9 @@ def _report(
 ) -> BenchReport:
     hists = {key: Histogram() for key in ("latency", "uncorrected", "connect", "lag")}
     for result in results:
-        for key, data in result["histograms"].items():
-            hists[key].merge(Histogram.from_dict(data))
-    logs = [log for result in results for log in result["logs"]]
+        for key, histogram in result.histograms.items():
+            hists[key].merge(histogram)
+    logs = [log for result in results for log in result.logs]
     # In the workers' own microseconds (Worker.measure_from_us and end_us), so a message
     # planned on an edge of the window is on the same side of it for every figure.
     start_us = int(start * 1e6)
@@ -317,21 +330,19 @@ def _report(
     metrics.update(histogram_metrics(hists["connect"], "connect_"))
     metrics.update(histogram_metrics(hists["lag"], "lag_"))
     metrics.update(counts.metrics())
-    sent_in_window = sum(r["sent_in_window"] for r in results)
+    sent_in_window = sum(r.sent_in_window for r in results)
     metrics["sent_per_s"] = sent_in_window / duration
     metrics["offered_per_s"] = None if options.closed else options.clients * options.rate
     metrics["deliveries_per_s"] = counts.received / duration
-    metrics["errors"] = float(
-        sum(r["errors"] + r["disconnects"] + r["connect_failures"] for r in results)
-    )
+    metrics["errors"] = float(sum(r.errors + r.disconnects + r.connect_failures for r in results))
     metrics["connected"] = float(options.clients - connect_failures)
     metrics["duration_s"] = duration
-    worker_cpu = [100.0 * r["cpu_s"] / r["wall_s"] for r in results if r["wall_s"] > 0]
+    worker_cpu = [100.0 * r.cpu_s / r.wall_s for r in results if r.wall_s > 0]
     metrics["generator_cpu_pct"] = max(worker_cpu) if worker_cpu else None
     if relay is not None:
         metrics["relay_cpu_s"] = relay_cpu
         metrics["relay_rss_mb"] = relay.peak_rss / (1 << 20)
-        total = sum(r["received"] + r["acked"] for r in results)
+        total = sum(r.received + r.acked for r in results)
         metrics["relay_cpu_us_per_delivery"] = (
             relay_cpu * 1e6 / total if relay_cpu is not None and total else None
         )
@@ -359,7 +370,7 @@ def _report(
     )
     error_codes: dict[str, int] = {}
     for result in results:
-        for code, n in result["error_codes"].items():
+        for code, n in result.error_codes.items():
             error_codes[code] = error_codes.get(code, 0) + n
     report.error_codes = error_codes
     report.thresholds = [r.to_dict() for r in evaluate(options.thresholds, metrics)]

@@ -1,11 +1,12 @@
 """A load-generator process: some of the simulated clients, their sends and receives.
 
 The coordinator (runner.py) starts one worker per ``--workers`` process and talks to it
-over a pipe: the worker connects its clients and says ``connected``, waits for ``start``
-(a common start time on the system-wide monotonic clock), sends on schedule, streams
-``progress`` snapshots, drains, and returns its histograms and delivery logs as
-``result``. All times are ``time.monotonic_ns() // 1000`` microseconds, which every
-process on the machine shares, so a latency measured across workers is still true.
+over a pipe, in the typed messages of :mod:`chatcli.bench.messages`: the worker connects
+its clients and says ``Connected``, waits for ``Start`` (a common start time on the
+system-wide monotonic clock), sends on schedule, streams ``WorkerProgress`` snapshots,
+drains, and returns its histograms and delivery logs as a ``WorkerResult``. All times
+are ``time.monotonic_ns() // 1000`` microseconds, which every process on the machine
+shares, so a latency measured across workers is still true.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import resource
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -21,6 +21,15 @@ from typing import Any, cast
 
 from chatcli.bench.accounting import DUPLICATE, ClientLog
 from chatcli.bench.histogram import Histogram
+from chatcli.bench.messages import (
+    Connected,
+    CoordinatorMessage,
+    Start,
+    WorkerFailed,
+    WorkerMessage,
+    WorkerProgress,
+    WorkerResult,
+)
 from chatcli.bench.payload import PAYLOAD_RE, say_frame
 from chatcli.bench.schedule import Schedule, ramp, room_of
 from chatcli.core.protocol import (
@@ -34,6 +43,7 @@ from chatcli.core.protocol import (
     encode,
 )
 from chatcli.errors import ProtocolError
+from chatcli.runtime import raise_open_files_limit, run
 
 __all__ = ["WorkerSpec", "worker_main"]
 
@@ -370,19 +380,43 @@ class Worker:
             self.lag.record_many([max(0, v) for v in self.lag_batch])
             self.lag_batch.clear()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> WorkerProgress:
+        """Totals so far, and the p99 of the latencies sampled since the last snapshot."""
         self.fold()
         sample = sorted(self.live_sample)
         self.live_sample.clear()
         p99 = sample[min(len(sample) - 1, int(len(sample) * 0.99))] if sample else None
-        return {
-            "sent": self.sent,
-            "received": self.received,
-            "acked": self.acked,
-            "errors": self.errors,
-            "connected": sum(1 for c in self.clients.values() if c.live),
-            "p99_us": p99,
-        }
+        return WorkerProgress(
+            sent=self.sent,
+            received=self.received,
+            acked=self.acked,
+            errors=self.errors,
+            connected=sum(1 for c in self.clients.values() if c.live),
+            p99_us=p99,
+        )
+
+    def result(self, cpu_s: float, wall_s: float) -> WorkerResult:
+        """Everything measured, for the coordinator (after :meth:`fold`)."""
+        return WorkerResult(
+            sent=self.sent,
+            sent_in_window=self.sent_in_window,
+            skipped=self.skipped,
+            acked=self.acked,
+            received=self.received,
+            errors=self.errors,
+            error_codes=self.error_codes,
+            disconnects=self.disconnects,
+            connect_failures=self.connect_failures,
+            cpu_s=cpu_s,
+            wall_s=wall_s,
+            histograms={
+                "latency": self.latency,
+                "uncorrected": self.uncorrected,
+                "connect": self.connect,
+                "lag": self.lag,
+            },
+            logs=list(self.logs.values()),
+        )
 
     @property
     def end_us(self) -> int:
@@ -405,25 +439,23 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
     for index in spec.clients:
         worker.logs[index] = ClientLog(index)
     await worker.connect_all()
-    conn.send(
-        ("connected", {"connected": len(worker.clients), "failures": worker.connect_failures})
-    )
+    _say(conn, Connected(connected=len(worker.clients), failures=worker.connect_failures))
     try:
-        message = await loop.run_in_executor(None, conn.recv)
+        message: CoordinatorMessage = await loop.run_in_executor(None, conn.recv)
     except EOFError:
         return  # the coordinator gave up (no client connected, Ctrl-C): nothing to say
-    if message[0] != "start":
+    if not isinstance(message, Start):
         return
-    worker.start_us = int(message[1] * 1e6)
+    worker.start_us = int(message.at * 1e6)
     worker.measure_from_us = worker.start_us + int(spec.warmup * 1e6)
-    await asyncio.sleep(max(0.0, message[1] - time.monotonic()))
+    await asyncio.sleep(max(0.0, message.at - time.monotonic()))
     cpu_start = time.process_time()
     wall_start = time.monotonic()
 
     async def report() -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY)
-            conn.send(("progress", worker.snapshot()))
+            _say(conn, worker.snapshot())
 
     reporter = loop.create_task(report())
     tasks = [worker.closed_loop() if spec.closed else worker.open_loop()]
@@ -440,55 +472,22 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
     for client in worker.clients.values():
         if client.transport is not None:
             client.transport.abort()
-    conn.send(
-        (
-            "result",
-            {
-                "sent": worker.sent,
-                "sent_in_window": worker.sent_in_window,
-                "skipped": worker.skipped,
-                "acked": worker.acked,
-                "received": worker.received,
-                "errors": worker.errors,
-                "error_codes": worker.error_codes,
-                "disconnects": worker.disconnects,
-                "connect_failures": worker.connect_failures,
-                "cpu_s": cpu,
-                "wall_s": wall,
-                "histograms": {
-                    "latency": worker.latency.to_dict(),
-                    "uncorrected": worker.uncorrected.to_dict(),
-                    "connect": worker.connect.to_dict(),
-                    "lag": worker.lag.to_dict(),
-                },
-                "logs": list(worker.logs.values()),
-            },
-        )
-    )
+    _say(conn, worker.result(cpu, wall))
+
+
+def _say(conn: Connection, message: WorkerMessage) -> None:
+    """Send one typed message to the coordinator."""
+    conn.send(message)
 
 
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """Process entry point: run the worker on uvloop when available, report any failure."""
-    _raise_fd_limit()
+    raise_open_files_limit()  # thousands of connections: take the hard limit
     try:
-        try:
-            import uvloop
-        except ImportError:
-            asyncio.run(_run(conn, spec))
-        else:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(_run(conn, spec))
+        run(_run(conn, spec))
     except KeyboardInterrupt:
         pass  # Ctrl-C reaches the whole process group: the coordinator reports it
     except Exception as exc:  # the coordinator turns this into one clear line
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        _say(conn, WorkerFailed(f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
-
-
-def _raise_fd_limit() -> None:
-    """Thousands of connections need thousands of descriptors: take the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

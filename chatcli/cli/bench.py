@@ -22,10 +22,14 @@ def _target(
 ) -> tuple[str, int] | None:
     if value is None:
         return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter("expected HOST:PORT, e.g. 127.0.0.1:7777")
-    return host, int(port)
+    from chatcli.addresses import AddressError, parse_address
+
+    try:
+        return parse_address(value, option="--target")
+    except AddressError as exc:
+        raise click.BadParameter(
+            f"{exc.reason}: expected HOST:PORT, e.g. 127.0.0.1:7777 or [::1]:7777"
+        ) from exc
 
 
 @click.command()

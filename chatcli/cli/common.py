@@ -1,19 +1,20 @@
-"""What every command shares: error mapping, the event loop runner, option helpers."""
+"""What every command shares: error mapping and exit codes.
+
+``run_async`` is :func:`chatcli.runtime.run` (the one loop runner), re-exported here for
+the commands that import it from this module.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import click
 
 from chatcli.errors import ChatError, UsageError
+from chatcli.runtime import run as run_async
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "ChatGroup", "fail", "run_async"]
-
-T = TypeVar("T")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -43,13 +44,3 @@ class ChatGroup(click.Group):
             # the reader of our output went away (e.g. `| head`); nothing left to say
             sys.stderr.close()
             sys.exit(EXIT_FAILURE)
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on uvloop when it is installed, else on asyncio's default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)

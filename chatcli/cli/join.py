@@ -76,9 +76,11 @@ def join(
       printf 'hello\\n/me waves\\n' | chatcli join bot
       chatcli join watcher --json < /dev/null
     """
-    from chatcli.cli.common import fail, run_async
+    from chatcli.addresses import parse_host
+    from chatcli.cli.common import fail
     from chatcli.config import load_last_join
     from chatcli.core.protocol import valid_name, valid_room
+    from chatcli.runtime import run
     from chatcli.ui.join import JoinOptions, run_join
 
     last = load_last_join()
@@ -90,7 +92,7 @@ def join(
     if room is not None and not valid_room(room.lstrip("#")):
         fail(f"{room!r} is not a valid room: 1-32 lowercase letters, digits, '_' or '-'", 2)
     options = JoinOptions(
-        host=host or (last.host if last else DEFAULT_HOST),
+        host=parse_host(host) if host else (last.host if last else DEFAULT_HOST),
         port=port or (last.port if last else DEFAULT_PORT),
         name=name,
         room=room.lstrip("#") if room else None,
@@ -101,4 +103,4 @@ def join(
         record=record,
     )
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_output
-    sys.exit(run_async(run_join(options, interactive)))
+    sys.exit(run(run_join(options, interactive)))

@@ -229,7 +229,7 @@ def _inject(
     ack_timeout: float,
 ) -> int:
     """``--to``: plan, then print the plan (--dry-run) or carry it out and report."""
-    from chatcli.cli.common import EXIT_INTERRUPTED, fail, run_async
+    from chatcli.cli.common import EXIT_INTERRUPTED, fail
     from chatcli.replay.inject import (
         Injector,
         InjectReport,
@@ -240,6 +240,7 @@ def _inject(
         plan,
     )
     from chatcli.replay.player import PlayOptions, Timeline
+    from chatcli.runtime import run
 
     assert isinstance(options, PlayOptions)
     host, port = parse_target(target)
@@ -258,7 +259,7 @@ def _inject(
         sys.stderr.write("\r\x1b[K" + report.progress())
         sys.stderr.flush()
 
-    report = run_async(injector.run_interruptible(steps, progress if live else None))
+    report = run(injector.run_interruptible(steps, progress if live else None))
     if live:
         sys.stderr.write("\r\x1b[K")
     for line in report.lines():

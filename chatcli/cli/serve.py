@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -141,6 +143,14 @@ _DEFAULTS = ServerSettings()
     help="Messages kept per room in the store file (oldest dropped first).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+@click.option(
+    "--ready-fd",
+    type=click.IntRange(min=0),
+    metavar="FD",
+    hidden=True,
+    help="For programs: once listening, write one JSON line with every address "
+    '({"addresses": [[host, port], ...]}) to descriptor FD and close it.',
+)
 def serve(
     host: str,
     port: int,
@@ -157,6 +167,7 @@ def serve(
     store: str | None,
     retain: int,
     quiet: bool,
+    ready_fd: int | None,
 ) -> None:
     """Run a chat relay until Ctrl-C or SIGTERM.
 
@@ -172,10 +183,13 @@ def serve(
       chatcli serve --store team.db --retain 1000000
       chatcli serve --store memory               # keep nothing across restarts
     """
-    from chatcli.cli.common import run_async
+    from chatcli.addresses import format_address, parse_host
     from chatcli.logs import console_err, setup_logging
+    from chatcli.runtime import encode_ready, run
     from chatcli.transports.tcp import run_server
 
+    host = parse_host(host)
+    ready = _ready_file(ready_fd) if ready_fd is not None else None
     settings = ServerSettings(
         host=host,
         port=port,
@@ -195,8 +209,11 @@ def serve(
     setup_logging(logging.WARNING if quiet else logging.INFO)
 
     def listening(addresses: list[tuple[str, int]]) -> None:
-        where = ", ".join(f"{h}:{p}" for h, p in addresses)
+        where = ", ".join(format_address(h, p) for h, p in addresses)
         click.echo(f"chatcli serve listening on {where}", err=False)
+        if ready is not None:
+            with ready:
+                ready.write(encode_ready(addresses))
         if not quiet:
             for line in store_lines:
                 console_err.print(f"store: {line}", style="dim", markup=False, soft_wrap=True)
@@ -218,8 +235,21 @@ def serve(
     from chatcli.store import Store, describe_store
 
     try:
-        run_async(run_server(settings, on_listening=listening, on_store=opened))
+        run(run_server(settings, on_listening=listening, on_store=opened))
     except StoreError as exc:
         fail(str(exc), EXIT_USAGE)
     except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {format_address(host, port)}: {exc.strerror or exc}")
+    finally:
+        if ready is not None:
+            ready.close()  # the reader sees end of file: no address is coming
+
+
+def _ready_file(fd: int) -> BinaryIO:
+    """``--ready-fd FD`` as a file, or UsageError when FD is not open for writing."""
+    from chatcli.errors import UsageError
+
+    try:
+        return os.fdopen(fd, "wb", buffering=0)
+    except OSError as exc:
+        raise UsageError(f"--ready-fd {fd}: {exc.strerror or exc}") from exc

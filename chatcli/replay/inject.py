@@ -32,6 +32,7 @@ from typing import IO, Final
 
 import msgspec
 
+from chatcli.addresses import format_address, parse_address
 from chatcli.bench.histogram import Histogram
 from chatcli.client.connection import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
 from chatcli.core.protocol import (
@@ -86,19 +87,8 @@ MAX_NAME: Final = 24
 
 
 def parse_target(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``HOST:PORT``, ``[::1]:PORT`` or ``:PORT`` -> (host, port); UsageError otherwise."""
-    spec = text.strip()
-    host, sep, port_text = spec.rpartition(":")
-    if not sep:
-        host, port_text = "", spec
-    host = host.strip("[]") or default_host
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise UsageError(f"--to wants HOST:PORT (like 127.0.0.1:7777), not {text!r}")
-    return host, port
+    """``--to``'s address (see :mod:`chatcli.addresses`) -> (host, port); UsageError if bad."""
+    return parse_address(text, option="--to", default_host=default_host)
 
 
 # --------------------------------------------------------------------------- the plan
@@ -430,7 +420,9 @@ class Injector:
         self.connect_timeout = connect_timeout
         self._clock = clock
         self.report = InjectReport(
-            target=f"{host}:{port}", speed=None if timeline.instant else timeline.speed, loops=loops
+            target=format_address(host, port),
+            speed=None if timeline.instant else timeline.speed,
+            loops=loops,
         )
         self._clients: dict[str, _Client] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}

@@ -10,7 +10,8 @@ The pieces, each usable alone:
   with speed, idle capping, pause and speed changes. Its clock is injected, so it is
   tested without sleeping, and every deadline is measured from one anchor on a monotonic
   clock, so lateness never accumulates into drift.
-- :class:`Player` shows entries at their deadlines through an :class:`Output`, waiting
+- :class:`Player` shows entries at their deadlines through an Output
+  (:mod:`chatcli.ui.output`, the same outputs as ``join``'s), waiting
   through a :class:`Controls` (plain sleeping, or a terminal that also reads keys).
 - :class:`Playback` ties them to a transcript file; :func:`check` backs ``--check``.
 
@@ -26,12 +27,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
-from typing import IO, Final, Literal, Protocol
-
-from rich.console import Console
+from typing import Final, Literal, Protocol
 
 from chatcli.core.events import RECORDED, RecordedEvent, event_type
-from chatcli.core.protocol import encode, name_key
+from chatcli.core.protocol import name_key
 from chatcli.errors import UsageError
 from chatcli.transcript import (
     DEFAULT_POLL_INTERVAL,
@@ -46,7 +45,11 @@ from chatcli.transcript import (
     last_timestamp,
     read_transcript,
 )
+from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
 from chatcli.ui.render import Renderer
+
+#: the plain output's name here before join and replay shared it
+TextOutput = PlainOutput
 
 __all__ = [
     "DEFAULT_TICK",
@@ -58,6 +61,7 @@ __all__ = [
     "EventFilter",
     "JsonlOutput",
     "Output",
+    "PlainOutput",
     "PlayOptions",
     "PlayResult",
     "PlayState",
@@ -442,91 +446,6 @@ class Timeline:
         return 0.0 if self.instant else pos / self.speed
 
 
-# --------------------------------------------------------------------------- outputs
-
-
-class Output(Protocol):
-    """Where a player shows entries."""
-
-    def show(self, entry: Entry) -> None: ...
-
-    def flush(self) -> None: ...
-
-
-class TextOutput:
-    """Plain IRC-style lines (``12:00:01 <alice> hi``), as Renderer.plain makes them."""
-
-    def __init__(self, renderer: Renderer, stream: IO[str]) -> None:
-        self.renderer = renderer
-        self.stream = stream
-
-    def show(self, entry: Entry) -> None:
-        line = self.renderer.plain(entry.event)
-        if line is not None:
-            self.stream.write(line + "\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
-class RichOutput:
-    """Styled lines on a rich Console, exactly as ``join`` shows events."""
-
-    def __init__(self, renderer: Renderer, console: Console) -> None:
-        self.renderer = renderer
-        self.console = console
-
-    def show(self, entry: Entry) -> None:
-        text = self.renderer.render(entry.event)
-        if text is not None:
-            self.console.print(text)
-
-    def notice(self, text: str, error: bool = False) -> None:
-        """One of the player's own lines (a warning at the end), set apart from chat."""
-        self.console.print(self.renderer.notice(text, error=error))
-
-    def flush(self) -> None:
-        pass
-
-
-# C1 controls and bidi overrides may sit raw in a JSON string; spelled as \u escapes they
-# mean the same to a JSON reader and nothing to a terminal. (C0 controls and ESC cannot
-# be raw in JSON: the reader refuses such lines.)
-_UNSAFE_IN_JSON: Final = re.compile(rb"\xc2[\x80-\x9f]|\xe2\x80[\xaa-\xae]|\xe2\x81[\xa6-\xa9]")
-
-
-def _escape_json_controls(match: re.Match[bytes]) -> bytes:
-    return b"\\u%04x" % ord(match[0].decode("utf-8"))
-
-
-class JsonlOutput:
-    """The entries' own lines, header first: the output is itself a transcript.
-
-    Lines pass through as stored (unknown fields included); only the ``end`` line is
-    rewritten when a filter changed how many events there are, so that the export passes
-    ``--check`` without a warning.
-    """
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.stream = stream
-        self.events = 0
-
-    def show(self, entry: Entry) -> None:
-        event = entry.event
-        raw = entry.raw
-        if isinstance(event, End):
-            if event.events != self.events or not raw:
-                raw = encode(End(ts=event.ts, events=self.events)).rstrip(b"\n")
-        elif not isinstance(event, Header):
-            self.events += 1
-        if not raw:
-            raw = encode(event).rstrip(b"\n")
-        self.stream.write(_UNSAFE_IN_JSON.sub(_escape_json_controls, raw) + b"\n")
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
 # --------------------------------------------------------------------------- player
 
 
@@ -642,7 +561,7 @@ class Player:
                 elif not isinstance(event, Header):
                     self._wait_for(event)
                     self.shown += 1
-                self.output.show(entry)
+                self.output.show(entry.event, entry.raw)
                 self._status()
         except _Quit:
             result.quit = True

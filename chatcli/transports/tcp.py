@@ -32,6 +32,7 @@ from chatcli.core.protocol import (
 )
 from chatcli.core.relay import FATAL_CODES, Close, Delivery, Effect, Relay, Session, error_event
 from chatcli.errors import FrameTooLarge, ProtocolError, TranscriptError
+from chatcli.runtime import raise_open_files_limit
 from chatcli.settings import ServerSettings
 from chatcli.store import open_store
 from chatcli.store.base import Store
@@ -48,8 +49,6 @@ _PING = encode(Ping())
 _LOGGED_REFUSALS = 3
 #: leave reason when a peer closes without saying bye
 _EOF_REASON = {True: "quit", False: "lost"}
-#: descriptors kept beyond max_connections (listening socket, logs, recordings)
-OPEN_FILES_SPARE = 64
 
 
 def _text_bytes(event: ServerEvent) -> bytes | None:
@@ -534,33 +533,6 @@ async def _serve(
             recorder.close()
             for path in recorder.paths:
                 log.info("recorded %s", path)
-
-
-def raise_open_files_limit(connections: int) -> int:
-    """Raise this process's open-files limit to fit ``connections`` (up to the hard limit).
-
-    Many systems start processes at 1024 descriptors, far below what a relay with
-    thousands of clients needs; returns the soft limit now in force, and warns only when
-    it cannot hold ``connections``.
-    """
-    wanted = connections + OPEN_FILES_SPARE
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return wanted
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError) as exc:
-            log.warning("could not raise the open-files limit to %d: %s", target, exc)
-    if soft != resource.RLIM_INFINITY and soft < connections:
-        log.warning(
-            "open-files limit is %d: fewer clients than --max-connections can connect", soft
-        )
-    return soft
 
 
 #: TCP keepalive: probe after this many idle seconds, then every interval, this many times,

@@ -15,7 +15,6 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
 
 from chatcli.client.connection import ChatClient, connect
 from chatcli.core.commands import HELP, parse_input
@@ -36,10 +35,10 @@ from chatcli.core.protocol import (
     Who,
     checked_text,
     clean_text,
-    encode,
 )
 from chatcli.errors import ChatError, ConnectionFailed, ProtocolError
 from chatcli.transcript import TranscriptWriter, client_filename
+from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
 from chatcli.ui.render import Renderer
 
 __all__ = ["JoinOptions", "JoinSession", "run_join"]
@@ -66,57 +65,6 @@ class JoinOptions:
     json_output: bool = False
     record_dir: Path = Path("recordings")
     record: bool = False
-
-
-class Output(Protocol):
-    """Where a session shows things: events from the server and its own notices."""
-
-    def event(self, event: ServerEvent) -> None: ...
-
-    def notice(self, text: str, error: bool = False) -> None: ...
-
-
-class RichOutput:
-    """Coloured lines on a terminal through rich (what people see)."""
-
-    def __init__(self, renderer: Renderer) -> None:
-        from rich.console import Console
-
-        self.renderer = renderer
-        # file=None: rich writes to whatever sys.stdout is at print time, which
-        # prompt_toolkit's patch_stdout replaces to keep the input line intact.
-        self.console = Console(highlight=False, soft_wrap=True)
-
-    def event(self, event: ServerEvent) -> None:
-        text = self.renderer.render(event)
-        if text is not None:
-            self.console.print(text)
-
-    def notice(self, text: str, error: bool = False) -> None:
-        self.console.print(self.renderer.notice(text, error=error))
-
-
-class PlainOutput:
-    """Plain lines for pipes and scripts; ``json`` prints each event as a JSON line."""
-
-    def __init__(self, renderer: Renderer, json_lines: bool, stream: IO[str] | None = None):
-        self.renderer = renderer
-        self.json_lines = json_lines
-        self.stream = stream or sys.stdout
-
-    def event(self, event: ServerEvent) -> None:
-        if self.json_lines:
-            line: str | None = encode(event).decode().rstrip("\n")
-        else:
-            line = self.renderer.plain(event)
-        if line is not None:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-
-    def notice(self, text: str, error: bool = False) -> None:
-        # Notices are the client's own words; in piped mode they go to stderr so that
-        # stdout holds only what the server said.
-        print(("error: " if error else "") + text, file=sys.stderr, flush=True)
 
 
 class JoinSession:
@@ -219,7 +167,7 @@ class JoinSession:
             self._settle(ref)
         if self.recorder is not None:
             self._record(event)
-        self.output.event(event)
+        self.output.show(event)
 
     def _retry(self, ref: str, event: ClientEvent) -> None:
         """Send a rate-limited message again after a growing pause, or give up loudly."""
@@ -296,17 +244,21 @@ async def run_join(options: JoinOptions, interactive: bool) -> int:
         options.host, options.port, options.name, options.room, history=options.history
     )
     renderer = Renderer(me=client.name, timestamps=options.timestamps)
-    output: Output = (
-        RichOutput(renderer) if interactive else PlainOutput(renderer, options.json_output)
-    )
+    output: Output
+    if interactive:
+        output = RichOutput(renderer)
+    elif options.json_output:  # what the server said, one JSON line each, as it comes
+        output = JsonlOutput(line_buffered=True)
+    else:
+        output = PlainOutput(renderer, line_buffered=True)
     session = JoinSession(client, options, output, renderer)
     from chatcli.config import LastJoin, save_last_join
 
     save_last_join(LastJoin(options.host, options.port, client.name, options.room))
     if options.json_output and client.welcome is not None:
-        output.event(client.welcome)
+        output.show(client.welcome)
     assert client.ready is not None
-    output.event(client.ready)
+    output.show(client.ready)
     if options.record:
         session.toggle_recording()
     try:

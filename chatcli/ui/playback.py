@@ -24,18 +24,9 @@ from typing import IO, Any
 from rich.console import Console
 from rich.text import Text
 
-from chatcli.replay.player import (
-    DEFAULT_TICK,
-    JsonlOutput,
-    Output,
-    Playback,
-    PlayOptions,
-    PlayState,
-    RichOutput,
-    TextOutput,
-    format_status,
-)
+from chatcli.replay.player import DEFAULT_TICK, Playback, PlayOptions, PlayState, format_status
 from chatcli.transcript import Source
+from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
 
 __all__ = ["STATUS_STYLE", "TerminalControls", "run_playback"]
 
@@ -188,9 +179,9 @@ def run_playback(
     console: Console | None = None
     output: Output
     if fmt == "jsonl":
-        output = JsonlOutput(out.buffer)  # type: ignore[union-attr]
+        output = JsonlOutput(out.buffer, notices=err)  # type: ignore[union-attr]
     elif fmt == "text":
-        output = TextOutput(playback.renderer, out)
+        output = PlainOutput(playback.renderer, out, notices=err)
     else:
         console = Console(file=out, highlight=False, soft_wrap=True)
         output = RichOutput(playback.renderer, console)
@@ -203,11 +194,7 @@ def run_playback(
     else:
         playback.play(output)
     said = [f"{line} (line skipped)" for line in playback.problems] + playback.warnings
-    if isinstance(output, RichOutput):
-        for line in said:
-            output.notice(line)
-    else:
-        out.flush()
-        for line in said:
-            print(line, file=err)
+    output.flush()
+    for line in said:
+        output.notice(line)
     return 0

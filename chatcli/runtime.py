@@ -1,0 +1,90 @@
+"""Process plumbing every chatcli process shares: its event loop, its descriptor limit,
+and how a relay tells the process that started it where it listens.
+
+``chatcli serve``, ``join``, ``replay --to`` and bench's worker processes all run their
+main coroutine through :func:`run` (uvloop when it is installed) and raise their
+open-files limit through :func:`raise_open_files_limit`, so that a fix to either lands
+once. :func:`encode_ready` and :func:`decode_ready` are the two ends of
+``chatcli serve --ready-fd``: one JSON line naming every listening address, written to a
+descriptor the parent passed down, for programs (bench, tests) that must not scrape the
+human "listening on" line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any, Final, TypeVar
+
+__all__ = ["OPEN_FILES_SPARE", "decode_ready", "encode_ready", "raise_open_files_limit", "run"]
+
+T = TypeVar("T")
+
+#: descriptors kept on top of the connections for logs, transcripts and the listener
+OPEN_FILES_SPARE: Final = 64
+
+log = logging.getLogger("chatcli.server")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on uvloop when it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def raise_open_files_limit(connections: int | None = None) -> int:
+    """Raise this process's open-files limit to fit ``connections`` (up to the hard limit).
+
+    Many systems start processes at 1024 descriptors, far below what a relay or a load
+    generator with thousands of connections needs. ``None`` asks for the hard limit
+    itself. Returns the soft limit now in force, and warns only when it cannot hold
+    ``connections``.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return connections + OPEN_FILES_SPARE if connections is not None else 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if connections is None:  # an unlimited hard limit is no number to ask for
+        target = soft if hard == resource.RLIM_INFINITY else hard
+    else:
+        wanted = connections + OPEN_FILES_SPARE
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit to %d: %s", target, exc)
+    if connections is not None and soft != resource.RLIM_INFINITY and soft < connections:
+        log.warning(
+            "open-files limit is %d: fewer clients than --max-connections can connect", soft
+        )
+    return soft
+
+
+def encode_ready(addresses: list[tuple[str, int]]) -> bytes:
+    """The readiness line: ``{"addresses": [[host, port], ...]}`` and a newline."""
+    return json.dumps({"addresses": [[host, port] for host, port in addresses]}).encode() + b"\n"
+
+
+def decode_ready(line: bytes) -> list[tuple[str, int]]:
+    """The addresses in a readiness line; ValueError when it is not one."""
+    data = json.loads(line)
+    addresses = data.get("addresses") if isinstance(data, dict) else None
+    if not isinstance(addresses, list) or not addresses:
+        raise ValueError(f"not a readiness line: {line[:200]!r}")
+    found = []
+    for item in addresses:
+        match item:
+            case [str(host), int(port)] if 0 < port < 65536:
+                found.append((host, port))
+            case _:
+                raise ValueError(f"not an address: {item!r}")
+    return found
