@@ -33,12 +33,12 @@ from typing import IO, Final
 import msgspec
 
 from chatcli.bench.histogram import Histogram
+from chatcli.client.acks import AckPolicy, AckTracker, Outcome, Retry, Settled
 from chatcli.client.connection import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
     Bye,
     DirectMessage,
-    Error,
     Joined,
     JoinRoom,
     Left,
@@ -393,12 +393,16 @@ def _codes(codes: Counter[str]) -> str:
 
 
 class _Client:
-    """One injected user's connection and the messages it still waits answers for."""
+    """One injected user's connection and the messages it still waits answers for.
 
-    def __init__(self, user: str, client: ChatClient) -> None:
+    Each message waiting is tracked with a future that its answer resolves, so that the
+    next message (another client's) can wait for it to keep the conversation in order.
+    """
+
+    def __init__(self, user: str, client: ChatClient, policy: AckPolicy) -> None:
         self.user = user
         self.client = client
-        self.pending: dict[str, asyncio.Future[str]] = {}
+        self.acks: AckTracker[asyncio.Future[Outcome]] = AckTracker(policy)
         self.leaving = False
         self.failure: ChatError | None = None
         self.receiver: asyncio.Task[None] | None = None
@@ -434,7 +438,9 @@ class Injector:
         )
         self._clients: dict[str, _Client] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}
-        self._last: asyncio.Future[str] | None = None  # the last message sent
+        #: a rate-limited message is counted, not sent again: the report says how many
+        self._policy = AckPolicy(timeout=ack_timeout)
+        self._last: asyncio.Future[Outcome] | None = None  # the last message sent
         self._last_client: _Client | None = None
         self._first_send: tuple[float, float] | None = None  # (wall, pos)
         self._stopping = asyncio.Event()
@@ -552,7 +558,7 @@ class Injector:
                 f"{self.report.target} refused {action.name!r}: {clean_text(exc.message)}{hint}",
             ) from exc
         self.report.connections += 1
-        client = _Client(action.user, chat)
+        client = _Client(action.user, chat, self._policy)
         client.receiver = asyncio.create_task(self._receive(client))
         self._clients[key] = client
 
@@ -561,8 +567,8 @@ class Injector:
         await self._in_order(client)
         ref = client.client.next_ref()
         event = msgspec.structs.replace(action.event, ref=ref)
-        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        client.pending[ref] = answer
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        client.acks.sent(ref, answer)
         now = self._clock()
         self.report.lag.record(max(0, round((now - due) * 1_000_000)))
         if self._first_send is None:
@@ -590,39 +596,33 @@ class Injector:
     async def _receive(self, client: _Client) -> None:
         try:
             while True:
-                event = await client.client.receive()
-                if isinstance(event, (Msg, DirectMessage)) and isinstance(event.ref, str):
-                    self._settle(client, event.ref, "acknowledged")
-                elif isinstance(event, Error) and isinstance(event.ref, str):
-                    outcome = "rate_limited" if event.code == "rate_limited" else "refused"
-                    if self._settle(client, event.ref, outcome) and outcome == "refused":
-                        self.report.codes[clean_text(event.code)] += 1
+                answer = client.acks.receive(await client.client.receive())
+                if answer is not None:
+                    assert not isinstance(answer, Retry)  # the policy never retries
+                    self._count(answer)
         except ChatError as exc:
             if not client.leaving:
                 client.failure = exc
         finally:
             self._lose(client)
 
-    def _settle(self, client: _Client, ref: str, outcome: str) -> bool:
-        answer = client.pending.pop(ref, None)
-        if answer is None or answer.done():
-            return False
-        answer.set_result(outcome)
+    def _count(self, answer: Settled[asyncio.Future[Outcome]]) -> None:
+        """Put one settled message in the report and wake whoever waits for it."""
+        answer.sent.set_result(answer.outcome)
         report = self.report
-        if outcome == "acknowledged":
+        if answer.outcome is Outcome.ACKNOWLEDGED:
             report.acknowledged += 1
-        elif outcome == "rate_limited":
+        elif answer.outcome is Outcome.RATE_LIMITED:
             report.rate_limited += 1
-        else:
+        elif answer.outcome is Outcome.REFUSED:
             report.refused += 1
-        return True
+            report.codes[clean_text(answer.code or "")] += 1
+        else:
+            report.lost += 1
 
     def _lose(self, client: _Client) -> None:
-        for answer in client.pending.values():
-            if not answer.done():
-                answer.set_result("lost")
-                self.report.lost += 1
-        client.pending.clear()
+        for answer in client.acks.lose_all():
+            self._count(answer)
 
     # ---------------------------------------------------------------- leaving
 
