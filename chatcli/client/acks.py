@@ -26,6 +26,10 @@ from chatcli.core.protocol import DirectMessage, Error, Msg, ServerEvent
 
 __all__ = [
     "COUNT_RATE_LIMITED",
+    "DEFAULT_ACK_TIMEOUT",
+    "RATE_LIMIT_RETRIES",
+    "RETRY_FIRST",
+    "RETRY_MAX",
     "RETRY_RATE_LIMITED",
     "AckPolicy",
     "AckTracker",
@@ -35,6 +39,14 @@ __all__ = [
 ]
 
 E = TypeVar("E")
+
+#: seconds after its last send at which an unanswered message counts as lost
+DEFAULT_ACK_TIMEOUT: Final = 10.0
+#: times a retrying front end sends a rate-limited message again before giving up
+RATE_LIMIT_RETRIES: Final = 30
+#: first pause before sending a rate-limited message again; doubles up to RETRY_MAX
+RETRY_FIRST: Final = 0.2
+RETRY_MAX: Final = 2.0
 
 
 class Outcome(enum.Enum):
@@ -58,10 +70,10 @@ class AckPolicy:
     """
 
     retry_rate_limited: bool = False
-    max_retries: int = 30
-    retry_first: float = 0.2
-    retry_max: float = 2.0
-    timeout: float | None = 10.0
+    max_retries: int = RATE_LIMIT_RETRIES
+    retry_first: float = RETRY_FIRST
+    retry_max: float = RETRY_MAX
+    timeout: float | None = DEFAULT_ACK_TIMEOUT
 
     def retry_delay(self, attempt: int) -> float | None:
         """The pause before retry number ``attempt`` (1, 2, ...), or None: give up."""

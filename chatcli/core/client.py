@@ -100,11 +100,6 @@ class ClientConnection:
             self.state = ClientState.LOGGING_IN
         self._outgoing.append(encode(event))
 
-    def send_frame(self, frame: bytes) -> None:
-        """Queue one already encoded frame (a load generator's pre-built ``say``)."""
-        if self.state is not ClientState.CLOSED:
-            self._outgoing.append(frame)
-
     def data_to_send(self) -> bytes:
         """Everything queued for the server since the last call (b"" for nothing)."""
         if not self._outgoing:

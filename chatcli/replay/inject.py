@@ -33,7 +33,15 @@ from typing import IO, Final
 import msgspec
 
 from chatcli.bench.histogram import Histogram
-from chatcli.client.acks import AckPolicy, AckTracker, Outcome, Retry, Settled
+from chatcli.client.acks import (
+    COUNT_RATE_LIMITED,
+    DEFAULT_ACK_TIMEOUT,
+    AckPolicy,
+    AckTracker,
+    Outcome,
+    Retry,
+    Settled,
+)
 from chatcli.client.connection import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
@@ -76,8 +84,6 @@ __all__ = [
     "plan",
 ]
 
-#: seconds to wait for the answers still due when a client leaves (and for ordering)
-DEFAULT_ACK_TIMEOUT: Final = 10.0
 #: longest a message waits for the previous one (another client's) to be answered, so
 #: that the server relays them in order; past it, order is no longer guaranteed
 DEFAULT_ORDER_TIMEOUT: Final = 1.0
@@ -439,7 +445,7 @@ class Injector:
         self._clients: dict[str, _Client] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}
         #: a rate-limited message is counted, not sent again: the report says how many
-        self._policy = AckPolicy(timeout=ack_timeout)
+        self._policy = COUNT_RATE_LIMITED
         self._last: asyncio.Future[Outcome] | None = None  # the last message sent
         self._last_client: _Client | None = None
         self._first_send: tuple[float, float] | None = None  # (wall, pos)

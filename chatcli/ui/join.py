@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from chatcli.client.acks import AckPolicy, AckTracker, Outcome, Retry
+from chatcli.client.acks import (
+    DEFAULT_ACK_TIMEOUT,
+    RETRY_RATE_LIMITED,
+    AckTracker,
+    Outcome,
+    Retry,
+)
 from chatcli.client.connection import ChatClient, connect
 from chatcli.core.commands import HELP, parse_input
 from chatcli.core.protocol import (
@@ -43,20 +49,7 @@ from chatcli.ui.render import Renderer
 __all__ = ["JoinOptions", "JoinSession", "run_join"]
 
 #: seconds piped mode waits at end of input for its last messages to be acknowledged
-ACK_TIMEOUT = 10.0
-#: attempts piped mode makes at a rate-limited message before it reports it as refused
-RATE_LIMIT_RETRIES = 30
-#: first pause before re-sending a rate-limited message; doubles up to RETRY_MAX
-RETRY_FIRST = 0.2
-RETRY_MAX = 2.0
-#: join sends a rate-limited message again (the user typed it: they want it said)
-JOIN_ACK_POLICY = AckPolicy(
-    retry_rate_limited=True,
-    max_retries=RATE_LIMIT_RETRIES,
-    retry_first=RETRY_FIRST,
-    retry_max=RETRY_MAX,
-    timeout=ACK_TIMEOUT,
-)
+ACK_TIMEOUT = DEFAULT_ACK_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -138,7 +131,7 @@ class JoinSession:
         self.room = client.ready.room if client.ready else options.room or "lobby"
         self.recorder: TranscriptWriter | None = None
         #: the messages sent that wait for the server's acknowledgement or refusal
-        self.acks: AckTracker[ClientEvent] = AckTracker(JOIN_ACK_POLICY)
+        self.acks: AckTracker[ClientEvent] = AckTracker(RETRY_RATE_LIMITED)
         self.refused = 0
         self.acked = asyncio.Event()
         self.acked.set()
@@ -237,12 +230,11 @@ class JoinSession:
         loop.call_later(retry.delay, lambda: loop.create_task(self._resend(retry)))
 
     async def _resend(self, retry: Retry[ClientEvent]) -> None:
+        self.acks.resent(retry.ref)  # before sending: the answer may come at once
         try:
             await self.client.send(retry.sent)
         except ConnectionFailed as exc:
             self.failure = exc
-        else:
-            self.acks.resent(retry.ref)
 
     def _settled(self) -> None:
         if not self.acks.waiting:
