@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -300,3 +302,15 @@ def test_the_adapter_keeps_its_public_names() -> None:
 
     assert DEFAULT_CONNECT_TIMEOUT == 10.0 and MAX_SERVER_FRAME == 64 * 1024 * 1024
     assert ChatClient.__name__ == "ChatClient"
+
+
+def test_the_sans_io_modules_import_no_io_framework() -> None:
+    code = (
+        "import sys, chatcli.core.client, chatcli.client.acks\n"
+        "bad = {'asyncio', 'socket', 'click', 'rich'} & set(sys.modules)\n"
+        "print(sorted(bad))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
