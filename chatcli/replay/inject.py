@@ -36,7 +36,6 @@ from chatcli.bench.histogram import Histogram
 from chatcli.client.acks import (
     COUNT_RATE_LIMITED,
     DEFAULT_ACK_TIMEOUT,
-    AckPolicy,
     AckTracker,
     Outcome,
     Retry,
@@ -405,10 +404,11 @@ class _Client:
     next message (another client's) can wait for it to keep the conversation in order.
     """
 
-    def __init__(self, user: str, client: ChatClient, policy: AckPolicy) -> None:
+    def __init__(self, user: str, client: ChatClient) -> None:
         self.user = user
         self.client = client
-        self.acks: AckTracker[asyncio.Future[Outcome]] = AckTracker(policy)
+        #: a rate-limited message is counted, not sent again: the report says how many
+        self.acks: AckTracker[asyncio.Future[Outcome]] = AckTracker(COUNT_RATE_LIMITED)
         self.leaving = False
         self.failure: ChatError | None = None
         self.receiver: asyncio.Task[None] | None = None
@@ -444,8 +444,6 @@ class Injector:
         )
         self._clients: dict[str, _Client] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}
-        #: a rate-limited message is counted, not sent again: the report says how many
-        self._policy = COUNT_RATE_LIMITED
         self._last: asyncio.Future[Outcome] | None = None  # the last message sent
         self._last_client: _Client | None = None
         self._first_send: tuple[float, float] | None = None  # (wall, pos)
@@ -564,7 +562,7 @@ class Injector:
                 f"{self.report.target} refused {action.name!r}: {clean_text(exc.message)}{hint}",
             ) from exc
         self.report.connections += 1
-        client = _Client(action.user, chat, self._policy)
+        client = _Client(action.user, chat)
         client.receiver = asyncio.create_task(self._receive(client))
         self._clients[key] = client
 
@@ -614,7 +612,8 @@ class Injector:
 
     def _count(self, answer: Settled[asyncio.Future[Outcome]]) -> None:
         """Put one settled message in the report and wake whoever waits for it."""
-        answer.sent.set_result(answer.outcome)
+        if not answer.sent.done():
+            answer.sent.set_result(answer.outcome)
         report = self.report
         if answer.outcome is Outcome.ACKNOWLEDGED:
             report.acknowledged += 1
