@@ -22,6 +22,7 @@ from typing import Any, cast
 from chatcli.bench.accounting import DUPLICATE, ClientLog
 from chatcli.bench.histogram import Histogram
 from chatcli.bench.payload import PAYLOAD_RE, say_frame
+from chatcli.bench.sampling import WorkerSampler
 from chatcli.bench.schedule import Schedule, ramp, room_of
 from chatcli.core.protocol import (
     Error,
@@ -426,6 +427,8 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
             conn.send(("progress", worker.snapshot()))
 
     reporter = loop.create_task(report())
+    sampler = WorkerSampler(worker.start_us, now_us)
+    sampling = loop.create_task(sampler.run(worker))
     tasks = [worker.closed_loop() if spec.closed else worker.open_loop()]
     if spec.churn:
         tasks.append(worker.churn())
@@ -435,8 +438,9 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
     wall = time.monotonic() - wall_start
     await worker.drain()
     reporter.cancel()
+    sampling.cancel()
     worker.stopping = True
-    worker.fold()
+    sampler.sample(worker)  # the last interval ends when the deliveries stopped
     for client in worker.clients.values():
         if client.transport is not None:
             client.transport.abort()
@@ -462,6 +466,7 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
                     "lag": worker.lag.to_dict(),
                 },
                 "logs": list(worker.logs.values()),
+                "timeline": sampler.rows,
             },
         )
     )

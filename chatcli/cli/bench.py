@@ -1,4 +1,10 @@
-"""``chatcli bench``: load-test a relay, honestly, and gate CI on the result."""
+"""``chatcli bench``: load-test a relay, honestly, and gate CI on the result.
+
+``chatcli bench [OPTIONS]`` runs a benchmark; ``chatcli bench report RUN.json`` renders
+the HTML report, JUnit XML or Markdown summary of a saved run later. ``bench`` is a
+click group that runs the benchmark when no subcommand is given, so every option of a
+run keeps working as before.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,21 @@ import sys
 from pathlib import Path
 from signal import SIGHUP, SIGTERM
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
-__all__ = ["bench"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from chatcli.bench.report_schema import BenchReport
+
+__all__ = ["bench", "report"]
+
+_OUTPUT = click.Path(dir_okay=False, path_type=Path)
+#: the --max-regression of `bench report` when neither it nor the run says otherwise
+DEFAULT_TOLERANCE = 0.10
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
@@ -28,7 +45,11 @@ def _target(
     return host, int(port)
 
 
-@click.command()
+@click.group(
+    invoke_without_command=True,
+    subcommand_metavar="[report RUN.json ...]",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--target",
     callback=_target,
@@ -124,6 +145,27 @@ def _target(
     help="Write the full report (schema chatcli-bench v1) to this file.",
 )
 @click.option(
+    "--report",
+    "html_path",
+    type=_OUTPUT,
+    metavar="FILE.html",
+    help="Write a self-contained HTML report (charts, thresholds, baseline overlay).",
+)
+@click.option(
+    "--junit",
+    "junit_path",
+    type=_OUTPUT,
+    metavar="FILE.xml",
+    help="Write JUnit XML: a test case for validity, each threshold and baseline metric.",
+)
+@click.option(
+    "--summary-md",
+    "summary_path",
+    type=_OUTPUT,
+    metavar="FILE",
+    help="Write a Markdown summary (e.g. to $GITHUB_STEP_SUMMARY).",
+)
+@click.option(
     "--threshold",
     "-t",
     "threshold_exprs",
@@ -143,7 +185,9 @@ def _target(
     metavar="PCT",
     help="Tolerance of the --baseline comparison.",
 )
+@click.pass_context
 def bench(
+    ctx: click.Context,
     target: tuple[str, int] | None,
     scenario: str,
     clients: int,
@@ -158,6 +202,9 @@ def bench(
     closed: bool,
     workers: int,
     json_path: Path | None,
+    html_path: Path | None,
+    junit_path: Path | None,
+    summary_path: Path | None,
     threshold_exprs: tuple[str, ...],
     baseline: Path | None,
     max_regression: str,
@@ -179,26 +226,22 @@ def bench(
       chatcli bench --scenario idle --clients 5000
       chatcli bench -t 'p99<50ms' -t 'loss==0' --json bench.json
       chatcli bench --baseline main.json --max-regression 10%
+      chatcli bench --report bench.html --junit bench.xml --summary-md summary.md
+      chatcli bench report bench.json --baseline main.json --html bench.html
     """
+    if ctx.invoked_subcommand is not None:
+        _no_run_options(ctx)
+        return
     from rich.console import Console
 
     from chatcli.bench.baseline import parse_tolerance
-    from chatcli.bench.report_schema import EXIT_CODES, dumps_report, read_report
+    from chatcli.bench.report_schema import EXIT_CODES, read_report
     from chatcli.bench.runner import BenchOptions, run_bench
     from chatcli.bench.thresholds import parse_thresholds
     from chatcli.bench.view import LiveView, render_summary
-    from chatcli.errors import ChatError, UsageError
 
-    if json_path is not None and not json_path.parent.is_dir():
-        raise UsageError(f"--json {json_path}: no such directory {json_path.parent}")
-    if json_path is not None:  # find out now, not after the whole run
-        existed = json_path.exists()
-        try:
-            json_path.open("a", encoding="utf-8").close()
-        except OSError as exc:
-            raise UsageError(f"--json {json_path}: cannot write: {exc.strerror}") from exc
-        if not existed:
-            json_path.unlink(missing_ok=True)
+    outputs = Outputs(json=json_path, html=html_path, junit=junit_path, summary=summary_path)
+    outputs.check()  # find out now, not after the whole run
     idle = scenario == "idle"
     options = BenchOptions(
         clients=clients,
@@ -230,10 +273,148 @@ def bench(
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     Console(highlight=False).print(render_summary(report))
-    if json_path is not None:
-        try:
-            json_path.write_text(dumps_report(report), "utf-8")
-        except OSError as exc:
-            raise ChatError(f"cannot write the report to {json_path}: {exc.strerror}") from exc
-        console.print(f"report written to {json_path}", style="dim")
+    for path in outputs.write(report, options.baseline):
+        console.print(f"report written to {path}", style="dim")
     sys.exit(EXIT_CODES[report.outcome])
+
+
+def _no_run_options(ctx: click.Context) -> None:
+    """``bench --clients 5 report x.json``: the run options would be silently ignored."""
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} belong to a run, not to 'bench {ctx.invoked_subcommand}'", ctx
+        )
+
+
+class Outputs:
+    """The files a run or ``bench report`` writes: JSON, HTML, JUnit XML, Markdown."""
+
+    def __init__(
+        self,
+        *,
+        json: Path | None = None,
+        html: Path | None = None,
+        junit: Path | None = None,
+        summary: Path | None = None,
+    ) -> None:
+        self.paths = {
+            "--json": json,
+            "--report": html,
+            "--junit": junit,
+            "--summary-md": summary,
+        }
+
+    def check(self) -> None:
+        """Refuse (UsageError) any path that cannot be written, before any work."""
+        from chatcli.errors import UsageError
+
+        for option, path in self.paths.items():
+            if path is None:
+                continue
+            if not path.parent.is_dir():
+                raise UsageError(f"{option} {path}: no such directory {path.parent}")
+            existed = path.exists()
+            try:
+                path.open("a", encoding="utf-8").close()
+            except OSError as exc:
+                raise UsageError(f"{option} {path}: cannot write: {exc.strerror}") from exc
+            if not existed:
+                path.unlink(missing_ok=True)
+
+    def write(self, report: BenchReport, baseline: BenchReport | None) -> list[Path]:
+        """Render and write each requested file; the paths written, in order."""
+        from chatcli.bench.report_html import render_html
+        from chatcli.bench.report_junit import render_junit
+        from chatcli.bench.report_md import render_markdown
+        from chatcli.bench.report_schema import dumps_report
+        from chatcli.errors import ChatError
+
+        renderers: dict[str, Callable[[], str]] = {
+            "--json": lambda: dumps_report(report),
+            "--report": lambda: render_html(report, baseline),
+            "--junit": lambda: render_junit(report),
+            "--summary-md": lambda: render_markdown(report, baseline),
+        }
+        written = []
+        for option, path in self.paths.items():
+            if path is None:
+                continue
+            try:
+                path.write_text(renderers[option](), "utf-8")
+            except OSError as exc:
+                raise ChatError(f"cannot write {path}: {exc.strerror}") from exc
+            written.append(path)
+        return written
+
+
+@bench.command()
+@click.argument(
+    "run", metavar="RUN.json", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An earlier run's JSON: drawn beside this one and compared with it.",
+)
+@click.option(
+    "--max-regression",
+    default=None,
+    metavar="PCT",
+    help="Tolerance of the --baseline comparison  [default: the run's own, else 10%]",
+)
+@click.option(
+    "--html", "html_path", type=_OUTPUT, metavar="OUT.html", help="Write the HTML report."
+)
+@click.option("--junit", "junit_path", type=_OUTPUT, metavar="OUT.xml", help="Write JUnit XML.")
+@click.option(
+    "--summary-md", "summary_path", type=_OUTPUT, metavar="OUT.md", help="Write a Markdown summary."
+)
+def report(
+    run: Path,
+    baseline: Path | None,
+    max_regression: str | None,
+    html_path: Path | None,
+    junit_path: Path | None,
+    summary_path: Path | None,
+) -> None:
+    """Render the report of a saved run (from `chatcli bench --json`).
+
+    CI can keep the JSON and render on demand. With --baseline, the comparison is
+    made again against that run (and drawn dashed in the HTML report); without it, the
+    comparison saved in RUN.json (if any) is shown. Exits 0 once the files are written,
+    whatever the run's outcome (the run itself exited with it).
+
+    \b
+    Examples:
+      chatcli bench report bench.json --html bench.html
+      chatcli bench report bench.json --baseline main.json --html bench.html
+      chatcli bench report bench.json --junit bench.xml --summary-md summary.md
+    """
+    from chatcli.bench.baseline import compare_reports, parse_tolerance
+    from chatcli.bench.report_schema import read_report
+    from chatcli.errors import UsageError
+
+    if not (html_path or junit_path or summary_path):
+        raise UsageError("nothing to write: give --html, --junit or --summary-md")
+    outputs = Outputs(html=html_path, junit=junit_path, summary=summary_path)
+    outputs.check()
+    current = read_report(run)
+    old = read_report(baseline) if baseline is not None else None
+    if old is not None:
+        saved = (current.baseline or {}).get("tolerance")
+        if max_regression is not None:
+            tolerance = parse_tolerance(max_regression)
+        elif isinstance(saved, (int, float)) and not isinstance(saved, bool):
+            tolerance = float(saved)
+        else:
+            tolerance = DEFAULT_TOLERANCE
+        current.baseline = compare_reports(current, old, tolerance).to_dict()
+    elif max_regression is not None:
+        raise UsageError("--max-regression needs --baseline")
+    for path in outputs.write(current, old):
+        click.echo(f"written: {path}")
