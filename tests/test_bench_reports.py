@@ -31,7 +31,13 @@ from chatcli.bench.report_schema import BenchReport, dumps_report, loads_report,
 from chatcli.bench.sampling import RelaySampler, WorkerSampler
 from chatcli.bench.schedule import Schedule
 from chatcli.bench.svg import nice_ticks
-from chatcli.bench.timeline import Timeline, build_timeline, lost_per_interval, planned_per_interval
+from chatcli.bench.timeline import (
+    MAX_LOSS_INTERVALS,
+    Timeline,
+    build_timeline,
+    lost_per_interval,
+    planned_per_interval,
+)
 from chatcli.errors import UsageError
 
 DATA = Path(__file__).parent / "data" / "bench"
@@ -171,6 +177,13 @@ def test_lost_per_interval_adds_up_to_the_run() -> None:
     assert lost_per_interval(
         logs, start=100.0, since=100.5, until=103.5, intervals=2, in_flight=0.5, total_lost=0
     ) == [0.0, 0.0]
+    many = MAX_LOSS_INTERVALS + 1  # too costly to account one by one: not measured
+    assert (
+        lost_per_interval(
+            logs, start=100.0, since=100.5, until=103.5, intervals=many, in_flight=0.5, total_lost=2
+        )
+        is None
+    )
 
 
 def test_relay_sampler_records_once_a_second_from_the_start() -> None:

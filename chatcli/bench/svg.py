@@ -63,11 +63,11 @@ def compact(value: float) -> str:
     return f"{value:.3g}"
 
 
-def nice_ticks(low: float, high: float, count: int = TICKS) -> list[float]:
-    """Round tick values (1, 2, 2.5, 5 x 10^n steps) covering [low, high]."""
+def nice_ticks(low: float, high: float, count: int = TICKS, min_step: float = 0.0) -> list[float]:
+    """Round tick values (1, 2, 2.5, 5 x 10^n steps, at least ``min_step``) over [low, high]."""
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         high = low + 1.0
-    raw = (high - low) / max(1, count - 1)
+    raw = max(min_step, (high - low) / max(1, count - 1))
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
     first = math.floor(low / step) * step
@@ -126,13 +126,17 @@ def line_chart(
     x_label: Callable[[float], str] = lambda v: f"{v:g}s",
     y_label: Callable[[float], str] = compact,
     shade: tuple[float, float] | None = None,
+    integer: bool = False,
 ) -> str:
-    """A line chart of ``lines`` from y = 0 up; ``shade`` marks an x span (the window)."""
+    """A line chart of ``lines`` from y = 0 up; ``shade`` marks an x span (the window).
+
+    ``integer``: the values are counts, so the y ticks are whole numbers.
+    """
     left, right, top, bottom = MARGIN
     xs = [x for line in lines for x in line.xs]
     ys = [y for line in lines for y in line.ys if y is not None and math.isfinite(y)]
     x_high = max(xs, default=1.0)
-    y_ticks = nice_ticks(0.0, max(ys, default=0.0) or 1.0)
+    y_ticks = nice_ticks(0.0, max(ys, default=0.0) or 1.0, min_step=1.0 if integer else 0.0)
     sx = _scale(0.0, x_high or 1.0, left, WIDTH - right)
     sy = _scale(0.0, y_ticks[-1], HEIGHT - bottom, top)
     body = []
