@@ -162,7 +162,7 @@ def _verdicts(report: BenchReport) -> str:
             f'<td class="n">{_e(t.measured)}</td><td class="n">{_e(t.limit)}</td></tr>'
         )
     parts = [
-        "<section><h2>Thresholds</h2>",
+        '<section id="thresholds"><h2>Thresholds</h2>',
         "" if report.thresholds else '<p class="note">No --threshold was given.</p>',
         '<div class="scroll"><table><thead><tr><th>result</th><th>check</th>'
         '<th class="n">measured</th><th class="n">limit</th></tr></thead><tbody>',
@@ -217,7 +217,7 @@ def _figures(report: BenchReport, baseline: BenchReport | None) -> str:
             f'<div class="v">{_e(value)}</div>{extra}</div>'
         )
     return (
-        '<section><h2>Key figures</h2><p class="note">Latency is measured from each '
+        '<section id="figures"><h2>Key figures</h2><p class="note">Latency is measured from each '
         "message's planned send time to its arrival at every other member of its room.</p>"
         f'<div class="cards">{"".join(cards)}</div></section>'
     )
@@ -370,8 +370,9 @@ def _charts(report: BenchReport, baseline: BenchReport | None) -> str:
         else '<p class="note">This report has no per-second series (written by a chatcli '
         "that did not record them): only the distributions can be drawn.</p>"
     )
+    charts = "".join(figures)
     return (
-        f'<section><h2>Charts</h2>{missing}<div class="charts">{"".join(figures)}</div></section>'
+        f'<section id="charts"><h2>Charts</h2>{missing}<div class="charts">{charts}</div></section>'
     )
 
 

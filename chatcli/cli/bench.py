@@ -13,15 +13,9 @@ import sys
 from pathlib import Path
 from signal import SIGHUP, SIGTERM
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from chatcli.bench.report_schema import BenchReport
 
 __all__ = ["bench", "report"]
 
@@ -235,12 +229,13 @@ def bench(
     from rich.console import Console
 
     from chatcli.bench.baseline import parse_tolerance
+    from chatcli.bench.report_files import ReportFiles
     from chatcli.bench.report_schema import EXIT_CODES, read_report
     from chatcli.bench.runner import BenchOptions, run_bench
     from chatcli.bench.thresholds import parse_thresholds
     from chatcli.bench.view import LiveView, render_summary
 
-    outputs = Outputs(json=json_path, html=html_path, junit=junit_path, summary=summary_path)
+    outputs = ReportFiles(json=json_path, html=html_path, junit=junit_path, summary=summary_path)
     outputs.check()  # find out now, not after the whole run
     idle = scenario == "idle"
     options = BenchOptions(
@@ -291,67 +286,6 @@ def _no_run_options(ctx: click.Context) -> None:
         )
 
 
-class Outputs:
-    """The files a run or ``bench report`` writes: JSON, HTML, JUnit XML, Markdown."""
-
-    def __init__(
-        self,
-        *,
-        json: Path | None = None,
-        html: Path | None = None,
-        junit: Path | None = None,
-        summary: Path | None = None,
-    ) -> None:
-        self.paths = {
-            "--json": json,
-            "--report": html,
-            "--junit": junit,
-            "--summary-md": summary,
-        }
-
-    def check(self) -> None:
-        """Refuse (UsageError) any path that cannot be written, before any work."""
-        from chatcli.errors import UsageError
-
-        for option, path in self.paths.items():
-            if path is None:
-                continue
-            if not path.parent.is_dir():
-                raise UsageError(f"{option} {path}: no such directory {path.parent}")
-            existed = path.exists()
-            try:
-                path.open("a", encoding="utf-8").close()
-            except OSError as exc:
-                raise UsageError(f"{option} {path}: cannot write: {exc.strerror}") from exc
-            if not existed:
-                path.unlink(missing_ok=True)
-
-    def write(self, report: BenchReport, baseline: BenchReport | None) -> list[Path]:
-        """Render and write each requested file; the paths written, in order."""
-        from chatcli.bench.report_html import render_html
-        from chatcli.bench.report_junit import render_junit
-        from chatcli.bench.report_md import render_markdown
-        from chatcli.bench.report_schema import dumps_report
-        from chatcli.errors import ChatError
-
-        renderers: dict[str, Callable[[], str]] = {
-            "--json": lambda: dumps_report(report),
-            "--report": lambda: render_html(report, baseline),
-            "--junit": lambda: render_junit(report),
-            "--summary-md": lambda: render_markdown(report, baseline),
-        }
-        written = []
-        for option, path in self.paths.items():
-            if path is None:
-                continue
-            try:
-                path.write_text(renderers[option](), "utf-8")
-            except OSError as exc:
-                raise ChatError(f"cannot write {path}: {exc.strerror}") from exc
-            written.append(path)
-        return written
-
-
 @bench.command()
 @click.argument(
     "run", metavar="RUN.json", type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -396,12 +330,13 @@ def report(
       chatcli bench report bench.json --junit bench.xml --summary-md summary.md
     """
     from chatcli.bench.baseline import compare_reports, parse_tolerance
+    from chatcli.bench.report_files import ReportFiles
     from chatcli.bench.report_schema import read_report
     from chatcli.errors import UsageError
 
     if not (html_path or junit_path or summary_path):
         raise UsageError("nothing to write: give --html, --junit or --summary-md")
-    outputs = Outputs(html=html_path, junit=junit_path, summary=summary_path)
+    outputs = ReportFiles(html=html_path, junit=junit_path, summary=summary_path)
     outputs.check()
     current = read_report(run)
     old = read_report(baseline) if baseline is not None else None
