@@ -600,3 +600,12 @@ def test_real_run_writes_every_format_consistently(tmp_path: Path) -> None:
     proc = chatcli("bench", "report", str(paths["json"]), "--html", str(later))
     assert proc.returncode == 0, proc.stderr
     assert later.read_text("utf-8") == html
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("option", ["--report", "--junit", "--summary-md"])
+def test_unwritable_output_is_refused_before_running(option: str, tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such" / "dir" / "out"
+    proc = chatcli("bench", "-c", "2", "-d", "30", "--warmup", "0", option, str(path), timeout=20)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{option} {path}: no such directory" in proc.stderr
