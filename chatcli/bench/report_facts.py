@@ -11,6 +11,7 @@ as they are, never trusted to be well-formed.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -28,6 +29,7 @@ __all__ = [
     "figure",
     "key_figures",
     "label",
+    "plain",
     "run_facts",
     "threshold_rows",
 ]
@@ -71,6 +73,19 @@ OUTCOME_TITLES: Final = {
     "fail": "failed",
     "invalid": "invalid: the load generator was the limit",
 }
+
+
+_ANSI: Final = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SPACING: Final = re.compile(r"[\t\n]+")
+
+
+def plain(value: object) -> str:
+    """Untrusted text made inert for any format: escape sequences and control characters
+    removed, line breaks and tabs flattened to spaces (each format then escapes its own
+    markup)."""
+    text = _ANSI.sub("", str(value))
+    return _CONTROL.sub("", _SPACING.sub(" ", text))
 
 
 def label(metric: str) -> str:

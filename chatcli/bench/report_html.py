@@ -20,6 +20,7 @@ from chatcli.bench.report_facts import (
     figure,
     key_figures,
     label,
+    plain,
     run_facts,
     threshold_rows,
 )
@@ -82,7 +83,8 @@ border-top:3px solid var(--c);vertical-align:middle}.key.dashed{border-top-style
 details{margin-top:12px}summary{cursor:pointer;color:var(--dim)}
 footer{margin:32px 0 8px;color:var(--dim);font-size:.8rem}
 @media (max-width:640px){main{padding:10px}h1{font-size:1.25rem}
-svg text{font-size:21px}th,td{padding:3px 6px}.card .v{font-size:1.1rem}}
+svg text{font-size:21px}th,td{padding:3px 6px}.card .v{font-size:1.1rem}
+table{font-size:.85rem}td.w{min-width:7em}.opt{display:none}/* change and status say it */}
 """
 
 
@@ -93,7 +95,7 @@ def _number(value: object) -> float | None:
 
 
 def _e(value: object) -> str:
-    return escape(str(value), quote=True)
+    return escape(plain(value), quote=True)
 
 
 def render_html(report: BenchReport, baseline: BenchReport | None = None) -> str:
@@ -185,16 +187,17 @@ def _verdicts(report: BenchReport) -> str:
             f'<span class="{"bad" if verdict == "failed" else "ok"}">{verdict}</span></p>'
         )
         parts.append(
-            '<div class="scroll"><table><thead><tr><th>metric</th><th class="n">baseline</th>'
-            '<th class="n">this run</th><th class="n">change</th><th class="n">limit</th>'
+            '<div class="scroll"><table><thead><tr><th>metric</th><th class="n opt">baseline</th>'
+            '<th class="n">this run</th><th class="n">change</th><th class="n opt">limit</th>'
             "<th>status</th></tr></thead><tbody>"
         )
         for row in baseline_rows(comparison):
             css = {"regressed": "bad", "improved": "ok", "missing": "warn"}.get(row.status, "")
             parts.append(
-                f"<tr><td>{_e(label(row.metric))}</td><td class=n>{_e(row.baseline)}</td>"
+                f'<tr><td>{_e(label(row.metric))}</td><td class="n opt">{_e(row.baseline)}</td>'
                 f"<td class=n>{_e(row.current)}</td><td class=n>{_e(row.change)}</td>"
-                f'<td class=n>{_e(row.limit)}</td><td class="{css}">{_e(row.status)}</td></tr>'
+                f'<td class="n opt">{_e(row.limit)}</td>'
+                f'<td class="{css}">{_e(row.status)}</td></tr>'
             )
         parts.append("</tbody></table></div>")
         for warning in comparison.get("warnings", []) or []:
@@ -428,7 +431,7 @@ def _distribution(
         for name, h in rows
     )
     table = (
-        f'<div class="scroll"><table><thead><tr><th></th>{head}</tr></thead>'
+        f'<div class="scroll"><table><thead><tr><th>ms</th>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table></div>"
     )
     return _figure(title, caption, svg + table, _legend(legend))
@@ -439,7 +442,7 @@ def _pct(p: float) -> str:
 
 
 def _ms(us: int | None) -> str:
-    return "-" if us is None else f"{us / US_PER_MS:.3g} ms"
+    return "-" if us is None else f"{us / US_PER_MS:.3g}"
 
 
 def _errors(report: BenchReport) -> str:

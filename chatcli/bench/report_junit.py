@@ -15,18 +15,18 @@ import re
 from typing import Final
 from xml.etree import ElementTree as ET
 
-from chatcli.bench.report_facts import baseline_rows, label, threshold_rows
+from chatcli.bench.report_facts import baseline_rows, label, plain, threshold_rows
 from chatcli.bench.report_schema import BenchReport
 
 __all__ = ["render_junit"]
 
 SUITE: Final = "chatcli bench"
-_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NOT_XML: Final = re.compile("[\ud800-\udfff\ufffe\uffff]")
 
 
 def _x(value: object) -> str:
-    """Text XML 1.0 can carry (control characters and lone surrogates removed)."""
-    return _NOT_XML.sub("", str(value))
+    """Text XML 1.0 can carry: ``plain`` text without lone surrogates or non-characters."""
+    return _NOT_XML.sub("", plain(value))
 
 
 def _case(suite: ET.Element, classname: str, name: str, failure: str | None, kind: str) -> None:

@@ -18,6 +18,7 @@ from chatcli.bench.report_facts import (
     figure,
     key_figures,
     label,
+    plain,
     threshold_rows,
 )
 from chatcli.bench.report_schema import BenchReport
@@ -26,12 +27,11 @@ __all__ = ["render_markdown"]
 
 _ICONS: Final = {"pass": "✅", "fail": "❌", "invalid": "⚠️"}
 _SPECIAL: Final = re.compile(r"([\\`*_\[\]<>|~&])")
-_BREAKS: Final = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def _md(value: object) -> str:
     """Plain text that Markdown shows as written, on one line, safe in a table cell."""
-    return _SPECIAL.sub(r"\\\1", _BREAKS.sub(" ", str(value)))
+    return _SPECIAL.sub(r"\\\1", plain(value))
 
 
 def _count(n: object, noun: str) -> str:
