@@ -31,6 +31,7 @@ from chatcli.bench.messages import (
     WorkerResult,
 )
 from chatcli.bench.payload import PAYLOAD_RE, say_event
+from chatcli.bench.sampling import WorkerSampler
 from chatcli.bench.schedule import Schedule, ramp, room_of
 from chatcli.client.acks import AckPolicy, AckTracker
 from chatcli.core.client import ClientConnection
@@ -431,7 +432,9 @@ class Worker:
             p99_us=p99,
         )
 
-    def result(self, cpu_s: float, wall_s: float) -> WorkerResult:
+    def result(
+        self, cpu_s: float, wall_s: float, timeline: list[dict[str, Any]] | None = None
+    ) -> WorkerResult:
         """Everything measured, for the coordinator (after :meth:`fold`)."""
         return WorkerResult(
             sent=self.sent,
@@ -452,6 +455,7 @@ class Worker:
                 "lag": self.lag,
             },
             logs=list(self.logs.values()),
+            timeline=timeline or [],
         )
 
     @property
@@ -494,6 +498,8 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
             _say(conn, worker.snapshot())
 
     reporter = loop.create_task(report())
+    sampler = WorkerSampler(worker.start_us, now_us)
+    sampling = loop.create_task(sampler.run(worker))
     tasks = [worker.closed_loop() if spec.closed else worker.open_loop()]
     if spec.churn:
         tasks.append(worker.churn())
@@ -503,12 +509,13 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
     wall = time.monotonic() - wall_start
     await worker.drain()
     reporter.cancel()
+    sampling.cancel()
     worker.stopping = True
-    worker.fold()
+    sampler.sample(worker)  # the last interval ends when the deliveries stopped
     for client in worker.clients.values():
         if client.transport is not None:
             client.transport.abort()
-    _say(conn, worker.result(cpu, wall))
+    _say(conn, worker.result(cpu, wall, sampler.rows))
 
 
 def _say(conn: Connection, message: WorkerMessage) -> None:
