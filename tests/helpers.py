@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
+from chatcli.core.client import ClientConnection
+from chatcli.core.protocol import Hello
 from chatcli.settings import ServerSettings
 from chatcli.transports.tcp import ChatServer
 
@@ -265,14 +267,26 @@ class TestServer:
         return client
 
     async def login(self, name: str, room: str | None = None, **hello: Any) -> LineClient:
-        """A JSON session logged in as ``name``; its ``welcome`` and ``ready`` are read."""
+        """A JSON session logged in as ``name``; its ``welcome`` and ``ready`` are read.
+
+        The handshake runs through the shared client core (ClientConnection), so every
+        login of these tests also checks it against the real server; the frames are kept
+        as dicts too, for tests that compare them field by field.
+        """
         client = await self.connect(**{k: hello.pop(k) for k in ("rcvbuf", "limit") if k in hello})
+        core = ClientConnection(framing=None)
         client.welcome = await client.expect("welcome")
-        frame: dict[str, Any] = {"type": "hello", "name": name, **hello}
-        if room is not None:
-            frame["room"] = room
-        await client.send(frame)
-        client.ready = await client.expect("ready", name=name)
+        core.receive_frame(json.dumps(client.welcome).encode())
+        core.send(Hello(name=name, room=room, **hello))
+        await client.send(core.data_to_send())
+        while core.ready is None:
+            line = await client.line()
+            core.receive_frame(line)
+            assert core.failure is None, f"login refused: {core.failure}"
+            assert core.data_to_send() == b"", "a ping during login"
+            assert core.events_received() == [], f"{line!r} before ready"
+        client.ready = json.loads(line)
+        assert core.ready.name == name, client.ready
         return client
 
     async def text_login(self, name: str) -> tuple[LineClient, str]:

@@ -17,9 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import msgspec
+
+from chatcli.core.client import ClientConnection
+from chatcli.core.protocol import ClientEvent, Hello, ServerEvent, encode
 
 __all__ = [
     "EXIT_TIMEOUT",
@@ -92,23 +98,50 @@ def serve_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
 
 class Watcher:
     """A JSON client on a blocking socket, with a timeout on every read, that checks
-    what actually went over the wire while a real ``chatcli`` process runs."""
+    what actually went over the wire while a real ``chatcli`` process runs.
+
+    It speaks through the shared client core (handshake, pongs), and hands frames to
+    the test as dicts, the way they look on the wire.
+    """
 
     def __init__(
         self, port: int, name: str = "watcher", room: str = "lobby", timeout: float = 10.0
     ) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.file = self.sock.makefile("rb")
-        self.send({"type": "hello", "name": name, "room": room, "history": 0})
-        self.expect("ready")
+        self.core = ClientConnection()
+        self.received: deque[ServerEvent] = deque()
+        self.core.send(Hello(name=name, room=room, history=0))
+        self._flush()
+        while self.core.ready is None:
+            self._read()
 
     def send(self, frame: dict[str, Any]) -> None:
-        self.sock.sendall(json.dumps(frame).encode() + b"\n")
+        self.core.send(msgspec.convert(frame, ClientEvent))
+        self._flush()
 
     def recv(self) -> dict[str, Any]:
-        line = self.file.readline()
-        assert line.endswith(b"\n"), f"connection closed ({line!r})"
-        return json.loads(line)
+        while not self.received:
+            self._read()
+        frame = json.loads(encode(self.received.popleft()))
+        assert isinstance(frame, dict)
+        return frame
+
+    def _flush(self) -> None:
+        data = self.core.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def _read(self) -> None:
+        if self.core.failure is not None:
+            raise self.core.failure
+        assert not self.core.eof, "connection closed"
+        data = self.sock.recv(65536)
+        if data:
+            self.core.receive_data(data)
+        else:
+            self.core.receive_eof()
+        self.received.extend(self.core.events_received())
+        self._flush()  # pongs
 
     def expect(self, kind: str, **fields: Any) -> dict[str, Any]:
         """Skip other frames until one of ``kind`` arrives; check its fields."""
@@ -120,7 +153,6 @@ class Watcher:
                 return frame
 
     def close(self) -> None:
-        self.file.close()
         self.sock.close()
 
 

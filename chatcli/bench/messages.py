@@ -16,6 +16,7 @@ The conversation, per worker::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from chatcli.bench.accounting import ClientLog
 from chatcli.bench.histogram import Histogram
@@ -77,6 +78,8 @@ class WorkerResult:
     histograms: dict[str, Histogram]
     logs: list[ClientLog]
     error_codes: dict[str, int] = field(default_factory=dict)
+    #: per-second samples (chatcli.bench.sampling.WorkerSampler rows)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,18 @@ Schema ``chatcli-bench``, version 1. One JSON object::
       "thresholds": [{"expr": "p99<50ms", "metric": "p99", "op": "<", "limit": 50.0,
                       "unit": "ms", "actual": 12.3, "passed": true}],
       "baseline": null,                  # or the comparison with --baseline (baseline.py)
-      "error_codes": {"rate_limited": 3} # error frames the relay sent the clients, by code
+      "error_codes": {"rate_limited": 3},# error frames the relay sent the clients, by code
+      "timeline": TIMELINE               # per-second series (chatcli.bench.timeline), or null
     }
 
 ``metrics`` maps every name of ``chatcli.bench.metrics.METRICS`` the run knows to a
 number in the unit given by ``units`` (ms for latencies), or null when not measured.
 A ``HISTOGRAM`` is ``Histogram.to_dict()``: ``{"unit": "us", "layout": {...},
 "count", "min", "max", "sum", "overflow", "buckets": [[lowest_value_us, count], ...]}``,
-exact enough to merge or to recompute any percentile. Readers ignore fields they do not
+exact enough to merge or to recompute any percentile. A ``TIMELINE`` is
+``Timeline.to_dict()``: ``{"interval_s": 1.0, "measure_from_s", "measure_until_s",
+"t": [end of each interval, s], "sent": [per interval], "p99_ms": [...], ...}``, every
+series as long as ``t`` (docs/bench-report.md lists them). Readers ignore fields they do not
 know; a higher ``schema_version`` is refused rather than misread.
 """
 
@@ -45,6 +49,7 @@ from typing import Any, Final, Literal
 from chatcli import __version__
 from chatcli.bench.histogram import Histogram
 from chatcli.bench.metrics import METRICS, finite_or_none
+from chatcli.bench.timeline import Timeline
 from chatcli.errors import UsageError
 
 __all__ = [
@@ -105,6 +110,8 @@ class BenchReport:
     chatcli_version: str = __version__
     #: error codes the relay sent the simulated clients, with how often
     error_codes: dict[str, int] = field(default_factory=dict)
+    #: per-second series for charts; None in reports written before it existed
+    timeline: Timeline | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -133,6 +140,7 @@ class BenchReport:
             "thresholds": list(self.thresholds),
             "baseline": self.baseline,
             "error_codes": dict(self.error_codes),
+            "timeline": None if self.timeline is None else self.timeline.to_dict(),
         }
 
     @classmethod
@@ -168,6 +176,12 @@ class BenchReport:
         started = data.get("started")
         if started is not None and not isinstance(started, str):
             raise UsageError(f"{source}: started must be a string or null")
+        timeline = None
+        if data.get("timeline") is not None:
+            try:
+                timeline = Timeline.from_dict(data["timeline"])
+            except ValueError as exc:
+                raise UsageError(f"{source}: {exc}") from exc
         seed = data.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise UsageError(f"{source}: seed must be an integer or null")
@@ -190,6 +204,7 @@ class BenchReport:
             }
             if isinstance(data.get("error_codes"), dict)
             else {},
+            timeline=timeline,
         )
 
 

@@ -34,8 +34,15 @@ from chatcli.bench.messages import (
 from chatcli.bench.metrics import histogram_metrics
 from chatcli.bench.relay_process import RelayProcess
 from chatcli.bench.report_schema import BenchReport, environment_info
+from chatcli.bench.sampling import RelaySampler
 from chatcli.bench.schedule import split_clients
 from chatcli.bench.thresholds import Threshold, evaluate
+from chatcli.bench.timeline import (
+    Timeline,
+    build_timeline,
+    lost_per_interval,
+    planned_per_interval,
+)
 from chatcli.bench.worker import WorkerSpec, worker_main
 from chatcli.errors import ChatError, UsageError
 
@@ -55,6 +62,8 @@ LATE_SENDS_TOLERATED = 2
 CONNECT_GRACE = 30.0
 #: seconds the idle scenario lets the relay settle before reading its memory
 IDLE_SETTLE = 1.0
+#: seconds a message may be in flight towards a client that has just joined its room
+IN_FLIGHT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -214,6 +223,7 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
     progress = Progress(clients=options.clients, total=options.warmup + options.duration)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     relay: RelayProcess | None = None
+    relay_sampler: RelaySampler | None = None
     workers: _Workers | None = None
     try:
         if options.target is None:
@@ -221,6 +231,7 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
             show(progress)
             relay = RelayProcess(list(options.relay_args))
             host, port = relay.host, relay.port
+            relay_sampler = RelaySampler(relay)
         else:
             host, port = options.target
         rss_before = relay.rss() if relay else None
@@ -245,6 +256,8 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
 
         start = time.monotonic() + 0.3
         workers.send(Start(at=start))
+        if relay_sampler is not None:
+            relay_sampler.begin(start)
         progress.phase = "warmup" if options.warmup else "measuring"
         latest: dict[int, WorkerProgress] = {}
 
@@ -258,7 +271,7 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
             WorkerResult,
             options.warmup + options.duration + 60.0,
             on_progress,
-            tick=relay.sample if relay else None,
+            tick=relay_sampler.tick if relay_sampler else None,
         )
         relay_cpu = relay.cpu_since_mark() if relay else None
         progress.phase = "done"
@@ -269,9 +282,13 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
         if relay is not None:
             relay.stop()
 
-    return _report(
+    report = _report(
         options, results, start, started, connect_failures, relay, relay_cpu, mem_per_conn
     )
+    report.timeline = _timeline(
+        options, results, start, int(report.metrics["lost"] or 0), relay_sampler
+    )
+    return report
 
 
 def _update(
@@ -321,7 +338,7 @@ def _report(
     start_us = int(start * 1e6)
     measure_from = (start_us + int(options.warmup * 1e6)) / 1e6
     measure_until = (start_us + int((options.warmup + options.duration) * 1e6)) / 1e6
-    counts = account(logs, since=measure_from, until=measure_until, in_flight=0.5)
+    counts = account(logs, since=measure_from, until=measure_until, in_flight=IN_FLIGHT_S)
 
     duration = options.duration
     metrics: dict[str, float | None] = {}
@@ -379,6 +396,46 @@ def _report(
             report, options.baseline, options.max_regression
         ).to_dict()
     return report
+
+
+def _timeline(
+    options: BenchOptions,
+    results: list[WorkerResult],
+    start: float,
+    total_lost: int,
+    relay_sampler: RelaySampler | None,
+) -> Timeline:
+    """The run's per-second series (chatcli.bench.timeline) for the report's charts."""
+    # the same window edges as _report, in the workers' microseconds
+    start_us = int(start * 1e6)
+    since = (start_us + int(options.warmup * 1e6)) / 1e6
+    until = (start_us + int((options.warmup + options.duration) * 1e6)) / 1e6
+    logs = [log for result in results for log in result.logs]
+    return build_timeline(
+        (result.timeline for result in results),
+        warmup=options.warmup,
+        duration=options.duration,
+        planned=None
+        if options.closed
+        else lambda n: planned_per_interval(
+            options.clients,
+            rate=options.rate,
+            seconds=options.warmup + options.duration,
+            arrivals="burst" if options.scenario == "burst" else options.arrivals,
+            seed=options.seed,
+            intervals=n,
+        ),
+        lost=lambda n: lost_per_interval(
+            logs,
+            start=start_us / 1e6,
+            since=since,
+            until=until,
+            intervals=n,
+            in_flight=IN_FLIGHT_S,
+            total_lost=total_lost,
+        ),
+        relay=relay_sampler.series if relay_sampler is not None else None,
+    )
 
 
 def _invalid_reasons(

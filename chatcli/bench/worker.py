@@ -30,25 +30,23 @@ from chatcli.bench.messages import (
     WorkerProgress,
     WorkerResult,
 )
-from chatcli.bench.payload import PAYLOAD_RE, say_frame
+from chatcli.bench.payload import PAYLOAD_RE, say_event
+from chatcli.bench.sampling import WorkerSampler
 from chatcli.bench.schedule import Schedule, ramp, room_of
-from chatcli.core.protocol import (
-    Error,
-    Hello,
-    LineFramer,
-    Ping,
-    Pong,
-    Ready,
-    decode_server_frame,
-    encode,
-)
-from chatcli.errors import ProtocolError
+from chatcli.client.acks import AckPolicy, AckTracker
+from chatcli.core.client import ClientConnection
+from chatcli.core.protocol import Bye, ClientEvent, Error, Hello, LineFramer
+from chatcli.errors import ChatError, FrameTooLarge, ProtocolError, ServerRefused
 from chatcli.runtime import raise_open_files_limit, run
 
 __all__ = ["WorkerSpec", "worker_main"]
 
 _MSG_PREFIX = b'{"type":"msg"'
-_PONG = encode(Pong())
+#: longest frame accepted from the relay (bench asks for no history: frames are small)
+MAX_FRAME = 1 << 22
+#: bench counts a rate-limited message (by its code) and moves on; it never times out
+#: a message (the delivery accounting finds what went missing)
+BENCH_ACK_POLICY = AckPolicy(timeout=None)
 #: how often a worker reports progress, seconds
 PROGRESS_EVERY = 0.5
 NEVER = 1 << 62
@@ -93,7 +91,14 @@ class WorkerSpec:
 
 
 class BenchClient(asyncio.Protocol):
-    """One simulated user: a connection with the leanest receive path we can write."""
+    """One simulated user: a connection with the leanest receive path we can write.
+
+    Frames come from the shared LineFramer. The benchmark ``msg`` frames (nearly all of
+    them) take a lean path: one scan of the payload regex over a chunk's frames, no JSON
+    decoding. Every other frame goes to the shared client core (ClientConnection), which
+    does the handshake, answers pings and reports refusals. The client's own echoes are
+    its acks, counted by the shared AckTracker under bench's policy.
+    """
 
     def __init__(self, worker: Worker, index: int, room: str) -> None:
         self.worker = worker
@@ -102,36 +107,56 @@ class BenchClient(asyncio.Protocol):
         self.name = f"{worker.spec.name_prefix}{index}"
         self.log = worker.logs[index]
         self.transport: asyncio.Transport | None = None
-        self.framer = LineFramer(1 << 22)
+        self.framer = LineFramer(MAX_FRAME)
+        #: whole frames are handed to the core: the framer above does the framing
+        self.connection = ClientConnection(framing=None)
+        #: bench's says carry no ref (the relay would then encode each sender's echo
+        #: apart, changing what is measured): a message's ref is its seq, which its echo
+        #: carries in the payload
+        self.acks: AckTracker[None] = AckTracker(BENCH_ACK_POLICY)
         self.ready: asyncio.Future[float] = worker.loop.create_future()
         self.closed: asyncio.Future[None] = worker.loop.create_future()
         self.live = False
+        self.failed = False
         self.index_bytes = b"%d" % index
-        self.tail = b""
         self.next_seq = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.log.joining(f"r{self.room}", time.monotonic())
-        self.transport.write(encode(Hello(name=self.name, room=self.room, history=0)))
+        self.send(Hello(name=self.name, room=self.room, history=0))
+
+    def send(self, event: ClientEvent) -> None:
+        """Send one event through the client core."""
+        assert self.transport is not None
+        self.connection.send(event)
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self.connection.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         arrival = now_us()
         worker = self.worker
-        if self.tail:
-            data = self.tail + data
-        cut = data.rfind(b"\n") + 1
-        self.tail = data[cut:]
-        if not cut:
+        try:
+            frames = self.framer.feed(data)
+        except FrameTooLarge as exc:  # no relay sends such a line: give the connection up
+            self._frames(exc.frames, arrival)
+            self._fail(exc)
             return
-        chunk = data[:cut]
-        found = PAYLOAD_RE.findall(chunk)
-        if len(found) < chunk.count(b"\n"):
-            self._other_frames(chunk)  # some lines are not benchmark messages
-        if found:
-            self._deliveries(found, arrival)
+        if frames:
+            self._frames(frames, arrival)
         if arrival >= worker.next_due_us:
             worker.pump()  # sends due now go out between chunks, not after all of them
+
+    def _frames(self, frames: list[bytes], arrival: int) -> None:
+        found = PAYLOAD_RE.findall(b"\n".join(frames))
+        if len(found) < len(frames):  # some frames are not benchmark messages
+            self._other_frames([f for f in frames if not f.startswith(_MSG_PREFIX)])
+        if found:
+            self._deliveries(found, arrival)
 
     def _deliveries(self, found: list[tuple[bytes, bytes, bytes, bytes]], arrival: int) -> None:
         """Account for a chunk's benchmark messages: the generator's hottest loop."""
@@ -143,10 +168,13 @@ class BenchClient(asyncio.Protocol):
         measure_from = worker.measure_from_us
         latencies = worker.lat_batch
         uncorrected = worker.unc_batch
-        own = 0
+        acknowledge = self.acks.acknowledge
+        own = acked = 0
         for sender_b, seq_b, planned_b, sent_b in found:
             if sender_b == me:
                 own += 1  # our own echo: the relay's ack, not a delivery
+                if acknowledge(int(seq_b)) is not None:
+                    acked += 1
                 continue
             sender = int(sender_b)
             seq = int(seq_b)
@@ -159,36 +187,44 @@ class BenchClient(asyncio.Protocol):
                 latencies.append(arrival - planned)
                 uncorrected.append(arrival - int(sent_b))
         worker.received += len(found) - own
-        if own:
-            worker.acked += own
+        if acked:
+            worker.acked += acked
             if worker.spec.closed:
                 worker.loop.call_soon(worker.send_next, self)
         if len(latencies) >= FOLD_AT:
             worker.fold()
 
-    def _other_frames(self, chunk: bytes) -> None:
+    def _other_frames(self, frames: list[bytes]) -> None:
         """Everything that is not a benchmark msg: ready, ping, errors, presence."""
-        for line in chunk.split(b"\n"):
-            if not line or line.startswith(_MSG_PREFIX):
-                continue
-            try:
-                event = decode_server_frame(line)
-            except ProtocolError:  # an unknown frame from a newer relay is not our business
-                continue
-            if isinstance(event, Ping):
-                assert self.transport is not None
-                self.transport.write(_PONG)
-            elif isinstance(event, Ready):
-                if not self.ready.done():
-                    joined = time.monotonic()
-                    self.log.joined(joined)
-                    self.ready.set_result(joined)
-            elif isinstance(event, Error):
-                self.worker.errors += 1
-                codes = self.worker.error_codes
-                codes[event.code] = codes.get(event.code, 0) + 1
-                if not self.ready.done():
-                    self.ready.set_exception(ConnectionError(f"refused: {event.code}"))
+        conn = self.connection
+        conn.receive_frames(frames)
+        self._flush()  # pongs
+        for event in conn.events_received():
+            if isinstance(event, Error):
+                self._count_error(event.code)
+                self.acks.receive(event)
+        if conn.ready is not None and not self.ready.done():
+            joined = time.monotonic()
+            self.log.joined(joined)
+            self.ready.set_result(joined)
+        if conn.failure is not None and not self.failed:
+            self._fail(conn.failure)
+
+    def _count_error(self, code: str) -> None:
+        self.worker.errors += 1
+        codes = self.worker.error_codes
+        codes[code] = codes.get(code, 0) + 1
+
+    def _fail(self, exc: ChatError) -> None:
+        """The session ended (a refusal, a fatal error, a frame too long): count it once."""
+        self.failed = True
+        if isinstance(exc, ServerRefused):
+            self._count_error(exc.code)
+        if not self.ready.done():
+            code = exc.code if isinstance(exc, (ServerRefused, ProtocolError)) else "failed"
+            self.ready.set_exception(ConnectionError(f"refused: {code}"))
+        if self.transport is not None and isinstance(exc, FrameTooLarge):
+            self.transport.abort()  # the stream cannot be resynchronised
 
     def connection_lost(self, exc: Exception | None) -> None:
         was_live = self.live  # not yet logged in: open_client counts a failed connect
@@ -274,7 +310,8 @@ class Worker:
     def send(self, client: BenchClient, seq: int, planned: int) -> None:
         sent = now_us()
         assert client.transport is not None
-        client.transport.write(say_frame(client.index, seq, planned, sent, self.spec.size))
+        client.acks.sent(seq, None)
+        client.send(say_event(client.index, seq, planned, sent, self.spec.size))
         # the planned time decides whether a message is measured, for every figure alike
         client.log.sent(seq, planned / 1e6)
         self.sent += 1
@@ -354,7 +391,7 @@ class Worker:
                 client.log.leaving(time.monotonic())
                 await asyncio.sleep(0.3)  # keep reading what was in flight
                 client.live = False
-                client.transport.write(b'{"type":"bye"}\n')
+                client.send(Bye())
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(client.closed, 5.0)
                 client.transport.abort()
@@ -395,7 +432,9 @@ class Worker:
             p99_us=p99,
         )
 
-    def result(self, cpu_s: float, wall_s: float) -> WorkerResult:
+    def result(
+        self, cpu_s: float, wall_s: float, timeline: list[dict[str, Any]] | None = None
+    ) -> WorkerResult:
         """Everything measured, for the coordinator (after :meth:`fold`)."""
         return WorkerResult(
             sent=self.sent,
@@ -416,6 +455,7 @@ class Worker:
                 "lag": self.lag,
             },
             logs=list(self.logs.values()),
+            timeline=timeline or [],
         )
 
     @property
@@ -458,6 +498,8 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
             _say(conn, worker.snapshot())
 
     reporter = loop.create_task(report())
+    sampler = WorkerSampler(worker.start_us, now_us)
+    sampling = loop.create_task(sampler.run(worker))
     tasks = [worker.closed_loop() if spec.closed else worker.open_loop()]
     if spec.churn:
         tasks.append(worker.churn())
@@ -467,12 +509,13 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
     wall = time.monotonic() - wall_start
     await worker.drain()
     reporter.cancel()
+    sampling.cancel()
     worker.stopping = True
-    worker.fold()
+    sampler.sample(worker)  # the last interval ends when the deliveries stopped
     for client in worker.clients.values():
         if client.transport is not None:
             client.transport.abort()
-    _say(conn, worker.result(cpu, wall))
+    _say(conn, worker.result(cpu, wall, sampler.rows))
 
 
 def _say(conn: Connection, message: WorkerMessage) -> None:

@@ -1,4 +1,10 @@
-"""``chatcli bench``: load-test a relay, honestly, and gate CI on the result."""
+"""``chatcli bench``: load-test a relay, honestly, and gate CI on the result.
+
+``chatcli bench [OPTIONS]`` runs a benchmark; ``chatcli bench report RUN.json`` renders
+the HTML report, JUnit XML or Markdown summary of a saved run later. ``bench`` is a
+click group that runs the benchmark when no subcommand is given, so every option of a
+run keeps working as before.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,13 @@ from signal import SIGHUP, SIGTERM
 from types import FrameType
 
 import click
+from click.core import ParameterSource
 
-__all__ = ["bench"]
+__all__ = ["bench", "report"]
+
+_OUTPUT = click.Path(dir_okay=False, path_type=Path)
+#: the --max-regression of `bench report` when neither it nor the run says otherwise
+DEFAULT_TOLERANCE = 0.10
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
@@ -32,7 +43,11 @@ def _target(
         ) from exc
 
 
-@click.command()
+@click.group(
+    invoke_without_command=True,
+    subcommand_metavar="[report RUN.json ...]",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--target",
     callback=_target,
@@ -128,6 +143,27 @@ def _target(
     help="Write the full report (schema chatcli-bench v1) to this file.",
 )
 @click.option(
+    "--report",
+    "html_path",
+    type=_OUTPUT,
+    metavar="FILE.html",
+    help="Write a self-contained HTML report (charts, thresholds, baseline overlay).",
+)
+@click.option(
+    "--junit",
+    "junit_path",
+    type=_OUTPUT,
+    metavar="FILE.xml",
+    help="Write JUnit XML: a test case for validity, each threshold and baseline metric.",
+)
+@click.option(
+    "--summary-md",
+    "summary_path",
+    type=_OUTPUT,
+    metavar="FILE",
+    help="Write a Markdown summary (e.g. to $GITHUB_STEP_SUMMARY).",
+)
+@click.option(
     "--threshold",
     "-t",
     "threshold_exprs",
@@ -154,7 +190,9 @@ def _target(
     metavar="PCT",
     help="Tolerance of the --baseline comparison.",
 )
+@click.pass_context
 def bench(
+    ctx: click.Context,
     target: tuple[str, int] | None,
     scenario: str,
     clients: int,
@@ -169,6 +207,9 @@ def bench(
     closed: bool,
     workers: int,
     json_path: Path | None,
+    html_path: Path | None,
+    junit_path: Path | None,
+    summary_path: Path | None,
     threshold_exprs: tuple[str, ...],
     relay_store: str,
     baseline: Path | None,
@@ -192,26 +233,23 @@ def bench(
       chatcli bench -t 'p99<50ms' -t 'loss==0' --json bench.json
       chatcli bench --baseline main.json --max-regression 10%
       chatcli bench --relay-store memory          # the relay without durability
+      chatcli bench --report bench.html --junit bench.xml --summary-md summary.md
+      chatcli bench report bench.json --baseline main.json --html bench.html
     """
+    if ctx.invoked_subcommand is not None:
+        _no_run_options(ctx)
+        return
     from rich.console import Console
 
     from chatcli.bench.baseline import parse_tolerance
-    from chatcli.bench.report_schema import EXIT_CODES, dumps_report, read_report
+    from chatcli.bench.report_files import ReportFiles
+    from chatcli.bench.report_schema import EXIT_CODES, read_report
     from chatcli.bench.runner import BenchOptions, run_bench
     from chatcli.bench.thresholds import parse_thresholds
     from chatcli.bench.view import LiveView, render_summary
-    from chatcli.errors import ChatError, UsageError
 
-    if json_path is not None and not json_path.parent.is_dir():
-        raise UsageError(f"--json {json_path}: no such directory {json_path.parent}")
-    if json_path is not None:  # find out now, not after the whole run
-        existed = json_path.exists()
-        try:
-            json_path.open("a", encoding="utf-8").close()
-        except OSError as exc:
-            raise UsageError(f"--json {json_path}: cannot write: {exc.strerror}") from exc
-        if not existed:
-            json_path.unlink(missing_ok=True)
+    outputs = ReportFiles(json=json_path, html=html_path, junit=junit_path, summary=summary_path)
+    outputs.check()  # find out now, not after the whole run
     idle = scenario == "idle"
     options = BenchOptions(
         clients=clients,
@@ -244,10 +282,88 @@ def bench(
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     Console(highlight=False).print(render_summary(report))
-    if json_path is not None:
-        try:
-            json_path.write_text(dumps_report(report), "utf-8")
-        except OSError as exc:
-            raise ChatError(f"cannot write the report to {json_path}: {exc.strerror}") from exc
-        console.print(f"report written to {json_path}", style="dim")
+    for path in outputs.write(report, options.baseline):
+        console.print(f"report written to {path}", style="dim")
     sys.exit(EXIT_CODES[report.outcome])
+
+
+def _no_run_options(ctx: click.Context) -> None:
+    """``bench --clients 5 report x.json``: the run options would be silently ignored."""
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} belong to a run, not to 'bench {ctx.invoked_subcommand}'", ctx
+        )
+
+
+@bench.command()
+@click.argument(
+    "run", metavar="RUN.json", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An earlier run's JSON: drawn beside this one and compared with it.",
+)
+@click.option(
+    "--max-regression",
+    default=None,
+    metavar="PCT",
+    help="Tolerance of the --baseline comparison  [default: the run's own, else 10%]",
+)
+@click.option(
+    "--html", "html_path", type=_OUTPUT, metavar="OUT.html", help="Write the HTML report."
+)
+@click.option("--junit", "junit_path", type=_OUTPUT, metavar="OUT.xml", help="Write JUnit XML.")
+@click.option(
+    "--summary-md", "summary_path", type=_OUTPUT, metavar="OUT.md", help="Write a Markdown summary."
+)
+def report(
+    run: Path,
+    baseline: Path | None,
+    max_regression: str | None,
+    html_path: Path | None,
+    junit_path: Path | None,
+    summary_path: Path | None,
+) -> None:
+    """Render the report of a saved run (from `chatcli bench --json`).
+
+    CI can keep the JSON and render on demand. With --baseline, the comparison is
+    made again against that run (and drawn dashed in the HTML report); without it, the
+    comparison saved in RUN.json (if any) is shown. Exits 0 once the files are written,
+    whatever the run's outcome (the run itself exited with it).
+
+    \b
+    Examples:
+      chatcli bench report bench.json --html bench.html
+      chatcli bench report bench.json --baseline main.json --html bench.html
+      chatcli bench report bench.json --junit bench.xml --summary-md summary.md
+    """
+    from chatcli.bench.baseline import compare_reports, parse_tolerance
+    from chatcli.bench.report_files import ReportFiles
+    from chatcli.bench.report_schema import read_report
+    from chatcli.errors import UsageError
+
+    if not (html_path or junit_path or summary_path):
+        raise UsageError("nothing to write: give --html, --junit or --summary-md")
+    outputs = ReportFiles(html=html_path, junit=junit_path, summary=summary_path)
+    outputs.check()
+    current = read_report(run)
+    old = read_report(baseline) if baseline is not None else None
+    if old is not None:
+        saved = (current.baseline or {}).get("tolerance")
+        if max_regression is not None:
+            tolerance = parse_tolerance(max_regression)
+        elif isinstance(saved, (int, float)) and not isinstance(saved, bool):
+            tolerance = float(saved)
+        else:
+            tolerance = DEFAULT_TOLERANCE
+        current.baseline = compare_reports(current, old, tolerance).to_dict()
+    elif max_regression is not None:
+        raise UsageError("--max-regression needs --baseline")
+    for path in outputs.write(current, old):
+        click.echo(f"written: {path}")

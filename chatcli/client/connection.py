@@ -1,7 +1,9 @@
-"""The asyncio client connection shared by ``join``, ``replay --to`` and ``bench``.
+"""The asyncio client connection shared by ``join``, ``replay --to`` and the tests.
 
-It performs the handshake, answers the server's pings, decodes frames with the protocol
-core and turns every way a session can end into a ChatError with one clear message.
+A thin adapter over the sans-I/O :class:`chatcli.core.client.ClientConnection`, which
+does the handshake, answers pings and decodes frames: this module only moves bytes
+between it and an asyncio stream, and turns every way a session can end into a
+ChatError with one clear message.
 """
 
 from __future__ import annotations
@@ -11,29 +13,13 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator
 
-from chatcli.core.protocol import (
-    FATAL_CODES,
-    Bye,
-    ClientEvent,
-    Error,
-    Hello,
-    LineFramer,
-    Ping,
-    Pong,
-    Ready,
-    ServerEvent,
-    Welcome,
-    decode_server_frame,
-    encode,
-)
-from chatcli.errors import ConnectionFailed, ProtocolError, ServerRefused
+from chatcli.core.client import MAX_SERVER_FRAME, ClientConnection, ClientState
+from chatcli.core.protocol import Bye, ClientEvent, Hello, LineFramer, Ready, ServerEvent, Welcome
+from chatcli.errors import ConnectionFailed
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "MAX_SERVER_FRAME", "ChatClient", "connect"]
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
-#: longest line accepted from a server: a ``ready`` carries a room's whole history
-#: (e.g. 50 messages of 4096 characters, each escaped up to 6 bytes), so be generous
-MAX_SERVER_FRAME = 64 * 1024 * 1024
 _READ_CHUNK = 65536
 
 
@@ -54,13 +40,21 @@ class ChatClient:
     ) -> None:
         self._reader = reader
         self._writer = writer
-        self._framer = LineFramer(max_frame)
-        self._pending: list[bytes] = []
+        self.connection = ClientConnection(LineFramer(max_frame))
+        self._pending: list[ServerEvent] = []
         self._closing = False
         self._refs = itertools.count(1)
         self.address = address
-        self.welcome: Welcome | None = None
-        self.ready: Ready | None = None
+
+    @property
+    def welcome(self) -> Welcome | None:
+        """The server's welcome, once it arrived."""
+        return self.connection.welcome
+
+    @property
+    def ready(self) -> Ready | None:
+        """The ``ready`` that ended the login, once it arrived."""
+        return self.connection.ready
 
     @property
     def name(self) -> str:
@@ -73,8 +67,15 @@ class ChatClient:
 
     async def send(self, event: ClientEvent) -> None:
         """Send one frame; raise ConnectionFailed if the connection is gone."""
+        self.connection.send(event)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        data = self.connection.data_to_send()
+        if not data:
+            return
         try:
-            self._writer.write(encode(event))
+            self._writer.write(data)
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:
             raise ConnectionFailed(f"connection to {self.address} lost: {exc}") from exc
@@ -85,26 +86,30 @@ class ChatClient:
         ``pong`` is returned: a ping sent with :meth:`send` works as a barrier, since the
         server answers in order.
         """
-        while True:
-            while not self._pending:
-                try:
-                    data = await self._reader.read(_READ_CHUNK)
-                except (ConnectionError, OSError) as exc:
-                    raise ConnectionFailed(f"connection to {self.address} lost: {exc}") from exc
-                if not data:
-                    raise ConnectionFailed(f"the server at {self.address} closed the connection")
-                self._pending.extend(reversed(self._framer.feed(data)))
-            frame = self._pending.pop()
-            try:
-                event = decode_server_frame(frame)
-            except ProtocolError:
-                continue  # unknown types and fields from a newer server are ignored
-            if isinstance(event, Ping):
-                await self.send(Pong())
-                continue
-            if isinstance(event, Error) and event.code in FATAL_CODES:
-                raise ServerRefused(event.code, event.message)
-            return event
+        while not self._pending:
+            await self._read()
+        return self._pending.pop()
+
+    async def _read(self) -> None:
+        """Feed one chunk from the server to the connection core and answer its pings.
+
+        Raises the ChatError that ended the session once the events before it are taken.
+        """
+        conn = self.connection
+        if conn.failure is not None:
+            raise conn.failure
+        if conn.state is ClientState.CLOSED:
+            raise ConnectionFailed(f"the server at {self.address} closed the connection")
+        try:
+            data = await self._reader.read(_READ_CHUNK)
+        except (ConnectionError, OSError) as exc:
+            raise ConnectionFailed(f"connection to {self.address} lost: {exc}") from exc
+        if data:
+            conn.receive_data(data)
+        else:
+            conn.receive_eof()
+        self._pending[:0] = reversed(conn.events_received())
+        await self._flush()  # pongs
 
     async def events(self) -> AsyncIterator[ServerEvent]:
         """Yield server events until the session ends."""
@@ -131,15 +136,9 @@ class ChatClient:
     ) -> Ready:
         """Send ``hello`` and wait for ``ready``; a refusal raises ServerRefused."""
         await self.send(Hello(name=name, room=room or None, since=since, history=history))
-        while True:
-            event = await self.receive()
-            if isinstance(event, Welcome):
-                self.welcome = event
-            elif isinstance(event, Ready):
-                self.ready = event
-                return event
-            elif isinstance(event, Error):
-                raise ServerRefused(event.code, event.message)
+        while self.connection.ready is None:
+            await self._read()
+        return self.connection.ready
 
     async def __aenter__(self) -> ChatClient:
         return self

@@ -219,8 +219,10 @@ class LineFramer:
         lines = data.split(b"\n")
         self._tail = lines.pop()
         self._pending = len(self._tail)
-        frames: list[bytes] = []
         limit = self.max_frame
+        if len(data) <= limit and b"\r" not in data and all(lines):
+            return lines  # the common case: no line can be too long, empty or end in \r
+        frames: list[bytes] = []
         for line in lines:
             if line.endswith(b"\r"):
                 line = line[:-1]

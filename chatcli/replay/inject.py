@@ -34,12 +34,19 @@ import msgspec
 
 from chatcli.addresses import format_address, parse_address
 from chatcli.bench.histogram import Histogram
+from chatcli.client.acks import (
+    COUNT_RATE_LIMITED,
+    DEFAULT_ACK_TIMEOUT,
+    AckTracker,
+    Outcome,
+    Retry,
+    Settled,
+)
 from chatcli.client.connection import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
     Bye,
     DirectMessage,
-    Error,
     Joined,
     JoinRoom,
     Left,
@@ -77,8 +84,6 @@ __all__ = [
     "plan",
 ]
 
-#: seconds to wait for the answers still due when a client leaves (and for ordering)
-DEFAULT_ACK_TIMEOUT: Final = 10.0
 #: longest a message waits for the previous one (another client's) to be answered, so
 #: that the server relays them in order; past it, order is no longer guaranteed
 DEFAULT_ORDER_TIMEOUT: Final = 1.0
@@ -383,12 +388,17 @@ def _codes(codes: Counter[str]) -> str:
 
 
 class _Client:
-    """One injected user's connection and the messages it still waits answers for."""
+    """One injected user's connection and the messages it still waits answers for.
+
+    Each message waiting is tracked with a future that its answer resolves, so that the
+    next message (another client's) can wait for it to keep the conversation in order.
+    """
 
     def __init__(self, user: str, client: ChatClient) -> None:
         self.user = user
         self.client = client
-        self.pending: dict[str, asyncio.Future[str]] = {}
+        #: a rate-limited message is counted, not sent again: the report says how many
+        self.acks: AckTracker[asyncio.Future[Outcome]] = AckTracker(COUNT_RATE_LIMITED)
         self.leaving = False
         self.failure: ChatError | None = None
         self.receiver: asyncio.Task[None] | None = None
@@ -426,7 +436,7 @@ class Injector:
         )
         self._clients: dict[str, _Client] = {}
         self._leaving: dict[str, asyncio.Task[None]] = {}
-        self._last: asyncio.Future[str] | None = None  # the last message sent
+        self._last: asyncio.Future[Outcome] | None = None  # the last message sent
         self._last_client: _Client | None = None
         self._first_send: tuple[float, float] | None = None  # (wall, pos)
         self._stopping = asyncio.Event()
@@ -553,8 +563,8 @@ class Injector:
         await self._in_order(client)
         ref = client.client.next_ref()
         event = msgspec.structs.replace(action.event, ref=ref)
-        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        client.pending[ref] = answer
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        client.acks.sent(ref, answer)
         now = self._clock()
         self.report.lag.record(max(0, round((now - due) * 1_000_000)))
         if self._first_send is None:
@@ -582,39 +592,34 @@ class Injector:
     async def _receive(self, client: _Client) -> None:
         try:
             while True:
-                event = await client.client.receive()
-                if isinstance(event, (Msg, DirectMessage)) and isinstance(event.ref, str):
-                    self._settle(client, event.ref, "acknowledged")
-                elif isinstance(event, Error) and isinstance(event.ref, str):
-                    outcome = "rate_limited" if event.code == "rate_limited" else "refused"
-                    if self._settle(client, event.ref, outcome) and outcome == "refused":
-                        self.report.codes[clean_text(event.code)] += 1
+                answer = client.acks.receive(await client.client.receive())
+                if answer is not None:
+                    assert not isinstance(answer, Retry)  # the policy never retries
+                    self._count(answer)
         except ChatError as exc:
             if not client.leaving:
                 client.failure = exc
         finally:
             self._lose(client)
 
-    def _settle(self, client: _Client, ref: str, outcome: str) -> bool:
-        answer = client.pending.pop(ref, None)
-        if answer is None or answer.done():
-            return False
-        answer.set_result(outcome)
+    def _count(self, answer: Settled[asyncio.Future[Outcome]]) -> None:
+        """Put one settled message in the report and wake whoever waits for it."""
+        if not answer.sent.done():
+            answer.sent.set_result(answer.outcome)
         report = self.report
-        if outcome == "acknowledged":
+        if answer.outcome is Outcome.ACKNOWLEDGED:
             report.acknowledged += 1
-        elif outcome == "rate_limited":
+        elif answer.outcome is Outcome.RATE_LIMITED:
             report.rate_limited += 1
-        else:
+        elif answer.outcome is Outcome.REFUSED:
             report.refused += 1
-        return True
+            report.codes[clean_text(answer.code or "")] += 1
+        else:
+            report.lost += 1
 
     def _lose(self, client: _Client) -> None:
-        for answer in client.pending.values():
-            if not answer.done():
-                answer.set_result("lost")
-                self.report.lost += 1
-        client.pending.clear()
+        for answer in client.acks.lose_all():
+            self._count(answer)
 
     # ---------------------------------------------------------------- leaving
 

@@ -16,15 +16,19 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatcli.client.acks import (
+    DEFAULT_ACK_TIMEOUT,
+    RETRY_RATE_LIMITED,
+    AckTracker,
+    Outcome,
+    Retry,
+)
 from chatcli.client.connection import ChatClient, connect
 from chatcli.core.commands import HELP, parse_input
 from chatcli.core.protocol import (
     ClientEvent,
-    DirectMessage,
-    Error,
     JoinRoom,
     Me,
-    Msg,
     Ping,
     Pong,
     Ready,
@@ -44,12 +48,7 @@ from chatcli.ui.render import Renderer
 __all__ = ["JoinOptions", "JoinSession", "run_join"]
 
 #: seconds piped mode waits at end of input for its last messages to be acknowledged
-ACK_TIMEOUT = 10.0
-#: attempts piped mode makes at a rate-limited message before it reports it as refused
-RATE_LIMIT_RETRIES = 30
-#: first pause before re-sending a rate-limited message; doubles up to RETRY_MAX
-RETRY_FIRST = 0.2
-RETRY_MAX = 2.0
+ACK_TIMEOUT = DEFAULT_ACK_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -79,13 +78,11 @@ class JoinSession:
         self.renderer = renderer
         self.room = client.ready.room if client.ready else options.room or "lobby"
         self.recorder: TranscriptWriter | None = None
-        #: ref -> the event sent, until the server acknowledges or refuses it
-        self.pending: dict[str, ClientEvent] = {}
+        #: the messages sent that wait for the server's acknowledgement or refusal
+        self.acks: AckTracker[ClientEvent] = AckTracker(RETRY_RATE_LIMITED)
         self.refused = 0
         self.acked = asyncio.Event()
         self.acked.set()
-        #: ref -> how many times a rate-limited message has been sent again
-        self.retries: dict[str, int] = {}
         #: what went wrong re-sending in the background, raised by the front end
         self.failure: ChatError | None = None
         #: set when a pong arrives: everything sent before the ping has been answered
@@ -139,9 +136,14 @@ class JoinSession:
         self.refused += 1
         self.output.notice(why, error=True)
 
+    @property
+    def pending(self) -> int:
+        """How many messages sent still wait for the server's answer."""
+        return self.acks.waiting
+
     async def send_tracked(self, ref: str, event: ClientEvent) -> None:
         """Send a message whose acknowledgement (or refusal) will be waited for."""
-        self.pending[ref] = event
+        self.acks.sent(ref, event)
         self.acked.clear()
         await self.client.send(event)
 
@@ -154,42 +156,36 @@ class JoinSession:
             return
         if isinstance(event, Ready):
             self.room = event.room
-        elif isinstance(event, (Msg, DirectMessage)) and event.ref is not None:
-            self._settle(str(event.ref))
-        elif isinstance(event, Error) and event.ref is not None:
-            ref = str(event.ref)
-            sent = self.pending.get(ref)
-            if event.code == "rate_limited" and sent is not None:
-                self._retry(ref, sent)
+        answer = self.acks.receive(event)
+        if isinstance(answer, Retry):
+            self._retry(answer)
+            return
+        if answer is not None:
+            if answer.outcome is Outcome.RATE_LIMITED:  # retried until the policy gave up
+                self._refuse_locally("message refused: rate limited")
+                self._settled()
                 return
-            if sent is not None:
+            if answer.outcome is Outcome.REFUSED:
                 self.refused += 1
-            self._settle(ref)
+            self._settled()
         if self.recorder is not None:
             self._record(event)
         self.output.show(event)
 
-    def _retry(self, ref: str, event: ClientEvent) -> None:
-        """Send a rate-limited message again after a growing pause, or give up loudly."""
-        attempt = self.retries.get(ref, 0) + 1
-        self.retries[ref] = attempt
-        if attempt > RATE_LIMIT_RETRIES:
-            self._refuse_locally("message refused: rate limited")
-            self._settle(ref)
-            return
-        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1))
+    def _retry(self, retry: Retry[ClientEvent]) -> None:
+        """Send a rate-limited message again after the pause the policy asks for."""
         loop = asyncio.get_running_loop()
-        loop.call_later(delay, lambda: loop.create_task(self._resend(event)))
+        loop.call_later(retry.delay, lambda: loop.create_task(self._resend(retry)))
 
-    async def _resend(self, event: ClientEvent) -> None:
+    async def _resend(self, retry: Retry[ClientEvent]) -> None:
+        self.acks.resent(retry.ref)  # before sending: the answer may come at once
         try:
-            await self.client.send(event)
+            await self.client.send(retry.sent)
         except ConnectionFailed as exc:
             self.failure = exc
 
-    def _settle(self, ref: str) -> None:
-        self.pending.pop(ref, None)
-        if not self.pending:
+    def _settled(self) -> None:
+        if not self.acks.waiting:
             self.acked.set()
 
     async def receive_forever(self) -> None:
@@ -365,7 +361,7 @@ async def _piped(session: JoinSession) -> int:
         raise session.failure
     if session.pending:
         session.output.notice(
-            f"{len(session.pending)} message(s) not acknowledged within {ACK_TIMEOUT:g} s",
+            f"{session.pending} message(s) not acknowledged within {ACK_TIMEOUT:g} s",
             error=True,
         )
         return 1
