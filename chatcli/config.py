@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["LastJoin", "config_dir", "load_last_join", "save_last_join"]
+__all__ = ["LastJoin", "config_dir", "data_dir", "load_last_join", "save_last_join"]
 
 
 def config_dir() -> Path:
@@ -22,6 +22,17 @@ def config_dir() -> Path:
     from platformdirs import user_config_dir
 
     return Path(user_config_dir("chatcli", appauthor=False))
+
+
+def data_dir() -> Path:
+    """Where chatcli keeps data (the server's default store): ``CHATCLI_DATA_DIR`` or the
+    platform's user data dir."""
+    override = os.environ.get("CHATCLI_DATA_DIR")
+    if override:
+        return Path(override)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("chatcli", appauthor=False))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@
     ├── ConnectionFailed          could not reach a server, or it went away
     ├── ServerRefused             the server answered with an error that ends the session
     ├── TranscriptError           a transcript line could not be read (has .path, .line)
+    ├── StoreError                the store cannot be opened or used (in use, damaged, newer)
     └── UsageError                bad options or arguments given by the user
 
 Commands map ``ChatError`` to one clear line and a non-zero exit code; anything else is a bug.
@@ -21,6 +22,7 @@ __all__ = [
     "FrameTooLarge",
     "ProtocolError",
     "ServerRefused",
+    "StoreError",
     "TranscriptError",
     "UsageError",
 ]
@@ -73,6 +75,10 @@ class TranscriptError(ChatError):
         self.path = path
         self.line = line
         self.reason = reason
+
+
+class StoreError(ChatError):
+    """The store cannot be opened or used: in use by another server, damaged, too new."""
 
 
 class UsageError(ChatError):

@@ -50,3 +50,7 @@ class ServerSettings:
     max_connections: int = 20000
     #: directory for per-room transcripts (None: do not record)
     record_dir: Path | None = None
+    #: where rooms are kept: a SQLite file, "memory", or None for the default file
+    store: str | None = None
+    #: messages kept per room in the store (the oldest are dropped first)
+    retain: int = 100_000

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from processes import serve_process
+
+# No test may read or write the user's data dir (the server's default store lives there).
+os.environ["CHATCLI_DATA_DIR"] = tempfile.mkdtemp(prefix="chatcli-test-data-")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import selectors
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -64,11 +65,15 @@ def read_line(stream: Any, timeout: float) -> bytes:
 def chatcli(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[bytes]:
     """Start ``python -m chatcli ARGS`` with colour off and unbuffered output."""
     popen.setdefault("stdin", subprocess.DEVNULL)
+    env = dict(env or {})
+    if args[:1] == ("serve",) and "--store" not in args and "CHATCLI_DATA_DIR" not in env:
+        # every server gets a default store of its own: two at once must not share one
+        env["CHATCLI_DATA_DIR"] = tempfile.mkdtemp(prefix="chatcli-test-data-")
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
     return subprocess.Popen(
         [sys.executable, "-m", "chatcli", *args],
-        env={**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", **(env or {})},
+        env={**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1", **env},
         **popen,
     )
 

@@ -421,8 +421,9 @@ def test_serve_record_then_replay_to_reproduces_the_conversation(tmp_path: Path)
     from `chatcli replay --to`, and replaying what it recorded shows the same lines."""
     chatcli = [sys.executable, "-m", "chatcli"]
     record = tmp_path / "rec"
+    store = ["--store", str(tmp_path / "store.db")]
     server = subprocess.Popen(
-        [*chatcli, "serve", "--port", "0", "--rate-limit", "0", "--record", str(record)],
+        [*chatcli, "serve", "--port", "0", "--rate-limit", "0", "--record", str(record), *store],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -54,6 +54,7 @@ async def test_welcome_on_connect() -> None:
             "proto": 1,
             "users": [],
             "rooms": [{"name": "lobby", "users": 0}],
+            "features": ["resume"],
         }
 
 
@@ -73,6 +74,8 @@ async def test_welcome_lists_users_and_rooms() -> None:
 async def test_full_handshake_and_join() -> None:
     async with serving() as srv:
         alice = await srv.login("alice")
+        assert isinstance(alice.ready.pop("epoch"), str)  # spec 1.1: checked in test_resume*
+        assert isinstance(alice.ready.pop("resume"), str)
         assert alice.ready == {
             "type": "ready",
             "name": "alice",
@@ -83,7 +86,9 @@ async def test_full_handshake_and_join() -> None:
         bob = await srv.connect()
         await bob.expect("welcome", users=["alice"])
         await bob.send({"type": "hello", "name": "bob", "room": "lobby", "since": None})
-        assert await bob.recv() == {
+        ready = await bob.recv()
+        assert ready.pop("epoch") and ready.pop("resume")
+        assert ready == {
             "type": "ready",
             "name": "bob",
             "room": "lobby",

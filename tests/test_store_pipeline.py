@@ -13,6 +13,7 @@ import pytest
 
 from chatcli.core.intents import Append, Completion, Failed, Intent, Recall
 from chatcli.core.protocol import (
+    Bye,
     Error,
     Hello,
     Joined,
@@ -25,7 +26,7 @@ from chatcli.core.protocol import (
     Users,
     Who,
 )
-from chatcli.core.relay import Delivery, Relay, Session
+from chatcli.core.relay import Close, Delivery, Relay, Session
 from chatcli.errors import ProtocolError
 from chatcli.store.memory import MemoryStore
 from chatcli.store.pipeline import StorePipeline
@@ -253,3 +254,18 @@ def test_an_empty_room_is_forgotten_by_the_relay_but_its_ids_go_on_in_the_store(
     assert [m.id for m in msgs] == [2]
     left = [e for e in received(rig.handle(alice, JoinRoom(room="lobby"))).get("alice", [])]
     assert not any(isinstance(e, Left) for e in left)
+
+
+def test_bye_waits_behind_the_acknowledgement_of_what_was_said_before_it() -> None:
+    store = LaterStore()
+    rig = Rig(store)
+    alice, _ = rig.login("alice")
+    store.answer()
+    rig.pipeline.drain()
+    out = rig.handle(alice, Say(text="last words", ref=1)) + rig.handle(alice, Bye())
+    assert out == []  # neither the ack nor the close may go before the store answers
+    store.answer()
+    released = rig.pipeline.drain()
+    assert [type(x) for x in released] == [Delivery, Close]
+    ack = released[0]
+    assert isinstance(ack, Delivery) and isinstance(ack.echo, Msg) and ack.echo.ref == 1

@@ -14,10 +14,12 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 import psutil
@@ -38,11 +40,17 @@ class RelayProcess:
     """A ``chatcli serve`` on a free port of ``host`` (loopback), started and stopped by bench."""
 
     def __init__(self, extra_args: list[str] | None = None, host: str = "127.0.0.1") -> None:
+        extra_args = list(extra_args or [])
+        #: the relay's throwaway store (unless the caller chose one), removed at stop
+        self._store_dir: tempfile.TemporaryDirectory[str] | None = None
+        if "--store" not in extra_args:
+            self._store_dir = tempfile.TemporaryDirectory(prefix="chatcli-bench-")
+            extra_args += ["--store", str(Path(self._store_dir.name) / "bench.db")]
         ready, ready_w = os.pipe()
         command = [
             sys.executable, "-m", "chatcli", "serve", "--host", host, "--port", "0",
             "-q", "--rate-limit", "0", "--history", "0", "--max-buffer", str(64 << 20),
-            "--ready-fd", str(ready_w), *(extra_args or []),
+            "--ready-fd", str(ready_w), *extra_args,
         ]  # fmt: skip
         try:
             self.proc = subprocess.Popen(
@@ -115,6 +123,9 @@ class RelayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
+        if self._store_dir is not None:
+            self._store_dir.cleanup()
+            self._store_dir = None
 
 
 def _read_line(fd: int, deadline: float) -> bytes:

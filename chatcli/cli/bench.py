@@ -172,6 +172,13 @@ def _target(
     help="Fail (exit 1) unless EXPR holds, e.g. 'p99<50ms', 'loss==0'. Repeatable.",
 )
 @click.option(
+    "--relay-store",
+    type=click.Choice(["sqlite", "memory"]),
+    default="sqlite",
+    show_default=True,
+    help="Store of the relay bench starts: a throwaway SQLite file, or memory.",
+)
+@click.option(
     "--baseline",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Compare with an earlier --json report.",
@@ -204,6 +211,7 @@ def bench(
     junit_path: Path | None,
     summary_path: Path | None,
     threshold_exprs: tuple[str, ...],
+    relay_store: str,
     baseline: Path | None,
     max_regression: str,
 ) -> None:
@@ -224,6 +232,7 @@ def bench(
       chatcli bench --scenario idle --clients 5000
       chatcli bench -t 'p99<50ms' -t 'loss==0' --json bench.json
       chatcli bench --baseline main.json --max-regression 10%
+      chatcli bench --relay-store memory          # the relay without durability
       chatcli bench --report bench.html --junit bench.xml --summary-md summary.md
       chatcli bench report bench.json --baseline main.json --html bench.html
     """
@@ -256,6 +265,7 @@ def bench(
         workers=workers,
         scenario=scenario,
         target=target,
+        relay_args=("--store", "memory") if relay_store == "memory" else (),
         thresholds=tuple(parse_thresholds(threshold_exprs)),
         baseline=read_report(baseline) if baseline else None,
         max_regression=parse_tolerance(max_regression),

@@ -124,6 +124,24 @@ _DEFAULTS = ServerSettings()
     envvar="CHATCLI_RECORD",
     help="Record every room to a transcript in this directory.",
 )
+@click.option(
+    "--store",
+    metavar="PATH|memory",
+    default=None,
+    envvar="CHATCLI_STORE",
+    show_envvar=True,
+    help="SQLite file that keeps rooms across restarts (default: chatcli.db in the "
+    "user data dir), or 'memory' to keep nothing.",
+)
+@click.option(
+    "--retain",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=_DEFAULTS.retain,
+    show_default=True,
+    envvar="CHATCLI_RETAIN",
+    help="Messages kept per room in the store file (oldest dropped first).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
     "--ready-fd",
@@ -146,6 +164,8 @@ def serve(
     flush_interval: float,
     max_connections: int,
     record_dir: Path | None,
+    store: str | None,
+    retain: int,
     quiet: bool,
     ready_fd: int | None,
 ) -> None:
@@ -160,6 +180,8 @@ def serve(
       chatcli serve --port 0 -q                  # any free port, quiet
       chatcli serve --host 0.0.0.0 --port 7777   # share on your LAN
       chatcli serve --rate-limit 0 --history 200 --record recordings/
+      chatcli serve --store team.db --retain 1000000
+      chatcli serve --store memory               # keep nothing across restarts
     """
     from chatcli.addresses import format_address, parse_host
     from chatcli.logs import console_err, setup_logging
@@ -181,6 +203,8 @@ def serve(
         flush_interval=flush_interval,
         max_connections=max_connections,
         record_dir=record_dir,
+        store=store,
+        retain=retain,
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
 
@@ -191,6 +215,8 @@ def serve(
             with ready:
                 ready.write(encode_ready(addresses))
         if not quiet:
+            for line in store_lines:
+                console_err.print(f"store: {line}", style="dim", markup=False, soft_wrap=True)
             host, port = addresses[0]
             join = "chatcli join YOURNAME"
             if host not in (DEFAULT_HOST, "0.0.0.0", "::"):
@@ -199,11 +225,20 @@ def serve(
                 join += f" --port {port}"
             console_err.print(f"Ctrl-C stops it; join with: {join}", style="dim", markup=False)
 
-    try:
-        run(run_server(settings, on_listening=listening))
-    except OSError as exc:
-        from chatcli.cli.common import fail
+    store_lines: list[str] = []
 
+    def opened(store: Store) -> None:
+        store_lines.append(describe_store(store))
+
+    from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.errors import StoreError
+    from chatcli.store import Store, describe_store
+
+    try:
+        run(run_server(settings, on_listening=listening, on_store=opened))
+    except StoreError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
         fail(f"cannot listen on {format_address(host, port)}: {exc.strerror or exc}")
     finally:
         if ready is not None:

@@ -67,6 +67,10 @@ __all__ = [
 
 Ref = str | int | None
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+#: a client's id for one of its messages, so that a resend is stored once (spec 1.1, 1)
+Txn = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+#: an opaque token (room epochs, resume tokens); bounded so nobody can make us keep a novel
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 LEAVE_REASONS: Final = frozenset({"quit", "part", "lost", "timeout", "slow", "kicked"})
 #: how a leave reason reads in a line
@@ -107,13 +111,21 @@ class Hello(_Event, tag="hello", frozen=True):
     since: NonNegative | None = None
     history: NonNegative | None = None
     ref: Ref = None
+    #: the epoch ``since`` belongs to (from the last ``ready``): another one means start over
+    epoch: Token | None = None
+    #: the token of the last ``ready``: takes over a session the server still holds
+    resume: Token | None = None
 
 
 class Say(_Event, tag="say", frozen=True):
-    """Say ``text`` in the current room; ``ref`` is echoed back to the sender only."""
+    """Say ``text`` in the current room; ``ref`` is echoed back to the sender only.
+
+    ``txn`` makes a resend after a lost connection safe: the server stores it once.
+    """
 
     text: str
     ref: Ref = None
+    txn: Txn | None = None
 
 
 class Me(_Event, tag="me", frozen=True):
@@ -121,6 +133,7 @@ class Me(_Event, tag="me", frozen=True):
 
     text: str
     ref: Ref = None
+    txn: Txn | None = None
 
 
 class SendDirect(_Event, tag="dm", frozen=True):
@@ -172,6 +185,8 @@ class Welcome(_Event, tag="welcome", frozen=True):
     users: list[str]
     rooms: list[RoomInfo]
     hint: str
+    #: what the server offers beyond v1 ("resume", ...): spec 1.1
+    features: list[str] = []
 
 
 class Msg(_Event, tag="msg", frozen=True):
@@ -194,6 +209,10 @@ class Ready(_Event, tag="ready", frozen=True):
     users: list[str]
     history: list[Msg]
     truncated: bool = False
+    #: names the room's message stream; ids mean something only within one epoch
+    epoch: str | None = None
+    #: a secret that lets this client take its session over after a network failure
+    resume: str | None = None
 
 
 class Joined(_Event, tag="join", frozen=True):

@@ -24,7 +24,9 @@ class Append:
 
     ``targets`` are the room's members when it was said; ``version`` is the room's
     membership version then, so the relay can tell whether they are still the members
-    when the store answers (an asynchronous store answers later).
+    when the store answers (an asynchronous store answers later). ``txn``, when the client
+    gave one, makes the append idempotent per ``user`` (the sender's name key): a store
+    that already holds ``(user, txn)`` answers with that message, marked a duplicate.
     """
 
     session: Session
@@ -36,6 +38,8 @@ class Append:
     ref: Ref
     targets: Sequence[Session]
     version: int
+    txn: str | None = None
+    user: str = ""
 
 
 @dataclass(slots=True, eq=False)
@@ -43,13 +47,15 @@ class Recall:
     """Intent: read ``room``'s history for ``session``'s ``ready``.
 
     The last ``limit`` messages, or, when ``since`` is given, every kept message after
-    that id (with ``truncated`` set when some of them are no longer kept).
+    that id (with ``truncated`` set when some of them are no longer kept). A ``since``
+    from another ``epoch`` than the room's means nothing: the recent history, truncated.
     """
 
     session: Session
     room: str
     limit: int
     since: int | None
+    epoch: str | None = None
 
 
 Intent = Append | Recall
@@ -57,10 +63,14 @@ Intent = Append | Recall
 
 @dataclass(slots=True, eq=False)
 class Stored:
-    """The message of ``intent`` is kept as ``msg`` (with its id and room)."""
+    """The message of ``intent`` is kept as ``msg`` (with its id and room).
+
+    ``duplicate``: the store already had this ``txn`` and ``msg`` is what it kept then.
+    """
 
     intent: Append
     msg: Msg
+    duplicate: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -70,6 +80,7 @@ class Recalled:
     intent: Recall
     history: list[Msg]
     truncated: bool
+    epoch: str = ""
 
 
 @dataclass(slots=True, eq=False)

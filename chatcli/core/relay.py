@@ -10,12 +10,15 @@ later (SQLite, NATS JetStream) fits without the relay waiting on it. Membership 
 which room) lives here, in memory: it belongs to live connections, not to the store.
 
 Every refusal raises ProtocolError with the spec's code and the ``ref`` of the frame that
-caused it. ``bye`` never reaches the relay: ending a connection is the connection core's
-job, and it tells the relay through :meth:`Relay.leave` (reason ``quit``).
+caused it. ``bye`` is answered with a ``Close`` effect, which waits in line behind the
+messages the client sent before it (their acknowledgements go out first); the adapter
+then closes the connection and tells the relay through :meth:`Relay.leave`.
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +31,7 @@ from chatcli.core.intents import Append, Completion, Failed, Recall, Recalled, S
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
     PROTOCOL_VERSION,
+    Bye,
     ClientEvent,
     DirectMessage,
     Error,
@@ -58,6 +62,7 @@ from chatcli.errors import ProtocolError
 
 __all__ = [
     "FATAL_CODES",
+    "Close",
     "Delivery",
     "Effect",
     "Relay",
@@ -69,7 +74,19 @@ __all__ = [
 #: error codes after which the server closes the connection (a protocol fact, re-exported)
 from chatcli.core.protocol import FATAL_CODES
 
+#: what this server offers beyond protocol v1 (``welcome.features``, spec 1.1)
+FEATURES = ("resume",)
+
 WELCOME_HINT = 'type  login YOURNAME  (or send {"type":"hello","name":"YOURNAME"})'
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def _same_secret(given: str, kept: str | None) -> bool:
+    """Compare a resume token in constant time (a guess must learn nothing from timing)."""
+    return kept is not None and hmac.compare_digest(given.encode(), kept.encode())
 
 
 class TokenBucket:
@@ -104,7 +121,7 @@ class TokenBucket:
 class Session:
     """What the relay knows of one connection; ``link`` is the adapter's own handle."""
 
-    __slots__ = ("bucket", "key", "link", "name", "room")
+    __slots__ = ("bucket", "key", "link", "name", "resume", "room")
 
     def __init__(self, link: Any, bucket: TokenBucket) -> None:
         self.link = link
@@ -112,6 +129,8 @@ class Session:
         self.name: str | None = None
         self.key: str | None = None
         self.room: str | None = None
+        #: the secret of this session's last ready: whoever shows it may take the name over
+        self.resume: str | None = None
 
     @property
     def logged_in(self) -> bool:
@@ -135,8 +154,20 @@ class Delivery:
     echo: ServerEvent | None = None
 
 
-#: what the relay's methods return: deliveries to make and intents for the store
-Effect = Delivery | Append | Recall
+@dataclass(slots=True, eq=False)
+class Close:
+    """End ``session``'s connection (leave reason ``reason``) once what came before is out.
+
+    ``error`` is sent last when given (e.g. ``replaced``).
+    """
+
+    session: Session
+    reason: str
+    error: Error | None = None
+
+
+#: what the relay's methods return: deliveries to make, closes, and intents for the store
+Effect = Delivery | Close | Append | Recall
 
 _LOGIN_FIRST = 'log in first: {"type":"hello","name":"..."}'
 _ROOM_RULE = "rooms are 1-32 lowercase letters, digits, _ or -"
@@ -169,6 +200,7 @@ class Relay:
         clock: Callable[[], float] = now,
         monotonic: Callable[[], float] | None = None,
         default_room: str = DEFAULT_ROOM,
+        token: Callable[[], str] = _new_token,
     ) -> None:
         self.history_limit = history
         self.rate_limit = rate_limit
@@ -176,6 +208,7 @@ class Relay:
         self.clock = clock
         self.monotonic = monotonic or clock
         self.default_room = default_room
+        self.token = token
         self.users: dict[str, Session] = {}
         self._rooms: dict[str, _Room] = {default_room: _Room()}
 
@@ -193,6 +226,7 @@ class Relay:
             users=self._names(self.default_room),
             rooms=room_infos(self.counts()),
             hint=WELCOME_HINT,
+            features=list(FEATURES),
         )
 
     def login(self, session: Session, hello: Hello) -> list[Effect]:
@@ -211,11 +245,41 @@ class Relay:
         if not valid_room(room):
             raise ProtocolError("bad_request", _ROOM_RULE, ref)
         key = name_key(hello.name)
-        if key in self.users:
-            raise ProtocolError("name_taken", f"the name {hello.name!r} is already in use", ref)
+        holder = self.users.get(key)
+        if holder is not None:
+            if hello.resume is None or not _same_secret(hello.resume, holder.resume):
+                raise ProtocolError("name_taken", f"the name {hello.name!r} is already in use", ref)
+            return self._take_over(session, holder, room, hello)
         session.name, session.key = hello.name, key
         self.users[key] = session
-        return self._enter(session, room, hello.history, hello.since)
+        return self._enter(session, room, hello.history, hello.since, hello.epoch)
+
+    def _take_over(
+        self, session: Session, holder: Session, room: str, hello: Hello
+    ) -> list[Effect]:
+        """``session`` resumes ``holder``'s session: same name, same place, no leave or join.
+
+        The old connection is told ``replaced`` and closed; the room sees nothing unless the
+        resumed session asked for another room (then it moves, as ``join`` would).
+        """
+        assert holder.name is not None and holder.key is not None
+        session.name, session.key = holder.name, holder.key
+        self.users[holder.key] = session
+        old_room, holder.room = holder.room, None
+        holder.name = holder.key = holder.resume = None  # its close tells nobody
+        replaced = Error(code="replaced", message="this session was resumed by another connection")
+        out: list[Effect] = [Close(holder, "lost", replaced)]
+        if old_room is not None:
+            state = self._rooms[old_room]
+            state.members = {(session if s is holder else s): None for s in state.members}
+            state.version += 1
+            session.room = old_room
+        if session.room == room:
+            out.append(self._recall(session, hello.history, hello.since, hello.epoch))
+            return out
+        if session.room is not None:
+            out += self._exit(session, "part")
+        return out + self._enter(session, room, hello.history, hello.since, hello.epoch)
 
     def leave(self, session: Session, reason: str) -> list[Delivery]:
         """The session is gone (``reason`` as in the spec); tell its room."""
@@ -232,7 +296,7 @@ class Relay:
     def handle(self, session: Session, event: ClientEvent) -> list[Effect]:
         """Act on one decoded client event and return what must happen."""
         if type(event) is Say:
-            return self._say(session, event.text, event.ref, False)
+            return self._say(session, event.text, event.ref, False, event.txn)
         if isinstance(event, Hello):
             return self.login(session, event)
         if isinstance(event, Ping):
@@ -240,10 +304,12 @@ class Relay:
         if isinstance(event, Pong):
             return []
         ref: Ref = getattr(event, "ref", None)
+        if isinstance(event, Bye) and not session.logged_in:
+            return [Close(session, "quit")]
         if not session.logged_in:
             raise ProtocolError("not_logged_in", _LOGIN_FIRST, ref)
         if isinstance(event, Me):
-            return self._say(session, event.text, ref, True)
+            return self._say(session, event.text, ref, True, event.txn)
         if isinstance(event, SendDirect):
             return self._direct(session, event)
         if isinstance(event, Who):
@@ -253,15 +319,20 @@ class Relay:
             return [Delivery((session,), RoomList(rooms=room_infos(self.counts())))]
         if isinstance(event, JoinRoom):
             return self._switch(session, event.room, ref)
-        # bye is the connection core's to handle (it closes, then calls leave)
+        if isinstance(event, Bye):
+            return [Close(session, "quit")]
         raise ProtocolError("unknown_type", f"unhandled event {type(event).__name__}", ref)
 
     def complete(self, completion: Completion) -> list[Delivery]:
         """The store answered an intent: what to deliver now."""
         if type(completion) is Stored:
+            if completion.duplicate:  # a resend of a kept message: its sender alone is told
+                return self._acknowledge(completion.intent, completion.msg)
             return self._stored(completion.intent, completion.msg)
         if isinstance(completion, Recalled):
-            return self._recalled(completion.intent, completion.history, completion.truncated)
+            return self._recalled(
+                completion.intent, completion.history, completion.truncated, completion.epoch
+            )
         assert isinstance(completion, Failed)
         intent = completion.intent
         if isinstance(intent, Append):
@@ -289,7 +360,9 @@ class Relay:
 
     # -- messages -------------------------------------------------------------------
 
-    def _say(self, session: Session, text: str, ref: Ref, action: bool) -> list[Effect]:
+    def _say(
+        self, session: Session, text: str, ref: Ref, action: bool, txn: str | None
+    ) -> list[Effect]:
         room = session.room
         if room is None:
             raise ProtocolError("not_logged_in", _LOGIN_FIRST, ref)
@@ -298,11 +371,12 @@ class Relay:
         assert session.name is not None
         state = self._rooms[room]
         targets = tuple(state.members)
-        return [
-            Append(
-                session, room, session.name, text, self.clock(), action, ref, targets, state.version
-            )
-        ]
+        append = Append(
+            session, room, session.name, text, self.clock(), action, ref, targets, state.version
+        )
+        if txn is not None:
+            append.txn, append.user = txn, session.key or ""
+        return [append]
 
     def _stored(self, append: Append, msg: Msg) -> list[Delivery]:
         sender, targets = append.session, append.targets
@@ -316,6 +390,13 @@ class Relay:
                 targets += (sender,)  # the sender's copy is its acknowledgement
         echo = None if append.ref is None else _with_ref(msg, append.ref)
         return [Delivery(targets, msg, sender, echo)]
+
+    def _acknowledge(self, append: Append, msg: Msg) -> list[Delivery]:
+        sender = self.users.get(append.user)  # the session may have been resumed since
+        if sender is None:
+            return []
+        echo = msg if append.ref is None else _with_ref(msg, append.ref)
+        return [Delivery((sender,), echo)]
 
     def _direct(self, session: Session, event: SendDirect) -> list[Effect]:
         target = self.users.get(name_key(event.to))
@@ -333,14 +414,19 @@ class Relay:
         if not valid_room(room):
             raise ProtocolError("bad_request", _ROOM_RULE, ref)
         if room == session.room:
-            return [self._recall(session, None, None)]
+            return [self._recall(session, None, None, None)]
         out: list[Effect] = [*self._exit(session, "part")]
-        return out + self._enter(session, room, None, None)
+        return out + self._enter(session, room, None, None, None)
 
     # -- room membership ------------------------------------------------------------
 
     def _enter(
-        self, session: Session, room: str, limit: int | None, since: int | None
+        self,
+        session: Session,
+        room: str,
+        limit: int | None,
+        since: int | None,
+        epoch: str | None,
     ) -> list[Effect]:
         assert session.name is not None
         state = self._rooms.get(room)
@@ -352,23 +438,30 @@ class Relay:
         state.version += 1
         # Emitted even into an empty room: observers (recorders) see every join.
         joined = Delivery(others, Joined(room=room, name=session.name, ts=self.clock()))
-        return [self._recall(session, limit, since), joined]
+        return [self._recall(session, limit, since, epoch), joined]
 
-    def _recall(self, session: Session, limit: int | None, since: int | None) -> Recall:
+    def _recall(
+        self, session: Session, limit: int | None, since: int | None, epoch: str | None
+    ) -> Recall:
         assert session.room is not None
         keep = self.history_limit if limit is None else min(limit, self.history_limit)
-        return Recall(session, session.room, keep, since)
+        return Recall(session, session.room, keep, since, epoch)
 
-    def _recalled(self, recall: Recall, history: list[Msg], truncated: bool) -> list[Delivery]:
+    def _recalled(
+        self, recall: Recall, history: list[Msg], truncated: bool, epoch: str = ""
+    ) -> list[Delivery]:
         session = recall.session
         if session.room != recall.room or session.name is None:
             return []  # it left (or moved on) before the store answered
+        session.resume = self.token()  # each ready brings a new token
         ready = Ready(
             name=session.name,
             room=recall.room,
             users=self._names(recall.room),
             history=history,
             truncated=truncated,
+            epoch=epoch or None,
+            resume=session.resume,
         )
         return [Delivery((session,), ready)]
 

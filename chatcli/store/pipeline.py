@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from chatcli.core.intents import Intent
-from chatcli.core.relay import Delivery, Effect, Relay
+from chatcli.core.relay import Close, Delivery, Effect, Relay
 from chatcli.store.base import Store
 
 __all__ = ["StorePipeline"]
@@ -40,7 +40,7 @@ class StorePipeline:
         self.relay = relay
         self.store = store
         #: deliveries and unanswered intents in the order the relay produced them
-        self._line: deque[Delivery | _Slot] = deque()
+        self._line: deque[Delivery | Close | _Slot] = deque()
         #: submitted intents not yet answered, in submission order
         self._unanswered: deque[_Slot] = deque()
 
@@ -49,15 +49,15 @@ class StorePipeline:
         """Intents submitted to the store and not answered yet."""
         return len(self._unanswered)
 
-    def run(self, effects: Iterable[Effect]) -> list[Delivery]:
+    def run(self, effects: Iterable[Effect]) -> list[Delivery | Close]:
         """Submit the intents among ``effects``; return the deliveries that may go now."""
-        out: list[Delivery] = []
+        out: list[Delivery | Close] = []
         line = self._line
         if self._unanswered:  # an asynchronous store may have answered meanwhile
             self._collect()
             self._release(out)
         for effect in effects:
-            if type(effect) is Delivery:
+            if type(effect) is Delivery or type(effect) is Close:
                 if line:
                     line.append(effect)
                 else:
@@ -71,9 +71,9 @@ class StorePipeline:
             self._release(out)
         return out
 
-    def drain(self) -> list[Delivery]:
+    def drain(self) -> list[Delivery | Close]:
         """Take the store's completions that arrived since; return what may go now."""
-        out: list[Delivery] = []
+        out: list[Delivery | Close] = []
         self._collect()
         self._release(out)
         return out
@@ -85,14 +85,14 @@ class StorePipeline:
                 raise RuntimeError("the store answered its intents out of order")
             slot.deliveries = self.relay.complete(completion)
 
-    def _release(self, out: list[Delivery]) -> None:
+    def _release(self, out: list[Delivery | Close]) -> None:
         line = self._line
         while line:
             head = line[0]
-            if type(head) is Delivery:
-                out.append(head)
-            elif head.deliveries is not None:  # type: ignore[union-attr]
-                out.extend(head.deliveries)  # type: ignore[union-attr]
+            if type(head) is _Slot:
+                if head.deliveries is None:
+                    return
+                out.extend(head.deliveries)
             else:
-                return
+                out.append(head)  # type: ignore[arg-type]
             line.popleft()

@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from chatcli.core.protocol import (
-    Bye,
     ClientEvent,
     Error,
     Hello,
@@ -30,10 +30,11 @@ from chatcli.core.protocol import (
     format_text_event,
     parse_text_line,
 )
-from chatcli.core.relay import FATAL_CODES, Delivery, Effect, Relay, Session, error_event
+from chatcli.core.relay import FATAL_CODES, Close, Delivery, Effect, Relay, Session, error_event
 from chatcli.errors import FrameTooLarge, ProtocolError, TranscriptError
 from chatcli.runtime import raise_open_files_limit
 from chatcli.settings import ServerSettings
+from chatcli.store import open_store
 from chatcli.store.base import Store
 from chatcli.store.memory import MemoryStore
 from chatcli.store.pipeline import StorePipeline
@@ -94,6 +95,7 @@ class Connection(asyncio.Protocol):
             self.close_with(Error(code="server_full", message="too many connections"), "lost")
             return
         log.info("connect %s", self.peer)
+        keep_alive(transport.get_extra_info("socket"))
         transport.write(encode(self.relay.welcome()))
         self._timer = server.loop.call_later(server.settings.login_timeout, self._login_expired)
 
@@ -137,7 +139,8 @@ class Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
         else:
-            self.close_with(None, _EOF_REASON[bool(self.text)])
+            # after the acknowledgements of what it sent before (the store may be working)
+            self.server.deliver([Close(self.session, _EOF_REASON[bool(self.text)])])
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -173,9 +176,6 @@ class Connection(asyncio.Protocol):
 
     def _act(self, event: ClientEvent) -> None:
         """Hand one client event (from either mode) to the relay; deliver what it causes."""
-        if isinstance(event, Bye):
-            self.close_with(None, "quit")
-            return
         try:
             effects = self.relay.handle(self.session, event)
         except ProtocolError as exc:
@@ -203,7 +203,8 @@ class Connection(asyncio.Protocol):
             log.info("refused %s (%s): %s", self.who, exc.code, exc.message)
         elif self.refusals == _LOGGED_REFUSALS + 1:
             log.info("refused %s again; further refusals are not logged", self.who)
-        self.send(error_event(exc))
+        # in line behind what this client sent before (the store may still be working)
+        self.server.deliver([Delivery((self.session,), error_event(exc))])
 
     def _login_expired(self) -> None:
         self._timer = None
@@ -328,7 +329,7 @@ class ChatServer:
         self._dirty: list[Connection] = []
         self._flush_pending = False
         #: deliveries caused while a fan-out runs (a recipient cut off as slow leaves)
-        self._backlog: list[Delivery] = []
+        self._backlog: list[Delivery | Close] = []
         self._delivering = False
         self._last_flush = 0.0
         self._server: asyncio.base_events.Server | None = None
@@ -384,8 +385,13 @@ class ChatServer:
     def _store_answered(self) -> None:
         self.deliver(())  # runs the pipeline, which takes the store's completions first
 
-    def _fan_out(self, deliveries: Iterable[Delivery]) -> None:
+    def _fan_out(self, deliveries: Iterable[Delivery | Close]) -> None:
         for delivery in deliveries:
+            if type(delivery) is Close:
+                closing: Connection = delivery.session.link
+                closing.close_with(delivery.error, delivery.reason)
+                continue
+            assert type(delivery) is Delivery
             event = delivery.event
             for observer in self.observers:
                 observer(event)
@@ -483,10 +489,29 @@ async def run_server(
     settings: ServerSettings,
     on_listening: Callable[[list[tuple[str, int]]], None] | None = None,
     setup: Callable[[ChatServer], Any] | None = None,
+    on_store: Callable[[Store], None] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+    """Open the store, serve until SIGINT or SIGTERM, then shut down gracefully.
+
+    Raises StoreError before listening when the store cannot be used.
+    """
     raise_open_files_limit(settings.max_connections)
-    server = ChatServer(settings)
+    store = open_store(settings.store, history=settings.history, retain=settings.retain)
+    try:
+        if on_store is not None:
+            on_store(store)
+        await _serve(settings, store, on_listening, setup)
+    finally:
+        store.close()
+
+
+async def _serve(
+    settings: ServerSettings,
+    store: Store,
+    on_listening: Callable[[list[tuple[str, int]]], None] | None,
+    setup: Callable[[ChatServer], Any] | None,
+) -> None:
+    server = ChatServer(settings, store=store)
     if setup is not None:
         setup(server)
     recorder = _start_recording(server) if settings.record_dir is not None else None
@@ -504,11 +529,35 @@ async def run_server(
     finally:
         log.info("shutting down: %d connections", len(server.connections))
         await server.shutdown()
-        server.store.close()
         if recorder is not None:
             recorder.close()
             for path in recorder.paths:
                 log.info("recorded %s", path)
+
+
+#: TCP keepalive: probe after this many idle seconds, then every interval, this many times,
+#: so a vanished peer (above all a text session, which is never pinged) is noticed in ~2 min
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 15
+KEEPALIVE_COUNT = 4
+
+
+def keep_alive(sock: socket.socket | None) -> None:
+    """Turn TCP keepalive on for ``sock`` with the timings above, where the OS allows."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+            ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ):
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError as exc:  # e.g. a socket already reset by the peer
+        log.debug("no keepalive on %s: %s", sock, exc)
 
 
 def _start_recording(server: ChatServer) -> ServerRecorder:
