@@ -487,7 +487,7 @@ class Relay:
 
     @staticmethod
     def _in_use(name: str, holder: Session) -> str:
-        if holder.name is not None and name_key(holder.name) != name_key(name):
+        if holder.name is not None and holder.name.casefold() != name.casefold():
             return f"the name {name!r} looks like {holder.name!r}, who is online"
         return f"the name {name!r} is already in use"
 
