@@ -390,6 +390,38 @@ def test_ban_refuses_the_name_its_look_alikes_and_the_address(store: Store) -> N
     server.login("b4", "bob", address="10.0.0.9")
 
 
+def test_a_banned_address_is_refused_at_connect(store: Store) -> None:
+    server, boss, _bob = op_server(store)
+    server.send(boss, Ban(name="bob", minutes=5))
+    early = server.connect("early", "10.0.0.9")
+    server.run(server.relay.connect(early))
+    assert server.refusal("early") == "banned"
+    other = server.connect("other", "10.0.0.10")
+    server.run(server.relay.connect(other))
+    assert "other" not in server.closed
+
+
+def test_the_relay_counts_connections_per_address_and_frees_them_at_leave(
+    store: Store,
+) -> None:
+    server = Server(store, address_limit=AddressLimit(max_per_ip=2, exempt=[]))
+    sessions = []
+    for n in range(3):
+        session = server.connect(f"c{n}", "127.0.0.2")
+        server.run(server.relay.connect(session))
+        sessions.append(session)
+    assert server.refusal("c2") == "server_full"
+    assert server.relay.address_limit is not None
+    assert server.relay.address_limit.count("127.0.0.2") == 2
+    other = server.connect("c3", "127.0.0.3")  # another loopback address
+    server.run(server.relay.connect(other))
+    assert "c3" not in server.closed
+    server.run(server.relay.leave(sessions[0], "quit"))
+    again = server.connect("c4", "127.0.0.2")
+    server.run(server.relay.connect(again))
+    assert "c4" not in server.closed
+
+
 def test_unban_lifts_a_permanent_ban(store: Store) -> None:
     server, boss, _bob = op_server(store)
     server.send(boss, Ban(name="bob"))

@@ -17,12 +17,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AddBan",
+    "AddressChecked",
     "Answered",
     "Append",
     "Authenticate",
     "Authenticated",
     "BanRecord",
     "ChangePassword",
+    "CheckAddress",
     "Completion",
     "Failed",
     "Intent",
@@ -156,7 +158,18 @@ class LiftBan:
     ref: Ref
 
 
-Intent = Append | Recall | Authenticate | Register | ChangePassword | AddBan | LiftBan
+@dataclass(slots=True, eq=False)
+class CheckAddress:
+    """Intent: is ``address`` (a new connection's) banned at ``now``?"""
+
+    session: Session
+    address: str
+    now: float
+
+
+Intent = (
+    Append | Recall | Authenticate | Register | ChangePassword | AddBan | LiftBan | CheckAddress
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -206,6 +219,14 @@ class Authenticated:
 
 
 @dataclass(slots=True, eq=False)
+class AddressChecked:
+    """The answer to :class:`CheckAddress`: the active ban of that address, if any."""
+
+    intent: CheckAddress
+    ban: BanRecord | None
+
+
+@dataclass(slots=True, eq=False)
 class Answered:
     """The answer to Register, ChangePassword, AddBan or LiftBan: done, or why not."""
 
@@ -214,4 +235,4 @@ class Answered:
     reason: str = ""
 
 
-Completion = Stored | Recalled | Failed | Authenticated | Answered
+Completion = Stored | Recalled | Failed | Authenticated | Answered | AddressChecked

@@ -44,11 +44,13 @@ from chatcli.core.events import (
 )
 from chatcli.core.intents import (
     AddBan,
+    AddressChecked,
     Answered,
     Append,
     Authenticate,
     Authenticated,
     BanRecord,
+    CheckAddress,
     Completion,
     Failed,
     LiftBan,
@@ -286,6 +288,7 @@ class Session:
         "address",
         "bucket",
         "claim",
+        "counted",
         "early",
         "key",
         "link",
@@ -312,6 +315,8 @@ class Session:
         self.op = False
         #: frames received after hello while the store checks the name, handled after it
         self.early: list[ClientEvent] = []
+        #: counted against its address's connection limit (released at leave)
+        self.counted = False
 
     @property
     def logged_in(self) -> bool:
@@ -358,6 +363,7 @@ Effect = (
     | ChangePasswordIntent
     | AddBan
     | LiftBan
+    | CheckAddress
 )
 
 _LOGIN_FIRST = 'log in first: {"type":"hello","name":"..."}'
@@ -395,6 +401,7 @@ class Relay:
         ops: Collection[str] = (),
         server_password: str | None = None,
         failed_logins: FailedLogins | None = None,
+        address_limit: AddressLimit | None = None,
     ) -> None:
         self.history_limit = history
         self.rate_limit = rate_limit
@@ -411,6 +418,7 @@ class Relay:
         self.op_keys = frozenset(name_key(op) for op in ops)
         self.server_password = server_password
         self.failed_logins = failed_logins or FailedLogins(self.monotonic)
+        self.address_limit = address_limit
         #: name key -> until (monotonic seconds)
         self._mutes: dict[str, float] = {}
         #: operator actions for the adapter to log (take_audit)
@@ -422,6 +430,26 @@ class Relay:
         """A new connection (from IP ``address``, when the adapter knows it): its session."""
         bucket = TokenBucket(self.rate_limit, self.rate_burst, self.monotonic)
         return Session(link, bucket, address)
+
+    def connect(self, session: Session) -> list[Effect]:
+        """The adapter's hook for a new connection, called once after :meth:`open`.
+
+        Counts it against its address's limit (``server_full`` past it) and asks the store
+        whether the address is banned (``banned``, closed, when the answer comes). A
+        session whose address is unknown, or loopback for bans, is let through.
+        """
+        address = session.address
+        if address is None:
+            return []
+        limit = self.address_limit
+        if limit is not None:
+            if not limit.acquire(address):
+                full = Error(code="server_full", message="too many connections from your address")
+                return [Close(session, "lost", full)]
+            session.counted = True
+        if is_loopback(address):
+            return []
+        return [CheckAddress(session, address, self.clock())]
 
     def take_audit(self) -> list[AuditRecord]:
         """The operator actions since the last call, for the adapter to log."""
@@ -587,6 +615,9 @@ class Relay:
 
     def leave(self, session: Session, reason: str) -> list[Delivery]:
         """The session is gone (``reason`` as in the spec); tell its room."""
+        if session.counted and self.address_limit is not None and session.address is not None:
+            self.address_limit.release(session.address)
+        session.counted = False
         self._release(session, session.claim)
         session.claim = None
         if not session.logged_in:
@@ -665,12 +696,21 @@ class Relay:
             return self._authenticated(completion)
         if isinstance(completion, Answered):
             return self._answered(completion)
+        if isinstance(completion, AddressChecked):
+            ban, session = completion.ban, completion.intent.session
+            if ban is None:
+                return []
+            self._release(session, session.claim)  # a hello may be waiting on the store
+            session.claim, session.early = None, []
+            return [Close(session, "lost", Error(code="banned", message=_ban_text(ban)))]
         assert isinstance(completion, Failed)
         intent = completion.intent
         if isinstance(intent, Recall):
             # the room's history could not be read: the session is in the room all the same,
             # and its ready says that earlier messages may be missing
             return list(self._recalled(intent, [], True))
+        if isinstance(intent, CheckAddress):
+            return []  # the address is checked again at hello
         if isinstance(intent, Authenticate):
             self._release(intent.session, intent.keys)
             if intent.session.claim is intent.keys:
@@ -790,6 +830,8 @@ class Relay:
             raise ProtocolError("forbidden", "only operators may do that", ref)
         assert session.name is not None
         name = normalize(event.name)
+        if not name:
+            raise ProtocolError("bad_request", "name whom?", ref)
         keys = name_keys(name)
         target = self.users.get(keys[0])
         if target is None:

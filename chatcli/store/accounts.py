@@ -23,11 +23,13 @@ from typing import Protocol
 
 from chatcli.core.intents import (
     AddBan,
+    AddressChecked,
     Answered,
     Authenticate,
     Authenticated,
     BanRecord,
     ChangePassword,
+    CheckAddress,
     Completion,
     Intent,
     LiftBan,
@@ -112,6 +114,10 @@ def answer(book: AccountBook, intent: Intent) -> Completion:
         name, hashed = found
         verified = intent.password is not None and check_password(intent.password, hashed)
         return Authenticated(intent, True, verified, ban, name)
+    if isinstance(intent, CheckAddress):
+        bans = book.bans(("", ""), intent.address)
+        ban = next((b for b in bans if b.address == intent.address and b.active(intent.now)), None)
+        return AddressChecked(intent, ban)
     if isinstance(intent, Register):
         if book.account(intent.keys) is not None:
             return Answered(intent, False, "this name (or one like it) is already registered")
