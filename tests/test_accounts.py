@@ -35,6 +35,7 @@ from chatcli.core.events import (
     Users,
     Who,
 )
+from chatcli.core.intents import Completion
 from chatcli.core.relay import (
     AddressLimit,
     AuditRecord,
@@ -550,3 +551,34 @@ def test_a_muted_user_stays_muted_after_a_nick(store: Store) -> None:
     assert bob.name == "robert"
     refused = server.send(bob, Say(text="hi"))
     assert refused is not None and refused.code == "muted"
+
+
+class HeldStore(MemoryStore):
+    """A memory store whose answers wait while ``holding`` (as SQLite's come later)."""
+
+    holding = True
+
+    def completed(self) -> list[Completion]:
+        return [] if self.holding else super().completed()
+
+
+def test_frames_sent_before_the_store_answers_a_hello_are_kept_and_acted_on() -> None:
+    store = HeldStore()
+    relay = Relay(rate_limit=0, clock=Clock())
+    pipeline = StorePipeline(relay, store)
+    alice = relay.open("alice", "10.0.0.1")
+    out = pipeline.run(relay.handle(alice, Hello(name="alice", ref="h")))
+    out += pipeline.run(relay.handle(alice, Say(text="early", ref=1)))
+    out += pipeline.run(relay.handle(alice, Who(ref=2)))
+    assert out == [] and not alice.logged_in
+    # a second hello for the same name meanwhile is refused: the name is held
+    with pytest.raises(ProtocolError) as info:
+        relay.handle(relay.open("x"), Hello(name="ALICE"))
+    assert info.value.code == "name_taken"
+    store.holding = False
+    out += pipeline.drain()
+    assert pipeline.waiting == 0
+    events = [d.echo or d.event for d in out if isinstance(d, Delivery)]
+    assert [type(e) for e in events] == [Ready, type(events[1]), Msg, Users]
+    msg = events[2]
+    assert isinstance(msg, Msg) and (msg.text, msg.ref) == ("early", 1)
