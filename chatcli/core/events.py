@@ -36,7 +36,9 @@ __all__ = [
     "RECORDED",
     "RECORDED_TYPES",
     "SERVER_TYPES",
+    "Ban",
     "Bye",
+    "ChangePassword",
     "ClientEvent",
     "DirectMessage",
     "Error",
@@ -45,19 +47,28 @@ __all__ = [
     "Hello",
     "JoinRoom",
     "Joined",
+    "Kick",
     "Left",
     "Me",
+    "Moderated",
     "Msg",
+    "Mute",
+    "Nick",
+    "PasswordChanged",
     "Ping",
     "Pong",
     "Ready",
     "RecordedEvent",
+    "Register",
+    "Registered",
+    "Renamed",
     "RoomInfo",
     "RoomList",
     "RoomsRequest",
     "Say",
     "SendDirect",
     "ServerEvent",
+    "Unban",
     "Users",
     "Welcome",
     "Who",
@@ -71,6 +82,13 @@ NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Txn = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 #: an opaque token (room epochs, resume tokens); bounded so nobody can make us keep a novel
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+#: a password (account or server): bounded, never shown by repr() (see _Secrets)
+Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+#: a new account password (spec 1.1, section 2: 8-256 characters)
+NewPassword = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+Minutes = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
+Reason = Annotated[str, msgspec.Meta(max_length=200)]
 
 LEAVE_REASONS: Final = frozenset({"quit", "part", "lost", "timeout", "slow", "kicked"})
 #: how a leave reason reads in a line
@@ -92,6 +110,21 @@ class _Event(msgspec.Struct, tag_field="type", frozen=True, omit_defaults=True):
     """Base of every frame: a small immutable record tagged by its ``type``."""
 
 
+class _Secrets:
+    """Mixin: repr() masks the fields named in ``_secret`` so a password is never logged."""
+
+    __slots__ = ()
+    _secret: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        def shown(field: str) -> str:
+            value = getattr(self, field)
+            return "***" if field in self._secret and value is not None else repr(value)
+
+        fields = ", ".join(f"{f}={shown(f)}" for f in self.__struct_fields__)  # type: ignore[attr-defined]
+        return f"{type(self).__name__}({fields})"
+
+
 class Ping(_Event, tag="ping", frozen=True):
     """Heartbeat probe; the other side answers ``pong``."""
 
@@ -103,8 +136,10 @@ class Pong(_Event, tag="pong", frozen=True):
 # Client -> server
 
 
-class Hello(_Event, tag="hello", frozen=True):
+class Hello(_Secrets, _Event, tag="hello", frozen=True):
     """Login: the first JSON frame of a session."""
+
+    _secret = ("password", "server_password")
 
     name: str
     room: str | None = None
@@ -115,6 +150,10 @@ class Hello(_Event, tag="hello", frozen=True):
     epoch: Token | None = None
     #: the token of the last ``ready``: takes over a session the server still holds
     resume: Token | None = None
+    #: the account's password, needed for a registered name (spec 1.1, 2)
+    password: Secret | None = None
+    #: the server's password, needed when the server has one
+    server_password: Secret | None = None
 
 
 class Say(_Event, tag="say", frozen=True):
@@ -167,6 +206,62 @@ class Bye(_Event, tag="bye", frozen=True):
     """Log out; the server closes the connection."""
 
 
+class Register(_Secrets, _Event, tag="register", frozen=True):
+    """Claim the name one is logged in with: from then on it needs ``password``."""
+
+    _secret = ("password",)
+    password: NewPassword
+    ref: Ref = None
+
+
+class ChangePassword(_Secrets, _Event, tag="password", frozen=True):
+    """Change one's account password from ``old`` to ``new``."""
+
+    _secret = ("old", "new")
+    old: Secret
+    new: NewPassword
+    ref: Ref = None
+
+
+class Nick(_Event, tag="nick", frozen=True):
+    """Change one's name to ``name`` (same rules as at login)."""
+
+    name: str
+    ref: Ref = None
+
+
+class Kick(_Event, tag="kick", frozen=True):
+    """Operator: close ``name``'s connection (``kicked``)."""
+
+    name: str
+    reason: Reason = ""
+    ref: Ref = None
+
+
+class Ban(_Event, tag="ban", frozen=True):
+    """Operator: kick ``name`` and refuse its name, look-alikes and address; 0 = until unban."""
+
+    name: str
+    minutes: Minutes = 0
+    reason: Reason = ""
+    ref: Ref = None
+
+
+class Unban(_Event, tag="unban", frozen=True):
+    """Operator: lift the ban of ``name``."""
+
+    name: str
+    ref: Ref = None
+
+
+class Mute(_Event, tag="mute", frozen=True):
+    """Operator: ``name``'s messages are refused (``muted``) for ``minutes``; 0 unmutes."""
+
+    name: str
+    minutes: Minutes
+    ref: Ref = None
+
+
 # Server -> client
 
 
@@ -213,6 +308,8 @@ class Ready(_Event, tag="ready", frozen=True):
     epoch: str | None = None
     #: a secret that lets this client take its session over after a network failure
     resume: str | None = None
+    #: this user is an operator (spec 1.1, 3)
+    op: bool = False
 
 
 class Joined(_Event, tag="join", frozen=True):
@@ -247,6 +344,41 @@ class Users(_Event, tag="users", frozen=True):
 
     room: str
     users: list[str]
+    #: the operators among ``users``
+    ops: list[str] = []
+
+
+class Registered(_Event, tag="registered", frozen=True):
+    """Answer to ``register``: ``name`` now needs its password."""
+
+    name: str
+    ref: Ref = None
+
+
+class PasswordChanged(_Event, tag="password", frozen=True):
+    """Answer to ``password``: the account of ``name`` has its new password."""
+
+    name: str
+    ref: Ref = None
+
+
+class Renamed(_Event, tag="nick", frozen=True):
+    """Someone in the room changed its name from ``old`` to ``name``."""
+
+    room: str
+    old: str
+    name: str
+    ts: float
+    ref: Ref = None
+
+
+class Moderated(_Event, tag="moderated", frozen=True):
+    """Answer to an operator frame: ``action`` (kick, ban, unban, mute) done on ``name``."""
+
+    action: str
+    name: str
+    minutes: int | None = None
+    ref: Ref = None
 
 
 class RoomList(_Event, tag="rooms", frozen=True):
@@ -265,9 +397,41 @@ class Error(_Event, tag="error", frozen=True):
 
 # Written out for the type checker (and msgspec's decoders); tests/test_events.py checks
 # that each union holds exactly the classes EVENTS gives its direction.
-ClientEvent = Hello | Say | Me | SendDirect | Who | RoomsRequest | JoinRoom | Bye | Ping | Pong
+ClientEvent = (
+    Hello
+    | Say
+    | Me
+    | SendDirect
+    | Who
+    | RoomsRequest
+    | JoinRoom
+    | Bye
+    | Register
+    | ChangePassword
+    | Nick
+    | Kick
+    | Ban
+    | Unban
+    | Mute
+    | Ping
+    | Pong
+)
 ServerEvent = (
-    Welcome | Ready | Joined | Left | Msg | DirectMessage | Users | RoomList | Error | Ping | Pong
+    Welcome
+    | Ready
+    | Joined
+    | Left
+    | Msg
+    | DirectMessage
+    | Users
+    | RoomList
+    | Error
+    | Registered
+    | PasswordChanged
+    | Renamed
+    | Moderated
+    | Ping
+    | Pong
 )
 #: the events a transcript records
 RecordedEvent = Msg | DirectMessage | Joined | Left
@@ -337,6 +501,23 @@ def _error(event: Error, options: LineOptions) -> list[Line]:
     return [Line(tuple(spans))]
 
 
+def _renamed(event: Renamed, options: LineOptions) -> list[Line]:
+    return [notice(event.ts, options, name(event.old), " is now known as ", name(event.name))]
+
+
+def _registered(event: Registered, options: LineOptions) -> list[Line]:
+    return [notice(None, options, "the name ", name(event.name), " is registered to you")]
+
+
+def _password_changed(event: PasswordChanged, options: LineOptions) -> list[Line]:
+    return [notice(None, options, "your password is changed")]
+
+
+def _moderated(event: Moderated, options: LineOptions) -> list[Line]:
+    time = f" for {event.minutes} min" if event.minutes else ""
+    return [notice(None, options, f"{clean_text(event.action)}: ", name(event.name), time)]
+
+
 def _welcome(event: Welcome, options: LineOptions) -> list[Line]:
     online: tuple[str | Span, ...] = ("; online: ", *names(event.users)) if event.users else ()
     return [notice(None, options, "connected to ", event.server, *online)]
@@ -395,6 +576,13 @@ EVENTS: Final[tuple[EventType, ...]] = (
     EventType(RoomsRequest, "client"),
     EventType(JoinRoom, "client", room="room"),
     EventType(Bye, "client"),
+    EventType(Register, "client"),
+    EventType(ChangePassword, "client"),
+    EventType(Nick, "client", target="name"),
+    EventType(Kick, "client", target="name"),
+    EventType(Ban, "client", target="name"),
+    EventType(Unban, "client", target="name"),
+    EventType(Mute, "client", target="name"),
     # server -> client
     EventType(Welcome, "server", text=True, layout=_welcome),
     EventType(Ready, "server", room="room", actor="name", text=True, layout=_ready),
@@ -409,6 +597,12 @@ EVENTS: Final[tuple[EventType, ...]] = (
     EventType(Users, "server", room="room", text=True, layout=_users),
     EventType(RoomList, "server", text=True, layout=_rooms),
     EventType(Error, "server", text=True, layout=_error),
+    EventType(Registered, "server", actor="name", text=True, layout=_registered),
+    EventType(PasswordChanged, "server", text=True, layout=_password_changed),
+    EventType(
+        Renamed, "server", room="room", actor="old", target="name", text=True, layout=_renamed
+    ),
+    EventType(Moderated, "server", target="name", text=True, layout=_moderated),
 )
 
 _BY_CLASS: Final[dict[type, EventType]] = {entry.cls: entry for entry in EVENTS}

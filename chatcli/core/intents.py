@@ -10,12 +10,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chatcli.core.events import Msg, Ref
+from chatcli.core.events import Hello, Msg, Nick, Ref
 
 if TYPE_CHECKING:
     from chatcli.core.relay import Session
 
-__all__ = ["Append", "Completion", "Failed", "Intent", "Recall", "Recalled", "Stored"]
+__all__ = [
+    "AddBan",
+    "AddressChecked",
+    "Answered",
+    "Append",
+    "Authenticate",
+    "Authenticated",
+    "BanRecord",
+    "ChangePassword",
+    "CheckAddress",
+    "Completion",
+    "Failed",
+    "Intent",
+    "LiftBan",
+    "Recall",
+    "Recalled",
+    "Register",
+    "Stored",
+]
 
 
 @dataclass(slots=True, eq=False)
@@ -58,7 +76,100 @@ class Recall:
     epoch: str | None = None
 
 
-Intent = Append | Recall
+@dataclass(frozen=True, slots=True)
+class BanRecord:
+    """A ban: the name's two keys (chatcli.core.names) and the address, until ``until``.
+
+    ``until`` None is until unbanned; ``address`` None bans the name only (loopback
+    addresses are never banned). ``by`` is the operator who banned, for the log.
+    """
+
+    key: str
+    alike: str
+    name: str
+    address: str | None
+    until: float | None
+    reason: str
+    by: str
+
+    def active(self, now: float) -> bool:
+        """True while the ban holds."""
+        return self.until is None or now < self.until
+
+
+@dataclass(slots=True, eq=False)
+class Authenticate:
+    """Intent: may ``session`` log in as ``name`` (keys ``keys``) from ``address``?
+
+    The store looks the name (and its look-alikes) up among accounts and bans, and checks
+    ``password`` against the account's hash (slow on purpose, so never on the event loop
+    of a store that has a thread). ``hello`` is kept for the login that follows;
+    ``rename`` instead when a logged-in session asks to change its name (``nick``).
+    """
+
+    session: Session
+    hello: Hello | None
+    name: str
+    keys: tuple[str, str]
+    address: str | None
+    password: str | None
+    now: float
+    rename: Nick | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Register:
+    """Intent: ``session``'s name (``keys``) gets an account with ``password``."""
+
+    session: Session
+    name: str
+    keys: tuple[str, str]
+    password: str
+    ref: Ref
+
+
+@dataclass(slots=True, eq=False)
+class ChangePassword:
+    """Intent: the account with ``keys`` gets password ``new`` if ``old`` is its password."""
+
+    session: Session
+    keys: tuple[str, str]
+    old: str
+    new: str
+    ref: Ref
+
+
+@dataclass(slots=True, eq=False)
+class AddBan:
+    """Intent: keep ``ban`` (replacing any ban of the same name) so it survives restarts."""
+
+    session: Session
+    ban: BanRecord
+    ref: Ref
+
+
+@dataclass(slots=True, eq=False)
+class LiftBan:
+    """Intent: remove every ban of a name with one of ``keys`` (lifting ``name``'s ban)."""
+
+    session: Session
+    name: str
+    keys: tuple[str, str]
+    ref: Ref
+
+
+@dataclass(slots=True, eq=False)
+class CheckAddress:
+    """Intent: is ``address`` (a new connection's) banned at ``now``?"""
+
+    session: Session
+    address: str
+    now: float
+
+
+Intent = (
+    Append | Recall | Authenticate | Register | ChangePassword | AddBan | LiftBan | CheckAddress
+)
 
 
 @dataclass(slots=True, eq=False)
@@ -91,4 +202,37 @@ class Failed:
     reason: str
 
 
-Completion = Stored | Recalled | Failed
+@dataclass(slots=True, eq=False)
+class Authenticated:
+    """The answer to :class:`Authenticate`.
+
+    ``registered``: the name (or a look-alike) has an account, named ``account``;
+    ``verified``: the password given matches it; ``ban``: an active ban of the name, its
+    look-alikes or the address, if any.
+    """
+
+    intent: Authenticate
+    registered: bool
+    verified: bool
+    ban: BanRecord | None = None
+    account: str = ""
+
+
+@dataclass(slots=True, eq=False)
+class AddressChecked:
+    """The answer to :class:`CheckAddress`: the active ban of that address, if any."""
+
+    intent: CheckAddress
+    ban: BanRecord | None
+
+
+@dataclass(slots=True, eq=False)
+class Answered:
+    """The answer to Register, ChangePassword, AddBan or LiftBan: done, or why not."""
+
+    intent: Register | ChangePassword | AddBan | LiftBan
+    ok: bool
+    reason: str = ""
+
+
+Completion = Stored | Recalled | Failed | Authenticated | Answered | AddressChecked

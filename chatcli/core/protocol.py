@@ -54,6 +54,7 @@ from chatcli.core.events import (
     event_type,
 )
 from chatcli.core.lines import TEXT_MODE, plain_text
+from chatcli.core.names import RESERVED_NAMES, name_key, valid_name
 from chatcli.core.sanitize import MAX_TEXT, checked_text, clean_text, json_kind, preview
 from chatcli.errors import FrameTooLarge, ProtocolError
 
@@ -66,6 +67,7 @@ __all__ = [
     "LEAVE_REASONS",
     "MAX_TEXT",
     "PROTOCOL_VERSION",
+    "RESERVED_NAMES",
     "SERVER_TYPES",
     "TEXT_HELP",
     "Bye",
@@ -243,19 +245,9 @@ class LineFramer:
 
 # -------------------------------------------------------------------- validation
 
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,24}")
 _ROOM_RE: Final = re.compile(r"[a-z0-9_\-]{1,32}")
-RESERVED_NAMES: Final = frozenset({"server", "system"})
-
-
-def valid_name(name: str) -> bool:
-    """True for 1-24 ASCII letters, digits, ``_ - .`` that are not reserved."""
-    return _NAME_RE.fullmatch(name) is not None and name.lower() not in RESERVED_NAMES
-
-
-def name_key(name: str) -> str:
-    """The identity of a name: names are unique case-insensitively."""
-    return name.lower()
+# Names in every script (spec 1.1, section 2) live in chatcli.core.names; re-exported here,
+# where the rest of chatcli imports them from.
 
 
 def valid_room(room: str) -> bool:

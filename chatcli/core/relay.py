@@ -18,16 +18,49 @@ then closes the connection and tells the relay through :meth:`Relay.leave`.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
-from collections.abc import Callable, Collection, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from chatcli import __version__
-from chatcli.core.events import Ref
-from chatcli.core.intents import Append, Completion, Failed, Recall, Recalled, Stored
+from chatcli.core.events import (
+    Ban,
+    ChangePassword,
+    Kick,
+    Moderated,
+    Mute,
+    Nick,
+    PasswordChanged,
+    Ref,
+    Register,
+    Registered,
+    Renamed,
+    Unban,
+)
+from chatcli.core.intents import (
+    AddBan,
+    AddressChecked,
+    Answered,
+    Append,
+    Authenticate,
+    Authenticated,
+    BanRecord,
+    CheckAddress,
+    Completion,
+    Failed,
+    LiftBan,
+    Recall,
+    Recalled,
+    Stored,
+)
+from chatcli.core.intents import ChangePassword as ChangePasswordIntent
+from chatcli.core.intents import Register as RegisterIntent
+from chatcli.core.names import NAME_RULE, name_error, name_key, name_keys, normalize
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
     PROTOCOL_VERSION,
@@ -52,19 +85,20 @@ from chatcli.core.protocol import (
     Users,
     Welcome,
     Who,
-    name_key,
     now,
     room_infos,
-    valid_name,
     valid_room,
 )
 from chatcli.errors import ProtocolError
 
 __all__ = [
     "FATAL_CODES",
+    "AddressLimit",
+    "AuditRecord",
     "Close",
     "Delivery",
     "Effect",
+    "FailedLogins",
     "Relay",
     "Session",
     "TokenBucket",
@@ -75,7 +109,17 @@ __all__ = [
 from chatcli.core.protocol import FATAL_CODES
 
 #: what this server offers beyond protocol v1 (``welcome.features``, spec 1.1)
-FEATURES = ("resume",)
+FEATURES = ("resume",)  # "accounts" joins once join/serve offer them (issue 9)
+#: failed-login limiting (spec 1.1, section 2): more than this many wrong passwords...
+MAX_FAILED_LOGINS = 5
+#: ...from one address within this many seconds blocks password logins from it
+FAILED_LOGIN_WINDOW = 60.0
+#: connections one address may hold (``serve --max-per-ip``)
+DEFAULT_MAX_PER_IP = 16
+#: operator actions kept for the adapter to log (oldest dropped if it never takes them)
+AUDIT_KEEP = 1000
+#: frames a client may send after its hello before the store has answered about its name
+MAX_EARLY_FRAMES = 256
 
 WELCOME_HINT = 'type  login YOURNAME  (or send {"type":"hello","name":"YOURNAME"})'
 
@@ -118,19 +162,161 @@ class TokenBucket:
         return True
 
 
+def is_loopback(address: str | None) -> bool:
+    """True for a loopback address (127.0.0.0/8, ::1); never banned by address."""
+    if address is None:
+        return False
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class FailedLogins:
+    """Guessing limit: more than ``limit`` wrong passwords from one address in ``window``
+    seconds blocks further password logins from it until the window has passed.
+
+    Pure state with an injected clock; addresses are strings (None counts as one address).
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        limit: int = MAX_FAILED_LOGINS,
+        window: float = FAILED_LOGIN_WINDOW,
+    ) -> None:
+        self.clock = clock
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str | None, deque[float]] = {}
+
+    def _recent(self, address: str | None) -> deque[float] | None:
+        stamps = self._failures.get(address)
+        if stamps is None:
+            return None
+        cut = self.clock() - self.window
+        while stamps and stamps[0] <= cut:
+            stamps.popleft()
+        if not stamps:
+            del self._failures[address]
+            return None
+        return stamps
+
+    def blocked(self, address: str | None) -> bool:
+        """True while ``address`` has had more than ``limit`` failures in the window."""
+        stamps = self._recent(address)
+        return stamps is not None and len(stamps) > self.limit
+
+    def failed(self, address: str | None) -> None:
+        """Count one wrong password from ``address``."""
+        self._recent(address)
+        self._failures.setdefault(address, deque()).append(self.clock())
+
+
+class AddressLimit:
+    """Per-address connection counting (``--max-per-ip``), pure: the adapter calls it.
+
+    ``exempt`` lists addresses or networks that are never limited; None (the default)
+    exempts loopback addresses, as ergo does, and an empty list exempts nothing.
+    """
+
+    def __init__(
+        self, max_per_ip: int = DEFAULT_MAX_PER_IP, exempt: Iterable[str] | None = None
+    ) -> None:
+        self.max_per_ip = max_per_ip
+        self._exempt = (
+            None if exempt is None else [ipaddress.ip_network(e, strict=False) for e in exempt]
+        )
+        self._open: dict[str, int] = {}
+
+    def exempt(self, address: str) -> bool:
+        """True when ``address`` is not counted."""
+        if self._exempt is None:
+            return is_loopback(address)
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._exempt)
+
+    def acquire(self, address: str) -> bool:
+        """Count a new connection from ``address``; False means refuse it (server_full)."""
+        if self.exempt(address):
+            return True
+        count = self._open.get(address, 0)
+        if count >= self.max_per_ip:
+            return False
+        self._open[address] = count + 1
+        return True
+
+    def release(self, address: str) -> None:
+        """A connection from ``address`` (one that was acquired) closed."""
+        if self.exempt(address):
+            return
+        count = self._open.get(address, 0) - 1
+        if count > 0:
+            self._open[address] = count
+        else:
+            self._open.pop(address, None)
+
+    def count(self, address: str) -> int:
+        """Connections counted for ``address`` now."""
+        return self._open.get(address, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An operator action for the adapter to log: who did what to whom, and why."""
+
+    by: str
+    action: str
+    name: str
+    minutes: int | None = None
+    reason: str = ""
+    address: str | None = None
+
+
 class Session:
-    """What the relay knows of one connection; ``link`` is the adapter's own handle."""
+    """What the relay knows of one connection; ``link`` is the adapter's own handle.
 
-    __slots__ = ("bucket", "key", "link", "name", "resume", "room")
+    ``address`` is the peer's IP address: the adapter sets it (``Relay.open(link,
+    address)``); bans, per-address limits and the guessing limit use it.
+    """
 
-    def __init__(self, link: Any, bucket: TokenBucket) -> None:
+    __slots__ = (
+        "account",
+        "address",
+        "bucket",
+        "claim",
+        "counted",
+        "early",
+        "key",
+        "link",
+        "name",
+        "op",
+        "resume",
+        "room",
+    )
+
+    def __init__(self, link: Any, bucket: TokenBucket, address: str | None = None) -> None:
         self.link = link
         self.bucket = bucket
+        self.address = address
         self.name: str | None = None
         self.key: str | None = None
         self.room: str | None = None
         #: the secret of this session's last ready: whoever shows it may take the name over
         self.resume: str | None = None
+        #: the two name keys this session holds (logged in) or is being checked for
+        self.claim: tuple[str, str] | None = None
+        #: the registered name this session proved it owns (its password), if any
+        self.account: str | None = None
+        #: an operator: a ``--op`` name logged in with its account's password
+        self.op = False
+        #: frames received after hello while the store checks the name, handled after it
+        self.early: list[ClientEvent] = []
+        #: counted against its address's connection limit (released at leave)
+        self.counted = False
 
     @property
     def logged_in(self) -> bool:
@@ -167,7 +353,18 @@ class Close:
 
 
 #: what the relay's methods return: deliveries to make, closes, and intents for the store
-Effect = Delivery | Close | Append | Recall
+Effect = (
+    Delivery
+    | Close
+    | Append
+    | Recall
+    | Authenticate
+    | RegisterIntent
+    | ChangePasswordIntent
+    | AddBan
+    | LiftBan
+    | CheckAddress
+)
 
 _LOGIN_FIRST = 'log in first: {"type":"hello","name":"..."}'
 _ROOM_RULE = "rooms are 1-32 lowercase letters, digits, _ or -"
@@ -201,6 +398,10 @@ class Relay:
         monotonic: Callable[[], float] | None = None,
         default_room: str = DEFAULT_ROOM,
         token: Callable[[], str] = _new_token,
+        ops: Collection[str] = (),
+        server_password: str | None = None,
+        failed_logins: FailedLogins | None = None,
+        address_limit: AddressLimit | None = None,
     ) -> None:
         self.history_limit = history
         self.rate_limit = rate_limit
@@ -211,12 +412,50 @@ class Relay:
         self.token = token
         self.users: dict[str, Session] = {}
         self._rooms: dict[str, _Room] = {default_room: _Room()}
+        #: both keys of every name held (logged in or being checked) -> its session
+        self._taken: dict[str, Session] = {}
+        self._taken_alike: dict[str, Session] = {}
+        self.op_keys = frozenset(name_key(op) for op in ops)
+        self.server_password = server_password
+        self.failed_logins = failed_logins or FailedLogins(self.monotonic)
+        self.address_limit = address_limit
+        #: name key -> until (monotonic seconds)
+        self._mutes: dict[str, float] = {}
+        #: operator actions for the adapter to log (take_audit)
+        self.audit: deque[AuditRecord] = deque(maxlen=AUDIT_KEEP)
 
     # -- sessions -----------------------------------------------------------------
 
-    def open(self, link: Any) -> Session:
-        """A new connection: its session, not logged in yet."""
-        return Session(link, TokenBucket(self.rate_limit, self.rate_burst, self.monotonic))
+    def open(self, link: Any, address: str | None = None) -> Session:
+        """A new connection (from IP ``address``, when the adapter knows it): its session."""
+        bucket = TokenBucket(self.rate_limit, self.rate_burst, self.monotonic)
+        return Session(link, bucket, address)
+
+    def connect(self, session: Session) -> list[Effect]:
+        """The adapter's hook for a new connection, called once after :meth:`open`.
+
+        Counts it against its address's limit (``server_full`` past it) and asks the store
+        whether the address is banned (``banned``, closed, when the answer comes). A
+        session whose address is unknown, or loopback for bans, is let through.
+        """
+        address = session.address
+        if address is None:
+            return []
+        limit = self.address_limit
+        if limit is not None:
+            if not limit.acquire(address):
+                full = Error(code="server_full", message="too many connections from your address")
+                return [Close(session, "lost", full)]
+            session.counted = True
+        if is_loopback(address):
+            return []
+        return [CheckAddress(session, address, self.clock())]
+
+    def take_audit(self) -> list[AuditRecord]:
+        """The operator actions since the last call, for the adapter to log."""
+        records = list(self.audit)
+        self.audit.clear()
+        return records
 
     def welcome(self) -> Welcome:
         """The greeting every new connection gets before it says anything."""
@@ -230,29 +469,118 @@ class Relay:
         )
 
     def login(self, session: Session, hello: Hello) -> list[Effect]:
-        """Bind a name to ``session`` and enter the requested room."""
+        """Check a ``hello`` and ask the store about the name; :meth:`complete` logs in.
+
+        Refusals that need no store (server password, name rules, a name in use, the
+        guessing limit) raise at once; the name is held while the store looks it up.
+        """
         ref = hello.ref
-        if session.logged_in:
+        if session.logged_in or session.claim is not None:
             raise ProtocolError("bad_request", "already logged in", ref)
-        if not valid_name(hello.name):
-            raise ProtocolError(
-                "name_invalid",
-                "names are 1-24 letters, digits, '_', '-' or '.'; 'server' and 'system' "
-                "are reserved",
-                ref,
-            )
+        address = session.address
+        if self.server_password is not None or hello.password is not None:
+            self._check_guessing(address, ref)
+        if self.server_password is not None:
+            given = hello.server_password
+            if given is None or not _same_secret(given, self.server_password):
+                if given is not None:
+                    self.failed_logins.failed(address)
+                raise ProtocolError("auth_failed", "this server needs its password", ref)
+        name, problem = _checked_name(hello.name)
+        if problem is not None:
+            raise ProtocolError("name_invalid", problem, ref)
         room = self.default_room if hello.room is None else hello.room
         if not valid_room(room):
             raise ProtocolError("bad_request", _ROOM_RULE, ref)
-        key = name_key(hello.name)
-        holder = self.users.get(key)
+        keys = name_keys(name)
+        holder = self._holder(keys)
         if holder is not None:
             if hello.resume is None or not _same_secret(hello.resume, holder.resume):
-                raise ProtocolError("name_taken", f"the name {hello.name!r} is already in use", ref)
-            return self._take_over(session, holder, room, hello)
-        session.name, session.key = hello.name, key
-        self.users[key] = session
-        return self._enter(session, room, hello.history, hello.since, hello.epoch)
+                raise ProtocolError("name_taken", self._in_use(name, holder), ref)
+            if holder.logged_in:
+                return self._take_over(session, holder, room, hello)
+            raise ProtocolError("name_taken", self._in_use(name, holder), ref)
+        self._hold(session, keys)
+        password = hello.password
+        return [Authenticate(session, hello, name, keys, address, password, self.clock())]
+
+    def _check_guessing(self, address: str | None, ref: Ref) -> None:
+        if self.failed_logins.blocked(address):
+            raise ProtocolError(
+                "auth_failed", "too many wrong passwords from your address: wait a minute", ref
+            )
+
+    def _holder(self, keys: tuple[str, str]) -> Session | None:
+        return self._taken.get(keys[0]) or self._taken_alike.get(keys[1])
+
+    @staticmethod
+    def _in_use(name: str, holder: Session) -> str:
+        if holder.name is not None and holder.name.casefold() != name.casefold():
+            return f"the name {name!r} looks like {holder.name!r}, who is online"
+        return f"the name {name!r} is already in use"
+
+    def _hold(self, session: Session, keys: tuple[str, str]) -> None:
+        session.claim = keys
+        self._taken[keys[0]] = session
+        self._taken_alike[keys[1]] = session
+
+    def _release(self, session: Session, keys: tuple[str, str] | None) -> None:
+        if keys is None:
+            return
+        if self._taken.get(keys[0]) is session:
+            del self._taken[keys[0]]
+        if self._taken_alike.get(keys[1]) is session:
+            del self._taken_alike[keys[1]]
+
+    def _authenticated(self, done: Authenticated) -> list[Effect]:
+        """The store's answer about a login: refuse it, or log the session in."""
+        intent = done.intent
+        session, hello = intent.session, intent.hello
+        assert hello is not None
+        if session.claim is not intent.keys or session.logged_in:
+            return []  # it left while the store looked
+        address = session.address
+
+        def refuse(code: str, message: str) -> list[Effect]:
+            self._release(session, intent.keys)
+            session.claim, session.early = None, []
+            return [Close(session, "lost", Error(code=code, message=message, ref=hello.ref))]
+
+        if done.ban is not None:
+            return refuse("banned", _ban_text(done.ban))
+        if done.registered:
+            if self.failed_logins.blocked(address):
+                return refuse("auth_failed", "too many wrong passwords from your address")
+            if intent.password is None:
+                return refuse("auth_failed", f"{intent.name!r} is registered: give its password")
+            if not done.verified:
+                self.failed_logins.failed(address)
+                return refuse("auth_failed", "wrong password")
+            session.account = done.account
+            session.op = name_key(done.account) in self.op_keys
+        session.name, session.key = intent.name, intent.keys[0]
+        self.users[intent.keys[0]] = session
+        room = self.default_room if hello.room is None else hello.room
+        out = self._enter(session, room, hello.history, hello.since, hello.epoch)
+        return out + self._handle_early(session)
+
+    def _handle_early(self, session: Session) -> list[Effect]:
+        """Act on the frames that came between hello and the store's answer, in order.
+
+        A refusal becomes the error it would have been; one that ends the connection
+        ends the run (the adapter does the same for frames it hands over itself).
+        """
+        out: list[Effect] = []
+        early, session.early = session.early, []
+        for event in early:
+            try:
+                out += self.handle(session, event)
+            except ProtocolError as exc:
+                if exc.code in FATAL_CODES:
+                    out.append(Close(session, "lost", error_event(exc)))
+                    break
+                out.append(Delivery((session,), error_event(exc)))
+        return out
 
     def _take_over(
         self, session: Session, holder: Session, room: str, hello: Hello
@@ -265,6 +593,10 @@ class Relay:
         assert holder.name is not None and holder.key is not None
         session.name, session.key = holder.name, holder.key
         self.users[holder.key] = session
+        session.account, session.op = holder.account, holder.op
+        if holder.claim is not None:
+            self._hold(session, holder.claim)
+        holder.claim, holder.account, holder.op = None, None, False
         old_room, holder.room = holder.room, None
         holder.name = holder.key = holder.resume = None  # its close tells nobody
         replaced = Error(code="replaced", message="this session was resumed by another connection")
@@ -283,10 +615,16 @@ class Relay:
 
     def leave(self, session: Session, reason: str) -> list[Delivery]:
         """The session is gone (``reason`` as in the spec); tell its room."""
+        if session.counted and self.address_limit is not None and session.address is not None:
+            self.address_limit.release(session.address)
+        session.counted = False
+        self._release(session, session.claim)
+        session.claim = None
         if not session.logged_in:
             return []
         assert session.key is not None and session.name is not None
-        self.users.pop(session.key, None)
+        if self.users.get(session.key) is session:
+            del self.users[session.key]
         out = self._exit(session, reason)
         session.name = session.key = None
         return out
@@ -295,7 +633,7 @@ class Relay:
 
     def handle(self, session: Session, event: ClientEvent) -> list[Effect]:
         """Act on one decoded client event and return what must happen."""
-        if type(event) is Say:
+        if type(event) is Say and session.room is not None:  # the hot path first
             return self._say(session, event.text, event.ref, False, event.txn)
         if isinstance(event, Hello):
             return self.login(session, event)
@@ -307,42 +645,239 @@ class Relay:
         if isinstance(event, Bye) and not session.logged_in:
             return [Close(session, "quit")]
         if not session.logged_in:
+            if session.claim is not None:  # hello sent, store not answered yet: hold it
+                if len(session.early) >= MAX_EARLY_FRAMES:
+                    raise ProtocolError("rate_limited", "wait for ready: frame not taken", ref)
+                session.early.append(event)
+                return []
             raise ProtocolError("not_logged_in", _LOGIN_FIRST, ref)
+        if isinstance(event, Say):
+            return self._say(session, event.text, ref, False, event.txn)
         if isinstance(event, Me):
             return self._say(session, event.text, ref, True, event.txn)
         if isinstance(event, SendDirect):
             return self._direct(session, event)
         if isinstance(event, Who):
             assert session.room is not None
-            return [Delivery((session,), Users(room=session.room, users=self._names(session.room)))]
+            room = session.room
+            ops = sorted((s.name for s in self.members(room) if s.op and s.name), key=str.lower)
+            return [Delivery((session,), Users(room=room, users=self._names(room), ops=ops))]
         if isinstance(event, RoomsRequest):
             return [Delivery((session,), RoomList(rooms=room_infos(self.counts())))]
         if isinstance(event, JoinRoom):
             return self._switch(session, event.room, ref)
         if isinstance(event, Bye):
             return [Close(session, "quit")]
+        if isinstance(event, Register):
+            return self._register(session, event)
+        if isinstance(event, ChangePassword):
+            return self._change_password(session, event)
+        if isinstance(event, Nick):
+            return self._nick(session, event)
+        if isinstance(event, (Kick, Ban, Unban, Mute)):
+            return self._moderate(session, event)
         raise ProtocolError("unknown_type", f"unhandled event {type(event).__name__}", ref)
 
-    def complete(self, completion: Completion) -> list[Delivery]:
-        """The store answered an intent: what to deliver now."""
+    def complete(self, completion: Completion) -> list[Effect]:
+        """The store answered an intent: what to deliver (or ask the store) now."""
         if type(completion) is Stored:
             if completion.duplicate:  # a resend of a kept message: its sender alone is told
-                return self._acknowledge(completion.intent, completion.msg)
-            return self._stored(completion.intent, completion.msg)
+                return list(self._acknowledge(completion.intent, completion.msg))
+            return list(self._stored(completion.intent, completion.msg))
         if isinstance(completion, Recalled):
-            return self._recalled(
-                completion.intent, completion.history, completion.truncated, completion.epoch
+            return list(
+                self._recalled(
+                    completion.intent, completion.history, completion.truncated, completion.epoch
+                )
             )
+        if isinstance(completion, Authenticated):
+            if completion.intent.rename is not None:
+                return self._renamed(completion)
+            return self._authenticated(completion)
+        if isinstance(completion, Answered):
+            return self._answered(completion)
+        if isinstance(completion, AddressChecked):
+            ban, session = completion.ban, completion.intent.session
+            if ban is None:
+                return []
+            self._release(session, session.claim)  # a hello may be waiting on the store
+            session.claim, session.early = None, []
+            return [Close(session, "lost", Error(code="banned", message=_ban_text(ban)))]
         assert isinstance(completion, Failed)
         intent = completion.intent
-        if isinstance(intent, Append):
-            if not intent.session.logged_in:
-                return []
-            error = Error(code="unavailable", message=completion.reason, ref=intent.ref)
-            return [Delivery((intent.session,), error)]
-        # the room's history could not be read: the session is in the room all the same,
-        # and its ready says that earlier messages may be missing
-        return self._recalled(intent, [], True)
+        if isinstance(intent, Recall):
+            # the room's history could not be read: the session is in the room all the same,
+            # and its ready says that earlier messages may be missing
+            return list(self._recalled(intent, [], True))
+        if isinstance(intent, CheckAddress):
+            return []  # the address is checked again at hello
+        if isinstance(intent, Authenticate):
+            self._release(intent.session, intent.keys)
+            if intent.session.claim is intent.keys:
+                intent.session.claim, intent.session.early = None, []
+        if not intent.session.logged_in and not isinstance(intent, Authenticate):
+            return []
+        ref: Ref = None
+        if not isinstance(intent, Authenticate):
+            ref = intent.ref
+        elif intent.rename is not None:
+            ref = intent.rename.ref
+        elif intent.hello is not None:
+            ref = intent.hello.ref
+        error = Error(code="unavailable", message=completion.reason, ref=ref)
+        return [Delivery((intent.session,), error)]
+
+    # -- accounts, names and moderation ---------------------------------------------
+
+    def _register(self, session: Session, event: Register) -> list[Effect]:
+        assert session.name is not None
+        if session.account is not None and name_key(session.account) == session.key:
+            raise ProtocolError("bad_request", "your name is already registered", event.ref)
+        keys = name_keys(session.name)
+        return [RegisterIntent(session, session.name, keys, event.password, event.ref)]
+
+    def _change_password(self, session: Session, event: ChangePassword) -> list[Effect]:
+        if session.account is None:
+            raise ProtocolError("bad_request", "your name is not registered", event.ref)
+        self._check_guessing(session.address, event.ref)
+        keys = name_keys(session.account)
+        return [ChangePasswordIntent(session, keys, event.old, event.new, event.ref)]
+
+    def _answered(self, done: Answered) -> list[Effect]:
+        intent = done.intent
+        session = intent.session
+        if not session.logged_in:
+            return []
+        if not done.ok:
+            if isinstance(intent, ChangePasswordIntent):
+                self.failed_logins.failed(session.address)
+            code = "forbidden" if isinstance(intent, ChangePasswordIntent) else "bad_request"
+            return [Delivery((session,), Error(code=code, message=done.reason, ref=intent.ref))]
+        reply: ServerEvent
+        if isinstance(intent, RegisterIntent):
+            session.account = intent.name
+            reply = Registered(name=intent.name, ref=intent.ref)
+        elif isinstance(intent, ChangePasswordIntent):
+            reply = PasswordChanged(name=session.account or "", ref=intent.ref)
+        elif isinstance(intent, AddBan):
+            minutes = None if intent.ban.until is None else self._minutes(intent.ban.until)
+            reply = Moderated(action="ban", name=intent.ban.name, minutes=minutes, ref=intent.ref)
+        else:
+            reply = Moderated(action="unban", name=intent.name, ref=intent.ref)
+        return [Delivery((session,), reply)]
+
+    def _minutes(self, until: float) -> int:
+        return max(0, round((until - self.clock()) / 60))
+
+    def _nick(self, session: Session, event: Nick) -> list[Effect]:
+        """Change a name: the rules of a login (bans and accounts through the store)."""
+        ref = event.ref
+        name, problem = _checked_name(event.name)
+        if problem is not None:  # the connection stays open: a rename is not a login
+            raise ProtocolError("bad_request", problem, ref)
+        keys = name_keys(name)
+        holder = self._holder(keys)
+        if holder is not None and holder is not session:
+            raise ProtocolError("bad_request", self._in_use(name, holder), ref)
+        if holder is None:  # hold the new name too while the store looks it up
+            self._taken[keys[0]] = session
+            self._taken_alike[keys[1]] = session
+        return [Authenticate(session, None, name, keys, session.address, None, self.clock(), event)]
+
+    def _renamed(self, done: Authenticated) -> list[Effect]:
+        intent = done.intent
+        session, keys = intent.session, intent.keys
+        assert intent.rename is not None
+        ref = intent.rename.ref
+        old_keys = session.claim
+        if old_keys is None or not session.logged_in or session.room is None:
+            self._release(session, keys)
+            return []
+
+        def refuse(code: str, message: str) -> list[Effect]:
+            if keys[0] != old_keys[0] and self._taken.get(keys[0]) is session:
+                del self._taken[keys[0]]
+            if keys[1] != old_keys[1] and self._taken_alike.get(keys[1]) is session:
+                del self._taken_alike[keys[1]]
+            return [Delivery((session,), Error(code=code, message=message, ref=ref))]
+
+        own = session.account is not None and (
+            name_keys(session.account)[0] == keys[0] or name_keys(session.account)[1] == keys[1]
+        )
+        if done.ban is not None and done.ban.address != session.address:
+            return refuse("forbidden", f"{intent.name!r} is banned")
+        if done.registered and not own:
+            return refuse("forbidden", f"{intent.name!r} is registered: log in with it instead")
+        old, old_key = session.name, session.key
+        assert old is not None and old_key is not None
+        self._release(session, old_keys)
+        self._hold(session, keys)
+        del self.users[old_key]
+        session.name, session.key = intent.name, keys[0]
+        self.users[keys[0]] = session
+        if old_key in self._mutes:
+            self._mutes[keys[0]] = self._mutes.pop(old_key)
+        state = self._rooms[session.room]
+        event = Renamed(room=session.room, old=old, name=intent.name, ts=self.clock())
+        echo = None if ref is None else msgspec.structs.replace(event, ref=ref)
+        targets = tuple(state.members)
+        return [Delivery(targets, event, session, echo)]
+
+    def _moderate(self, session: Session, event: Kick | Ban | Unban | Mute) -> list[Effect]:
+        """An operator frame: forbidden unless ``session`` is an operator."""
+        ref = event.ref
+        if not session.op:
+            raise ProtocolError("forbidden", "only operators may do that", ref)
+        assert session.name is not None
+        name = normalize(event.name)
+        if not name:
+            raise ProtocolError("bad_request", "name whom?", ref)
+        keys = name_keys(name)
+        target = self.users.get(keys[0])
+        if target is None:
+            alike = self._taken_alike.get(keys[1])
+            target = alike if alike is not None and alike.logged_in else None
+        address = None if target is None or is_loopback(target.address) else target.address
+        if isinstance(event, Unban):
+            self.audit.append(AuditRecord(session.name, "unban", name))
+            return [LiftBan(session, name, keys, ref)]
+        if isinstance(event, Mute):
+            if event.minutes:
+                self._mutes[keys[0]] = self.monotonic() + event.minutes * 60
+            else:
+                self._mutes.pop(keys[0], None)
+            self.audit.append(AuditRecord(session.name, "mute", name, event.minutes))
+            reply = Moderated(action="mute", name=name, minutes=event.minutes, ref=ref)
+            return [Delivery((session,), reply)]
+        reason = event.reason
+        out: list[Effect] = []
+        if isinstance(event, Ban):
+            until = self.clock() + event.minutes * 60 if event.minutes else None
+            shown = target.name if target is not None and target.name else name
+            ban = BanRecord(keys[0], keys[1], shown, address, until, reason, session.name)
+            self.audit.append(
+                AuditRecord(session.name, "ban", shown, event.minutes, reason, address)
+            )
+            out.append(AddBan(session, ban, ref))
+            code = "banned"
+        elif target is None:
+            raise ProtocolError("no_such_user", f"no user named {event.name!r} is online", ref)
+        else:
+            self.audit.append(AuditRecord(session.name, "kick", name, None, reason, address))
+            out.append(Delivery((session,), Moderated(action="kick", name=name, ref=ref)))
+            code = "kicked"
+        if target is not None:
+            text = f"{code} by {session.name}" + (f": {reason}" if reason else "")
+            out.insert(0, Close(target, "kicked", Error(code=code, message=text)))
+        return out
+
+    def _muted(self, session: Session, ref: Ref) -> None:
+        until = self._mutes.get(session.key or "")
+        if until is None:
+            return
+        if self.monotonic() < until:
+            raise ProtocolError("muted", "an operator muted you", ref)
+        del self._mutes[session.key or ""]
 
     def counts(self) -> list[tuple[str, int]]:
         """(room, member count) for every room worth listing: occupied, or the default."""
@@ -366,6 +901,7 @@ class Relay:
         room = session.room
         if room is None:
             raise ProtocolError("not_logged_in", _LOGIN_FIRST, ref)
+        self._muted(session, ref)
         if not session.bucket.take():
             raise ProtocolError("rate_limited", "slow down: message not sent", ref)
         assert session.name is not None
@@ -402,6 +938,7 @@ class Relay:
         target = self.users.get(name_key(event.to))
         if target is None:
             raise ProtocolError("no_such_user", f"no user named {event.to!r} is online", event.ref)
+        self._muted(session, event.ref)
         if not session.bucket.take():
             raise ProtocolError("rate_limited", "slow down: message not sent", event.ref)
         assert session.name is not None and target.name is not None
@@ -462,6 +999,7 @@ class Relay:
             truncated=truncated,
             epoch=epoch or None,
             resume=session.resume,
+            op=session.op,
         )
         return [Delivery((session,), ready)]
 
@@ -486,6 +1024,18 @@ class Relay:
 
 def _with_ref(event: Msg | DirectMessage, ref: Ref) -> Msg | DirectMessage:
     return msgspec.structs.replace(event, ref=ref)
+
+
+def _checked_name(given: str) -> tuple[str, str | None]:
+    """The name as it is kept (NFKC), and why it is refused (None when it is not)."""
+    name = normalize(given)
+    problem = name_error(name)
+    return name, None if problem is None else f"{problem}; {NAME_RULE}"
+
+
+def _ban_text(ban: BanRecord) -> str:
+    how_long = "until an operator lifts it" if ban.until is None else "for now"
+    return f"banned {how_long}" + (f": {ban.reason}" if ban.reason else "")
 
 
 def error_event(exc: ProtocolError) -> Error:

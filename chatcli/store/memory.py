@@ -2,7 +2,9 @@
 
 It completes every intent inside ``submit``, so a relay over it delivers in the same
 event-loop turn and pays nothing for the store port. Nothing survives a restart, so each
-room gets a new epoch when this process first sees it.
+room gets a new epoch when this process first sees it. Accounts and bans are kept in
+memory too (:class:`MemoryBook`); their password hashing runs inside ``submit``, on the
+event loop (see chatcli.store.accounts for the cost and why it is acceptable here).
 """
 
 from __future__ import annotations
@@ -12,10 +14,19 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
-from chatcli.core.intents import Append, Completion, Intent, Recall, Recalled, Stored
+from chatcli.core.intents import (
+    Append,
+    BanRecord,
+    Completion,
+    Intent,
+    Recall,
+    Recalled,
+    Stored,
+)
 from chatcli.core.protocol import Msg
+from chatcli.store.accounts import answer
 
-__all__ = ["TXN_KEEP_COUNT", "TXN_KEEP_SECONDS", "MemoryStore", "new_epoch"]
+__all__ = ["TXN_KEEP_COUNT", "TXN_KEEP_SECONDS", "MemoryBook", "MemoryStore", "new_epoch"]
 
 #: a user's txns are remembered for at least this long...
 TXN_KEEP_SECONDS = 24 * 3600.0
@@ -39,6 +50,47 @@ class _RoomLog:
         self.epoch = new_epoch()
 
 
+class MemoryBook:
+    """Accounts and bans in dictionaries (the AccountBook of chatcli.store.accounts)."""
+
+    def __init__(self) -> None:
+        #: name key -> (look-alike key, name, hash)
+        self._accounts: dict[str, tuple[str, str, str]] = {}
+        #: name key -> ban
+        self._bans: dict[str, BanRecord] = {}
+
+    def account(self, keys: tuple[str, str]) -> tuple[str, str] | None:
+        found = self._accounts.get(keys[0])
+        if found is None:
+            found = next((a for a in self._accounts.values() if a[0] == keys[1]), None)
+        return None if found is None else (found[1], found[2])
+
+    def put_account(self, keys: tuple[str, str], name: str, hashed: str) -> None:
+        self._accounts[keys[0]] = (keys[1], name, hashed)
+
+    def set_hash(self, key: str, hashed: str) -> None:
+        alike, name, _ = self._accounts[key]
+        self._accounts[key] = (alike, name, hashed)
+
+    def bans(self, keys: tuple[str, str], address: str | None) -> list[BanRecord]:
+        return [
+            ban
+            for ban in self._bans.values()
+            if ban.key == keys[0]
+            or ban.alike == keys[1]
+            or (address is not None and ban.address == address)
+        ]
+
+    def put_ban(self, ban: BanRecord) -> None:
+        self._bans[ban.key] = ban
+
+    def drop_bans(self, keys: tuple[str, str]) -> int:
+        gone = [k for k, ban in self._bans.items() if ban.key == keys[0] or ban.alike == keys[1]]
+        for key in gone:
+            del self._bans[key]
+        return len(gone)
+
+
 class MemoryStore:
     """Keeps the last ``keep`` messages of every room in memory; ids never restart.
 
@@ -53,6 +105,7 @@ class MemoryStore:
         self._done: list[Completion] = []
         #: user -> txn -> (when, the message it was stored as), oldest first
         self._txns: dict[str, OrderedDict[str, tuple[float, Msg]]] = {}
+        self.book = MemoryBook()
 
     # -- the Store port ----------------------------------------------------------------
 
@@ -69,14 +122,15 @@ class MemoryStore:
             if intent.txn is not None:
                 self._remember(intent.user, intent.txn, msg)
             self._done.append(Stored(intent, msg))
-        else:
-            assert isinstance(intent, Recall)
+        elif isinstance(intent, Recall):
             log = self._log(intent.room)
             if intent.epoch is not None and intent.epoch != log.epoch:
                 history, truncated = self.history(intent.room, intent.limit, None)[0], True
             else:
                 history, truncated = self.history(intent.room, intent.limit, intent.since)
             self._done.append(Recalled(intent, history, truncated, log.epoch))
+        else:
+            self._done.append(answer(self.book, intent))
 
     def completed(self) -> list[Completion]:
         done, self._done = self._done, []

@@ -30,7 +30,8 @@ class _Slot:
 
     def __init__(self, intent: Intent) -> None:
         self.intent = intent
-        self.deliveries: list[Delivery] | None = None
+        #: what the relay made of the completion: deliveries, closes and further slots
+        self.deliveries: list[Delivery | Close | _Slot] | None = None
 
 
 class StorePipeline:
@@ -63,13 +64,16 @@ class StorePipeline:
                 else:
                     out.append(effect)
                 continue
-            slot = _Slot(effect)  # type: ignore[arg-type]
-            self._unanswered.append(slot)
-            line.append(slot)
-            self.store.submit(slot.intent)
+            line.append(self._submit(effect))  # type: ignore[arg-type]
             self._collect()
             self._release(out)
         return out
+
+    def _submit(self, intent: Intent) -> _Slot:
+        slot = _Slot(intent)
+        self._unanswered.append(slot)
+        self.store.submit(intent)
+        return slot
 
     def drain(self) -> list[Delivery | Close]:
         """Take the store's completions that arrived since; return what may go now."""
@@ -79,11 +83,20 @@ class StorePipeline:
         return out
 
     def _collect(self) -> None:
-        for completion in self.store.completed():
-            slot = self._unanswered.popleft()
-            if completion.intent is not slot.intent:
-                raise RuntimeError("the store answered its intents out of order")
-            slot.deliveries = self.relay.complete(completion)
+        """Turn the store's completions into effects; a completion may ask for more
+        (a login answered by the account lookup then recalls the room's history): those
+        intents are submitted at once and take the completed slot's place in the line."""
+        while completions := self.store.completed():
+            for completion in completions:
+                slot = self._unanswered.popleft()
+                if completion.intent is not slot.intent:
+                    raise RuntimeError("the store answered its intents out of order")
+                slot.deliveries = [
+                    effect
+                    if type(effect) is Delivery or type(effect) is Close
+                    else self._submit(effect)  # type: ignore[arg-type]
+                    for effect in self.relay.complete(completion)
+                ]
 
     def _release(self, out: list[Delivery | Close]) -> None:
         line = self._line
@@ -92,7 +105,8 @@ class StorePipeline:
             if type(head) is _Slot:
                 if head.deliveries is None:
                     return
-                out.extend(head.deliveries)
-            else:
-                out.append(head)  # type: ignore[arg-type]
+                line.popleft()
+                line.extendleft(reversed(head.deliveries))
+                continue
+            out.append(head)  # type: ignore[arg-type]
             line.popleft()

@@ -13,6 +13,10 @@ The file is in WAL mode with ``synchronous=FULL``; the schema carries a version 
 upgraded in place when an older one is opened; a file from a newer chatcli, or not a
 chatcli store at all, is refused at start-up. An advisory lock on ``PATH.lock`` keeps a
 second server off a store that is in use.
+
+Accounts and bans (schema 2) are kept here too and answered on the same writer thread, in
+order with everything else: the slow password hashing of a login never runs on the event
+loop (see chatcli.store.accounts).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import IO
 
 from chatcli.core.intents import (
     Append,
+    BanRecord,
     Completion,
     Failed,
     Intent,
@@ -39,6 +44,7 @@ from chatcli.core.intents import (
 )
 from chatcli.core.protocol import Msg
 from chatcli.errors import StoreError
+from chatcli.store.accounts import answer
 from chatcli.store.memory import TXN_KEEP_COUNT, TXN_KEEP_SECONDS, new_epoch
 
 __all__ = ["DEFAULT_RESUME_LIMIT", "DEFAULT_RETAIN", "SCHEMA_VERSION", "SQLiteStore"]
@@ -46,7 +52,7 @@ __all__ = ["DEFAULT_RESUME_LIMIT", "DEFAULT_RETAIN", "SCHEMA_VERSION", "SQLiteSt
 log = logging.getLogger("chatcli.store")
 
 #: the schema this code writes; older files are upgraded by MIGRATIONS
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: messages kept per room in the file by default (oldest dropped first)
 DEFAULT_RETAIN = 100_000
 #: most messages a ``since`` catch-up returns (the newest of them; older ones are truncated)
@@ -83,8 +89,32 @@ CREATE TABLE txns (
 CREATE INDEX txns_by_age ON txns (user, ts);
 """
 
+#: accounts and bans (protocol 1.1, sections 2 and 3); keys are chatcli.core.names's
+_SCHEMA_V2 = """
+CREATE TABLE accounts (
+    key      TEXT PRIMARY KEY,
+    alike    TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    hash     TEXT NOT NULL,
+    created  REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX accounts_by_alike ON accounts (alike);
+CREATE TABLE bans (
+    key        TEXT PRIMARY KEY,
+    alike      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    address    TEXT,
+    until      REAL,
+    reason     TEXT NOT NULL,
+    banned_by  TEXT NOT NULL,
+    ts         REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX bans_by_alike ON bans (alike);
+CREATE INDEX bans_by_address ON bans (address);
+"""
+
 #: version -> statements that bring a store of version-1 up to it
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 
 class _RoomCursor:
@@ -95,6 +125,44 @@ class _RoomCursor:
     def __init__(self, epoch: str, next_id: int) -> None:
         self.epoch = epoch
         self.next_id = next_id
+
+
+class _SQLiteBook:
+    """Accounts and bans in the store's tables; used on the writer thread only."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def account(self, keys: tuple[str, str]) -> tuple[str, str] | None:
+        row = self._db.execute(
+            "SELECT name, hash FROM accounts WHERE key = ? OR alike = ? LIMIT 1", keys
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def put_account(self, keys: tuple[str, str], name: str, hashed: str) -> None:
+        self._db.execute(
+            "INSERT INTO accounts VALUES (?, ?, ?, ?, ?)", (*keys, name, hashed, time.time())
+        )
+
+    def set_hash(self, key: str, hashed: str) -> None:
+        self._db.execute("UPDATE accounts SET hash = ? WHERE key = ?", (hashed, key))
+
+    def bans(self, keys: tuple[str, str], address: str | None) -> list[BanRecord]:
+        rows = self._db.execute(
+            "SELECT key, alike, name, address, until, reason, banned_by FROM bans "
+            "WHERE key = ? OR alike = ? OR (? IS NOT NULL AND address = ?)",
+            (*keys, address, address),
+        ).fetchall()
+        return [BanRecord(*row) for row in rows]
+
+    def put_ban(self, ban: BanRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ban.key, ban.alike, ban.name, ban.address, ban.until, ban.reason, ban.by, time.time()),
+        )
+
+    def drop_bans(self, keys: tuple[str, str]) -> int:
+        return self._db.execute("DELETE FROM bans WHERE key = ? OR alike = ?", keys).rowcount
 
 
 class SQLiteStore:
@@ -117,6 +185,7 @@ class SQLiteStore:
             _unlock(self._lock_file)
             raise
         self._rooms: dict[str, _RoomCursor] = {}
+        self._book = _SQLiteBook(self._db)
         self._queue: deque[Intent] = deque()
         self._done: list[Completion] = []
         self._done_lock = threading.Lock()
@@ -195,9 +264,10 @@ class SQLiteStore:
                     if intent.txn is not None:
                         users.add(intent.user)
                     answers.append(Stored(intent, msg))
-                else:
-                    assert isinstance(intent, Recall)
+                elif isinstance(intent, Recall):
                     answers.append(self._recall(intent))
+                else:
+                    answers.append(answer(self._book, intent))
             for room, next_id in touched.items():
                 db.execute("UPDATE rooms SET next_id = ? WHERE name = ?", (next_id + 1, room))
                 cut = next_id - self.retain
