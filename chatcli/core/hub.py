@@ -1,0 +1,224 @@
+"""The relay's switchboard, without I/O: connections in, relay in the middle, fan-out out.
+
+``Hub`` owns the ``Relay`` and every ``ServerConnection``. An adapter hands it what its
+transports report (``open``, ``receive_data``, ``receive_eof``, ``handle_timer``,
+``connection_lost``); the hub turns the connections' events into relay calls and routes
+everything the relay returns through one method, ``_apply``, which encodes each event
+once per wire and queues the same bytes to every target. The adapter then writes the
+connections listed in ``dirty`` (when ``flush_delay`` says) and, at once, those in
+``urgent`` (their close sequence started), and arms each connection's timer.
+
+Write coalescing is decided here, as data: a relay that flushed less than
+``flush_interval`` ago is busy and gathers output until that interval is over; an idle
+one writes at the end of the current loop turn. Under load every recipient then gets
+fewer, larger writes (the cost of a delivery is mostly the ``write`` system call), and a
+quiet relay adds no delay.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from chatcli.core.connection import Framing, ServerConnection, Wire
+from chatcli.core.protocol import Bye, ClientEvent, Error, Hello, ServerEvent
+from chatcli.core.relay import Delivery, Relay
+from chatcli.errors import ProtocolError
+from chatcli.settings import ServerSettings
+
+__all__ = ["Hub"]
+
+log = logging.getLogger("chatcli.server")
+
+
+class Hub:
+    """Every connection of one relay and the fan-out between them; see the module doc."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        relay: Relay | None = None,
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.relay = relay or Relay(
+            history=settings.history,
+            rate_limit=settings.rate_limit,
+            rate_burst=settings.rate_burst,
+        )
+        self.clock = clock
+        self.connections: set[ServerConnection] = set()
+        #: called with every event delivered (transcript recorders)
+        self.observers: list[Callable[[ServerEvent], None]] = []
+        #: connections with output queued, to be written at the next flush
+        self.dirty: list[ServerConnection] = []
+        #: connections to write and shut down now (their close sequence started)
+        self.urgent: list[ServerConnection] = []
+        self.shutting_down = False
+        self._last_flush = float("-inf")
+        #: deliveries caused while a fan-out runs (a recipient cut off as slow leaves)
+        self._backlog: list[Delivery] = []
+        self._applying = False
+
+    # -- what the adapter reports ---------------------------------------------------------
+
+    def open(self, framing: Framing, peer: str, link: Any = None) -> ServerConnection:
+        """A new transport connection: welcome it, or refuse it when the relay is full."""
+        conn = ServerConnection(
+            self.relay.open,
+            self.settings,
+            framing=framing,
+            clock=self.clock,
+            peer=peer,
+            owner=self,
+            link=link,
+        )
+        self.connections.add(conn)
+        if len(self.connections) > self.settings.max_connections:
+            log.warning("refusing %s: %d connections open", peer, len(self.connections))
+            conn.close(Error(code="server_full", message="too many connections"), "lost")
+            return conn
+        log.info("connect %s", peer)
+        conn.send(self.relay.welcome())
+        return conn
+
+    def receive_data(self, conn: ServerConnection, data: bytes) -> None:
+        """Bytes from ``conn``'s peer: act on the frames they complete."""
+        conn.receive_data(data)
+        self._pump(conn)
+
+    def receive_eof(self, conn: ServerConnection) -> None:
+        """``conn``'s peer sent its last byte: act on a last unfinished line, then close."""
+        conn.receive_eof()
+        self._pump(conn)
+
+    def handle_timer(self, conn: ServerConnection, now: float) -> None:
+        """``conn``'s deadline came: login timeout, heartbeat or linger."""
+        conn.handle_timer(now)
+
+    def connection_lost(self, conn: ServerConnection) -> None:
+        """``conn``'s transport is gone."""
+        conn.connection_lost()
+        self.connections.discard(conn)
+
+    def shutdown(self) -> None:
+        """Tell every client ``server_shutdown`` and start closing them all."""
+        self.shutting_down = True
+        error = Error(code="server_shutdown", message="the server is shutting down")
+        for conn in list(self.connections):
+            conn.close(error, "quit")
+
+    # -- write coalescing -----------------------------------------------------------------
+
+    def flush_delay(self, now: float) -> float:
+        """Seconds to wait before writing ``dirty``: 0 when idle, the rest of the interval
+        since the last flush when busy."""
+        return max(0.0, self._last_flush + self.settings.flush_interval - now)
+
+    def take_dirty(self, now: float) -> list[ServerConnection]:
+        """The connections to write now; ``now`` is remembered as the last flush."""
+        self._last_flush = now
+        dirty, self.dirty = self.dirty, []
+        return dirty
+
+    def take_urgent(self) -> list[ServerConnection]:
+        """The connections to write and shut down at once."""
+        urgent, self.urgent = self.urgent, []
+        return urgent
+
+    # -- ConnectionOwner ------------------------------------------------------------------
+
+    def output_ready(self, conn: ServerConnection) -> None:
+        self.dirty.append(conn)
+
+    def must_flush(self, conn: ServerConnection) -> None:
+        self.urgent.append(conn)
+
+    def closed(self, conn: ServerConnection, reason: str) -> None:
+        session = conn.session
+        if not session.logged_in:
+            return
+        log.info("leave %s (%s)", conn.who, reason)
+        deliveries = self.relay.leave(session, reason)
+        if not self.shutting_down:
+            self._apply(deliveries)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _pump(self, conn: ServerConnection) -> None:
+        try:
+            for event in conn.events_received():
+                self._act(conn, event)
+        except Exception:
+            # A bug must cost this one connection, never the relay or anyone else.
+            log.exception("internal error handling %s; closing it", conn.who)
+            conn.close(None, "lost")
+
+    def _act(self, conn: ServerConnection, event: ClientEvent) -> None:
+        """Hand one client event (from either mode) to the relay; deliver what it causes."""
+        if isinstance(event, Bye):
+            conn.close(None, "quit")
+            return
+        try:
+            effects = self.relay.handle(conn.session, event)
+        except ProtocolError as exc:
+            if exc.ref is None:  # an error echoes the ref of the frame that caused it
+                exc.ref = getattr(event, "ref", None)
+            conn.refuse(exc)
+            return
+        if isinstance(event, Hello):
+            conn.logged_in()
+        self._apply(effects)
+
+    def _apply(self, effects: Iterable[Delivery]) -> None:
+        """The one place relay output goes: queue each delivery to its targets.
+
+        A fan-out can cut recipients off as slow consumers, and each one's ``leave`` is a
+        new delivery: those are queued behind the current one and sent by the outermost
+        call, so a room full of slow clients is cut off in a loop, not in a recursion as
+        deep as the room is large.
+        """
+        if self._applying:
+            self._backlog.extend(effects)
+            return
+        self._applying = True
+        try:
+            self._fan_out(effects)
+            while self._backlog:
+                backlog, self._backlog = self._backlog, []
+                self._fan_out(backlog)
+        finally:
+            self._applying = False
+
+    def _fan_out(self, deliveries: Iterable[Delivery]) -> None:
+        """Encode each event once per wire and queue the same bytes to every target."""
+        observers = self.observers
+        for delivery in deliveries:
+            event = delivery.event
+            for observer in observers:
+                observer(event)
+            sender, echo = delivery.sender, delivery.echo
+            # the bytes for the wire seen last; other wires (text sessions) in a dict
+            last: Wire | None = None
+            data: bytes | None = None
+            others: dict[Wire, bytes | None] | None = None
+            for session in delivery.targets:
+                conn: ServerConnection = session.link
+                if session is sender and echo is not None:
+                    conn.send(echo)
+                    continue
+                wire = conn.wire
+                if wire is not last:
+                    if last is not None:
+                        if others is None:
+                            others = {}
+                        others[last] = data
+                    if others is not None and wire in others:
+                        data = others[wire]
+                    else:
+                        data = wire.encode(event)
+                    last = wire
+                if data is not None:
+                    conn.queue(data)
