@@ -505,6 +505,7 @@ class ServerConnection:
         as one message.
         """
         self._dirty = False
+        self._unsent = 0  # the adapter reports what its transport still holds (buffered)
         out = self._out
         if out:
             self._out = []
