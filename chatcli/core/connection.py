@@ -224,11 +224,13 @@ class ServerConnection:
         "_frames",
         "_framing",
         "_input_error",
+        "_max_buffer",
         "_out",
         "_peer_eof_pending",
         "_shutdown",
         "_unsent",
         "clock",
+        "closing",
         "last_ping",
         "last_seen",
         "link",
@@ -260,6 +262,9 @@ class ServerConnection:
         self.owner: ConnectionOwner = owner if owner is not None else _NoOwner()
         self.link = link
         self.state = State.HANDSHAKE
+        #: True once our side has ended the session (CLOSING or CLOSED): output is dropped
+        self.closing = False
+        self._max_buffer = settings.max_buffer
         #: None until the first non-blank frame decides: True for an nc/telnet text session
         self.text: bool | None = None
         self.wire: Wire = framing.json_wire
@@ -287,14 +292,10 @@ class ServerConnection:
 
     def _move(self, event: Input) -> None:
         try:
-            self.state = TRANSITIONS[self.state, event]
+            state = self.state = TRANSITIONS[self.state, event]
         except KeyError:
             raise RuntimeError(f"{self.state.name} connection cannot take {event.name}") from None
-
-    @property
-    def closing(self) -> bool:
-        """True once our side has ended the session (CLOSING or CLOSED)."""
-        return self.state is State.CLOSING or self.state is State.CLOSED
+        self.closing = state is State.CLOSING or state is State.CLOSED
 
     @property
     def who(self) -> str:
@@ -488,11 +489,11 @@ class ServerConnection:
         the last write) are counted as they grow, so a client that stopped reading is cut
         off the moment it passes ``max_buffer``, even in the middle of a big fan-out.
         """
-        if self.state is State.CLOSING or self.state is State.CLOSED:
+        if self.closing:
             return
         self._out.append(data)
         self._unsent += len(data)
-        if self._unsent > self.settings.max_buffer:
+        if self._unsent > self._max_buffer:
             self._too_slow()
         elif not self._dirty:
             self._dirty = True

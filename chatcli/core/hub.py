@@ -9,8 +9,8 @@ connections listed in ``dirty`` (when ``flush_delay`` says) and, at once, those 
 ``urgent`` (their close sequence started), and arms each connection's timer.
 
 Write coalescing is decided here, as data: a relay that flushed less than
-``flush_interval`` ago is busy and gathers output until that interval is over; an idle
-one writes at the end of the current loop turn. Under load every recipient then gets
+``flush_interval`` ago is busy and gathers output for one more interval; an idle one
+writes at the end of the current loop turn. Under load every recipient then gets
 fewer, larger writes (the cost of a delivery is mostly the ``write`` system call), and a
 quiet relay adds no delay.
 """
@@ -113,9 +113,15 @@ class Hub:
     # -- write coalescing -----------------------------------------------------------------
 
     def flush_delay(self, now: float) -> float:
-        """Seconds to wait before writing ``dirty``: 0 when idle, the rest of the interval
-        since the last flush when busy."""
-        return max(0.0, self._last_flush + self.settings.flush_interval - now)
+        """Seconds to wait before writing ``dirty``: none when idle, an interval when busy.
+
+        Busy means the last flush was less than ``flush_interval`` ago: output then
+        gathers for a whole interval (not just what is left of it, which an event loop
+        with millisecond timers would round to nothing), so at moderate load each
+        recipient gets one write per interval instead of one per message.
+        """
+        interval = self.settings.flush_interval
+        return interval if now - self._last_flush < interval else 0.0
 
     def take_dirty(self, now: float) -> list[ServerConnection]:
         """The connections to write now; ``now`` is remembered as the last flush."""

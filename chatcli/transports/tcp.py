@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -184,7 +185,7 @@ class ChatServer:
             self._shut_urgent()
         if hub.dirty and not self._flush_pending:
             self._flush_pending = True
-            wait = hub.flush_delay(self.loop.time())
+            wait = hub.flush_delay(time.monotonic())
             if wait > 0:
                 self.loop.call_later(wait, self._flush)
             else:
@@ -203,7 +204,8 @@ class ChatServer:
     def _flush(self) -> None:
         """Write every connection with queued output, one write each."""
         self._flush_pending = False
-        for core in self.hub.take_dirty(self.loop.time()):
+        # time.monotonic, not loop.time: uvloop's clock moves in whole milliseconds
+        for core in self.hub.take_dirty(time.monotonic()):
             link: Connection = core.link
             link.write_out(core)
         self.settle(None)
