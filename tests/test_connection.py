@@ -109,6 +109,7 @@ def test_login_moves_to_open_and_eof_to_closing_then_closed() -> None:
     rig.hub.receive_eof(alice)
     assert alice.state is State.CLOSING
     assert alice.shutdown_to_perform() is Shutdown.CLOSE  # the peer is gone: no half-close
+    assert alice.next_deadline() == rig.clock.now + rig.hub.settings.close_linger
     rig.hub.connection_lost(alice)
     assert alice.state is State.CLOSED
     assert alice not in rig.hub.connections
@@ -279,8 +280,11 @@ def test_bye_half_closes_and_lingers_until_the_peer_goes() -> None:
     rig.send(alice, {"type": "say", "text": "too late"})
     assert rig.raw(alice) == b""
     rig.hub.receive_eof(alice)  # the peer closes its side in time: close now
-    assert alice.state is State.CLOSED
     assert alice.shutdown_to_perform() is Shutdown.CLOSE
+    # a peer that half-closed but does not read is still reset after the linger
+    rig.tick(2)
+    assert alice.state is State.CLOSED
+    assert alice.shutdown_to_perform() is Shutdown.ABORT
 
 
 def test_a_peer_that_never_closes_is_reset_after_the_linger() -> None:

@@ -83,7 +83,8 @@ class Input(enum.Enum):
     LOGIN = "login"
     #: our side ends the session (bye, error, timeout, slow consumer, peer EOF, shutdown)
     CLOSE = "close"
-    #: the peer's EOF while we are already closing: close the transport now
+    #: the peer's EOF while we are already closing: close the transport now (the linger
+    #: still bounds how long a peer that does not read can keep it)
     PEER_EOF = "peer_eof"
     #: the linger period is over and the peer still has not gone: reset
     LINGER_EXPIRED = "linger_expired"
@@ -96,7 +97,7 @@ TRANSITIONS: Final[dict[tuple[State, Input], State]] = {
     (State.HANDSHAKE, Input.LOGIN): State.OPEN,
     (State.HANDSHAKE, Input.CLOSE): State.CLOSING,
     (State.OPEN, Input.CLOSE): State.CLOSING,
-    (State.CLOSING, Input.PEER_EOF): State.CLOSED,
+    (State.CLOSING, Input.PEER_EOF): State.CLOSING,
     (State.CLOSING, Input.LINGER_EXPIRED): State.CLOSED,
     (State.HANDSHAKE, Input.LOST): State.CLOSED,
     (State.OPEN, Input.LOST): State.CLOSED,
@@ -328,7 +329,12 @@ class ServerConnection:
     def receive_eof(self) -> None:
         """The peer will send nothing more (TCP FIN)."""
         if self.closing:
-            self._closing_eof()
+            # the peer went while we were closing: close the transport now (the linger
+            # still resets one that keeps it open by not reading)
+            if self.state is State.CLOSING and not self.peer_eof:
+                self.peer_eof = True
+                self._move(Input.PEER_EOF)
+                self._set_shutdown(Shutdown.CLOSE)
             return
         try:
             frames = self._framing.end()
@@ -372,19 +378,7 @@ class ServerConnection:
             error, self._input_error = self._input_error, None
             self.close(error_event(error), "lost")
         if self._peer_eof_pending:
-            self._peer_eof_pending = False
-            if self.closing:
-                self._closing_eof()
-            else:
-                self.peer_eof = True
-                self.close(None, _EOF_REASON[bool(self.text)])
-
-    def _closing_eof(self) -> None:
-        """The peer went while we were closing: close the transport now, no linger."""
-        self.peer_eof = True
-        if self.state is State.CLOSING:
-            self._move(Input.PEER_EOF)
-            self._set_shutdown(Shutdown.CLOSE)
+            self.close(None, _EOF_REASON[bool(self.text)])
 
     def _choose_mode(self, frame: bytes) -> bool:
         """The first non-blank frame decides: ``{`` starts JSON, anything else text."""
@@ -545,6 +539,9 @@ class ServerConnection:
         if self.closing:
             return
         self._move(Input.CLOSE)
+        if self._peer_eof_pending:  # the peer's EOF came with the input just acted on
+            self._peer_eof_pending = False
+            self.peer_eof = True
         if error is not None:
             log.info("closing %s with %s: %s", self.who, error.code, error.message)
         self.owner.closed(self, reason)
