@@ -8,6 +8,8 @@ adapter would. Nothing here sleeps or opens a socket.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -395,3 +397,13 @@ def test_an_idle_hub_writes_at_once_and_a_busy_one_gathers_an_interval() -> None
     rig.hub.take_dirty(now)
     assert rig.hub.flush_delay(now + 0.0004) == 0.001  # busy: gather a whole interval
     assert rig.hub.flush_delay(now + 0.0011) == 0  # quiet for an interval: idle again
+
+
+def test_the_connection_core_and_hub_import_no_io_library() -> None:
+    """Convention 1: checked in a fresh interpreter, as for protocol and relay."""
+    code = (
+        "import sys, chatcli.core.connection, chatcli.core.hub\n"
+        "bad = {'asyncio', 'socket', 'selectors', 'click', 'rich', 'uvloop'} & set(sys.modules)\n"
+        "assert not bad, sorted(bad)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
