@@ -506,6 +506,21 @@ class ServerConnection:
             self._out = []
         return out
 
+    def bytes_to_send(self) -> bytes:
+        """``data_to_send`` for a byte stream: everything queued as one string of bytes.
+
+        The write path of a stream transport (one write per flush and recipient), so it
+        avoids building a list to hand out.
+        """
+        self._dirty = False
+        self._unsent = 0
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
+
     def buffered(self, nbytes: int) -> None:
         """The transport still holds ``nbytes`` unsent after a write: check the bound."""
         self._unsent = nbytes

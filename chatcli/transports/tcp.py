@@ -90,12 +90,13 @@ class Connection(asyncio.Protocol):
 
     def write_out(self, core: ServerConnection) -> None:
         """Write everything the core has queued in one call; report the transport's backlog."""
-        chunks = core.data_to_send()
+        data = core.bytes_to_send()
         transport = self.transport
-        if not chunks or transport is None:
-            return
-        transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        core.buffered(transport.get_write_buffer_size())
+        if data and transport is not None:
+            transport.write(data)
+            backlog = transport.get_write_buffer_size()
+            if backlog:  # the core counts nothing unsent once it handed its bytes over
+                core.buffered(backlog)
 
     def shut(self, core: ServerConnection) -> None:
         """Write what is left and perform the shutdown the core asks for."""
@@ -206,8 +207,14 @@ class ChatServer:
         self._flush_pending = False
         # time.monotonic, not loop.time: uvloop's clock moves in whole milliseconds
         for core in self.hub.take_dirty(time.monotonic()):
-            link: Connection = core.link
-            link.write_out(core)
+            # Connection.write_out inlined: this loop runs once per recipient and flush
+            data = core.bytes_to_send()
+            transport = core.link.transport
+            if data and transport is not None:
+                transport.write(data)
+                backlog = transport.get_write_buffer_size()
+                if backlog:
+                    core.buffered(backlog)
         self.settle(None)
 
     # -- shutdown ---------------------------------------------------------------------------
