@@ -380,6 +380,17 @@ def test_fan_out_encodes_once_per_wire_and_shares_the_bytes() -> None:
     assert t.decode().endswith("<alice> hi\n")
 
 
+def test_a_stream_takes_its_output_as_one_string_of_bytes() -> None:
+    rig = Rig()
+    alice = rig.login("alice")
+    rig.hub.take_dirty(rig.clock.now)
+    rig.send(alice, b'{"type":"who"}\n{"type":"rooms"}\n')
+    assert rig.hub.dirty == [alice]  # told once, however much was queued
+    data = alice.bytes_to_send()
+    assert [json.loads(line)["type"] for line in data.splitlines()] == ["users", "rooms"]
+    assert alice.bytes_to_send() == b"" and alice.data_to_send() == []
+
+
 def test_a_message_wire_has_no_terminator() -> None:
     """How a WebSocket framing will write: one frame per message, no newline."""
     wire = Wire(text=False, terminator=b"")
