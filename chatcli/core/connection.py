@@ -16,7 +16,10 @@ WebSocket library has already reassembled it) and returns it as the single frame
 ``end`` returns nothing, and whose ``Wire`` objects have an empty terminator, so that each
 queued chunk is one WebSocket message (``data_to_send`` returns the chunks separately for
 exactly that reason). Text mode over WebSocket is a choice of that framing: give it no
-``text_wire`` and every session is JSON.
+``text_wire`` and every session is JSON. The WebSocket adapter maps the peer's close frame
+to ``receive_eof``, ``Shutdown.HALF_CLOSE`` to sending its own close frame (then waiting
+for the peer's, as a TCP half-close waits for FIN), ``CLOSE`` to closing the socket and
+``ABORT`` to dropping it; timers and the hub need no change.
 
 The lifecycle is the table ``TRANSITIONS`` (state, input) -> state, and every change of
 state goes through it, so an impossible transition raises instead of going unnoticed.
