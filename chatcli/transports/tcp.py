@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -39,14 +42,14 @@ OPEN_FILES_SPARE = 64
 class Connection(asyncio.Protocol):
     """One TCP connection: moves bytes between its transport and its ``ServerConnection``."""
 
-    __slots__ = ("_deadline", "_timer", "core", "server", "transport")
+    __slots__ = ("core", "deadline", "server", "transport")
 
     def __init__(self, server: ChatServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.core: ServerConnection | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline = 0.0
+        #: the deadline this connection's live entry in the server's timer heap is for
+        self.deadline: float | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -77,9 +80,7 @@ class Connection(asyncio.Protocol):
         return True  # the core decides when the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = None  # its entry in the timer heap is stale now
         server = self.server
         if self.core is not None:
             server.hub.connection_lost(self.core)
@@ -116,26 +117,70 @@ class Connection(asyncio.Protocol):
                 transport.abort()
 
     def arm(self, core: ServerConnection) -> None:
-        """Keep one timer armed at (or before) the core's next deadline."""
+        """Keep a timer armed at (or before) the core's next deadline."""
         deadline = core.next_deadline()
         if deadline is None:
             return
-        timer = self._timer
-        if timer is not None:
-            if self._deadline <= deadline:
-                return  # fires early; the core does nothing then and is asked again
-            timer.cancel()
-        self._deadline = deadline
-        self._timer = self.server.loop.call_at(deadline, self._fire)
+        if self.deadline is not None and self.deadline <= deadline:
+            return  # fires early; the core does nothing then and is asked again
+        self.deadline = deadline
+        self.server.timers.add(deadline, self)
 
-    def _fire(self) -> None:
-        self._timer = None
+    def fire(self, now: float) -> None:
+        """The deadline this connection was armed for has come."""
+        self.deadline = None
         core = self.core
-        if core is None:
-            return
-        # the loop may run a timer a clock tick early: it fired because its time came
-        self.server.hub.handle_timer(core, max(self.server.loop.time(), self._deadline))
-        self.server.settle(self)
+        if core is not None:
+            self.server.hub.handle_timer(core, now)
+            self.server.settle(self)
+
+
+class TimerHeap:
+    """One loop timer for every connection: a heap of (deadline, sequence, connection).
+
+    A loop timer per connection cost about half a kilobyte each; a heap entry is a tuple.
+    Re-arming earlier leaves the later entry behind, skipped when it comes up (the
+    connection's ``deadline`` no longer matches); activity never re-arms, because the
+    core's deadlines only move later with it.
+    """
+
+    #: how early a deadline may be acted on: uvloop's timers and clock move in whole ms
+    RESOLUTION = 0.001
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._heap: list[tuple[float, int, Connection]] = []
+        self._sequence = itertools.count()
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = math.inf
+
+    def add(self, deadline: float, conn: Connection) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._sequence), conn))
+        if deadline < self._when:
+            self._schedule(deadline)
+
+    def _schedule(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._when = when
+        self._handle = self.loop.call_at(when, self._run)
+
+    def _run(self) -> None:
+        self._handle, self._when = None, math.inf
+        heap = self._heap
+        now = self.loop.time()
+        while heap and heap[0][0] <= now + self.RESOLUTION:
+            deadline, _, conn = heapq.heappop(heap)
+            if conn.deadline == deadline:  # the connection's live entry, not a stale one
+                conn.fire(max(now, deadline))
+        if heap:
+            self._schedule(heap[0][0])
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._heap.clear()
 
 
 class ChatServer:
@@ -148,6 +193,7 @@ class ChatServer:
         self.relay = self.hub.relay
         self.observers: list[Callable[[ServerEvent], None]] = self.hub.observers
         self.closed = asyncio.Event()
+        self.timers = TimerHeap(self.loop)
         self._flush_pending = False
         self._server: asyncio.base_events.Server | None = None
 
@@ -235,6 +281,7 @@ class ChatServer:
             link: Connection = core.link
             if link.transport is not None:
                 link.transport.abort()
+        self.timers.cancel()
         if self._server is not None:
             await self._server.wait_closed()
 
