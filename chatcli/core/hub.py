@@ -181,6 +181,10 @@ class Hub:
     def _apply(self, effects: Iterable[Delivery]) -> None:
         """The one place relay output goes: queue each delivery to its targets.
 
+        Every ``Relay`` result (``handle``, ``leave``) comes through here, so the store
+        intents the relay will return beside deliveries (append this message to room R,
+        deliver once the store confirmed) get their one branch in this method.
+
         A fan-out can cut recipients off as slow consumers, and each one's ``leave`` is a
         new delivery: those are queued behind the current one and sent by the outermost
         call, so a room full of slow clients is cut off in a loop, not in a recursion as
