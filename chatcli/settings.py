@@ -38,10 +38,12 @@ class ServerSettings:
     #: unsent bytes a client may fall behind by before it is cut off as a slow consumer
     max_buffer: int = 4 * 1024 * 1024
     #: write coalescing: a relay that wrote less than this many seconds ago is busy and
-    #: gathers output for this long before writing again; an idle one writes at the end
-    #: of the loop turn (0: always at the end of the turn). At moderate load this turns
-    #: one write per message per recipient into one per interval; see docs/benchmarks.md.
+    #: gathers output (for at most this long) before writing again; an idle one writes at
+    #: the end of the loop turn (0: always at the end of the turn). At moderate load this
+    #: turns one write per message per recipient into one per few; see docs/benchmarks.md.
     flush_interval: float = 0.001
+    #: while busy, write as soon as this many events have been gathered
+    flush_batch: int = 3
     #: seconds a closing connection is given to take its last frames before it is reset
     close_linger: float = 2.0
     #: seconds the server waits for clients to go at shutdown before resetting them

@@ -401,13 +401,23 @@ def test_a_message_wire_has_no_terminator() -> None:
 # ------------------------------------------------------------------- write coalescing
 
 
-def test_an_idle_hub_writes_at_once_and_a_busy_one_gathers_an_interval() -> None:
-    rig = Rig(flush_interval=0.001)
+def test_an_idle_hub_writes_at_once_and_a_busy_one_gathers() -> None:
+    rig = Rig(flush_interval=0.001, flush_batch=3)
+    alice = rig.login("alice")
     now = rig.clock.now
-    assert rig.hub.flush_delay(now) == 0  # never flushed: idle
+    rig.hub.take_dirty(now - 1)
+    assert rig.hub.flush_delay(now) == 0  # nothing written for a second: idle
     rig.hub.take_dirty(now)
-    assert rig.hub.flush_delay(now + 0.0004) == 0.001  # busy: gather a whole interval
+    assert rig.hub.flush_delay(now + 0.0004) == 0.001  # busy: gather up to an interval
     assert rig.hub.flush_delay(now + 0.0011) == 0  # quiet for an interval: idle again
+    rig.send(alice, {"type": "say", "text": "one"})
+    rig.send(alice, {"type": "say", "text": "two"})
+    assert rig.hub.flush_delay(now + 0.0004) == 0.001  # two events gathered: wait on
+    rig.send(alice, {"type": "say", "text": "three"})
+    assert rig.hub.flush_delay(now + 0.0004) == 0  # a full batch: write now
+    assert [f["text"] for f in rig.frames(alice)] == ["one", "two", "three"]
+    rig.hub.take_dirty(now + 0.0004)
+    assert rig.hub.flush_delay(now + 0.0005) == 0.001  # the count starts over
 
 
 def test_the_connection_core_and_hub_import_no_io_library() -> None:

@@ -9,8 +9,9 @@ connections listed in ``dirty`` (when ``flush_delay`` says) and, at once, those 
 ``urgent`` (their close sequence started), and arms each connection's timer.
 
 Write coalescing is decided here, as data: a relay that flushed less than
-``flush_interval`` ago is busy and gathers output for one more interval; an idle one
-writes at the end of the current loop turn. Under load every recipient then gets
+``flush_interval`` ago is busy and gathers output until ``flush_batch`` events are
+queued or one more interval has passed; an idle one writes at the end of the current
+loop turn. Under load every recipient then gets
 fewer, larger writes (the cost of a delivery is mostly the ``write`` system call), and a
 quiet relay adds no delay.
 """
@@ -58,6 +59,8 @@ class Hub:
         self.urgent: list[ServerConnection] = []
         self.shutting_down = False
         self._last_flush = float("-inf")
+        #: events fanned out since the last flush
+        self._gathered = 0
         #: deliveries caused while a fan-out runs (a recipient cut off as slow leaves)
         self._backlog: list[Delivery] = []
         self._applying = False
@@ -113,19 +116,25 @@ class Hub:
     # -- write coalescing -----------------------------------------------------------------
 
     def flush_delay(self, now: float) -> float:
-        """Seconds to wait before writing ``dirty``: none when idle, an interval when busy.
+        """Seconds to wait before writing ``dirty``: none when idle, up to an interval when busy.
 
-        Busy means the last flush was less than ``flush_interval`` ago: output then
-        gathers for a whole interval (not just what is left of it, which an event loop
-        with millisecond timers would round to nothing), so at moderate load each
-        recipient gets one write per interval instead of one per message.
+        Busy means the last flush was less than ``flush_interval`` ago. Output then
+        gathers until ``flush_batch`` events have been fanned out or a whole interval has
+        passed (not just what is left of it, which an event loop with millisecond timers
+        rounds to nothing), whichever comes first: at moderate load each recipient gets
+        one write per few messages instead of one per message, and no message waits
+        longer than the interval. The adapter asks again after every call into the hub,
+        so a batch that fills up while the timer runs is written at once.
         """
+        if self._gathered >= self.settings.flush_batch:
+            return 0.0
         interval = self.settings.flush_interval
         return interval if now - self._last_flush < interval else 0.0
 
     def take_dirty(self, now: float) -> list[ServerConnection]:
         """The connections to write now; ``now`` is remembered as the last flush."""
         self._last_flush = now
+        self._gathered = 0
         dirty, self.dirty = self.dirty, []
         return dirty
 
@@ -206,6 +215,7 @@ class Hub:
         """Encode each event once per wire and queue the same bytes to every target."""
         observers = self.observers
         for delivery in deliveries:
+            self._gathered += 1
             event = delivery.event
             for observer in observers:
                 observer(event)

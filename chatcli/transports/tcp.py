@@ -194,7 +194,9 @@ class ChatServer:
         self.observers: list[Callable[[ServerEvent], None]] = self.hub.observers
         self.closed = asyncio.Event()
         self.timers = TimerHeap(self.loop)
-        self._flush_pending = False
+        self._flush_handle: asyncio.Handle | None = None
+        #: whether the pending flush runs at the end of this loop turn (not on a timer)
+        self._flush_soon = False
         self._server: asyncio.base_events.Server | None = None
 
     @property
@@ -230,13 +232,19 @@ class ChatServer:
         hub = self.hub
         if hub.urgent:
             self._shut_urgent()
-        if hub.dirty and not self._flush_pending:
-            self._flush_pending = True
-            wait = hub.flush_delay(time.monotonic())
-            if wait > 0:
-                self.loop.call_later(wait, self._flush)
-            else:
-                self.loop.call_soon(self._flush)
+        if hub.dirty:
+            handle = self._flush_handle
+            if handle is None:
+                wait = hub.flush_delay(time.monotonic())
+                self._flush_soon = wait <= 0
+                if self._flush_soon:
+                    self._flush_handle = self.loop.call_soon(self._flush)
+                else:
+                    self._flush_handle = self.loop.call_later(wait, self._flush)
+            elif not self._flush_soon and hub.flush_delay(time.monotonic()) <= 0:
+                handle.cancel()  # the batch filled up before the interval was over
+                self._flush_soon = True
+                self._flush_handle = self.loop.call_soon(self._flush)
         if conn is not None and conn.core is not None:
             conn.arm(conn.core)
 
@@ -250,7 +258,9 @@ class ChatServer:
 
     def _flush(self) -> None:
         """Write every connection with queued output, one write each."""
-        self._flush_pending = False
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()  # harmless when it is the handle running this
+            self._flush_handle = None
         # time.monotonic, not loop.time: uvloop's clock moves in whole milliseconds
         for core in self.hub.take_dirty(time.monotonic()):
             # Connection.write_out inlined: this loop runs once per recipient and flush
