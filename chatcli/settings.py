@@ -37,11 +37,13 @@ class ServerSettings:
     ping_interval: float = 15.0
     #: unsent bytes a client may fall behind by before it is cut off as a slow consumer
     max_buffer: int = 4 * 1024 * 1024
-    #: least seconds between two flushes of queued output while the relay is busy
-    #: (0: flush every loop turn). Coalescing saves relay CPU under load (-22% at 400k
-    #: deliveries/s with 0.001) but lengthened the tail at 600k on a shared 2-core
-    #: machine, so it is off by default; see docs/benchmarks.md.
-    flush_interval: float = 0.0
+    #: write coalescing: a relay that wrote less than this many seconds ago is busy and
+    #: gathers output (for at most this long) before writing again; an idle one writes at
+    #: the end of the loop turn (0: always at the end of the turn). At moderate load this
+    #: turns one write per message per recipient into one per few; see docs/benchmarks.md.
+    flush_interval: float = 0.001
+    #: while busy, write as soon as this many events have been gathered
+    flush_batch: int = 3
     #: seconds a closing connection is given to take its last frames before it is reset
     close_linger: float = 2.0
     #: seconds the server waits for clients to go at shutdown before resetting them

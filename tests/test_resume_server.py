@@ -60,8 +60,9 @@ async def test_every_connection_has_tcp_keepalive() -> None:
         conns = list(srv.server.connections)
         assert len(conns) == 2
         for conn in conns:
-            assert conn.transport is not None
-            sock = conn.transport.get_extra_info("socket")
+            transport = conn.link.transport  # the TCP adapter's Connection
+            assert transport is not None
+            sock = transport.get_extra_info("socket")
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
             if hasattr(socket, "TCP_KEEPIDLE"):
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60

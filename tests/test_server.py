@@ -383,11 +383,10 @@ async def test_login_timeout() -> None:
         await lurker.expect("welcome")
         await lurker.send({"type": "who"})  # talking is not logging in
         await lurker.expect("error", code="not_logged_in")
-        started = time.monotonic()
+        # when exactly it fires is tested with a fake clock (test_connection.py)
         error = await lurker.expect("error", code="login_timeout", timeout=3)
         assert "0.3" in error["message"]
         assert await lurker.eof() == b""
-        assert time.monotonic() - started < 2
         # a client that logged in in time is not affected
         await alice.send({"type": "who"})
         await alice.expect("users")
@@ -633,8 +632,9 @@ async def test_heartbeat_pings_idle_clients_and_drops_silent_ones() -> None:
         await alice.expect("join", name="bob")
         await alice.expect("join", name="tom")
         await bob.expect("join", name="tom")
+        # the timing (ping after one idle interval, drop after three) is tested with a
+        # fake clock in test_connection.py; here: the real sockets see it happen
         pings = 0
-        started = time.monotonic()
         while True:
             frame = await alice.recv(timeout=3)
             if frame["type"] == "ping":
@@ -643,9 +643,7 @@ async def test_heartbeat_pings_idle_clients_and_drops_silent_ones() -> None:
                 continue
             only(frame, type="leave", room="lobby", name="bob", reason="timeout")
             break
-        elapsed = time.monotonic() - started
         assert pings >= 1
-        assert 0.4 < elapsed < 2
         # bob got a ping each idle interval, then the close
         rest = await bob.eof()
         assert set(rest.splitlines()) == {b'{"type":"ping"}'}

@@ -1,83 +1,62 @@
-"""The asyncio adapter around the relay: accept, read, write, heartbeats, backpressure.
+"""The asyncio TCP adapter around the sans-I/O hub: accept, read, write, timers, shutdown.
 
-Each connection is an ``asyncio.Protocol`` (no stream objects on the hot path). Frames are
-decoded by the protocol core and handed to the pure ``Relay``; its deliveries are encoded
-once per event (once more for text sessions, and for the sender's ``ref`` echo) and the
-same bytes are queued to every recipient. Queued output is written once per recipient
-per event-loop turn. A recipient whose unsent output passes ``max_buffer`` is cut off as a
-slow consumer, so nobody else ever waits for it and no buffer grows without bound.
+Everything a connection means lives in ``chatcli.core.connection`` (framing, modes,
+timeouts, the close sequence) and ``chatcli.core.hub`` (the relay and the fan-out). This
+module only moves bytes: each connection is an ``asyncio.Protocol`` (no stream objects on
+the hot path) that feeds what it reads to the hub, writes what its core has to send,
+performs the shutdown the core asks for and keeps one timer armed at the core's next
+deadline. Output is written per the hub's coalescing policy (at the end of the loop turn
+when idle, within ``flush_interval`` when busy), so under load every recipient gets fewer,
+larger writes. The transport's write buffer feeds the core's slow-consumer bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
+import math
 import signal
 import socket
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable
 from typing import Any, cast
 
-from chatcli.core.protocol import (
-    ClientEvent,
-    Error,
-    Hello,
-    LineFramer,
-    Ping,
-    ServerEvent,
-    decode_client_frame,
-    encode,
-    format_text_event,
-    parse_text_line,
-)
-from chatcli.core.relay import FATAL_CODES, Close, Delivery, Effect, Relay, Session, error_event
-from chatcli.errors import FrameTooLarge, ProtocolError, TranscriptError
+from chatcli.core.connection import LineFraming, ServerConnection, Shutdown
+from chatcli.core.hub import Hub
+from chatcli.core.protocol import ServerEvent
+from chatcli.core.relay import Relay
+from chatcli.errors import TranscriptError
 from chatcli.runtime import raise_open_files_limit
 from chatcli.settings import ServerSettings
 from chatcli.store import open_store
 from chatcli.store.base import Store
-from chatcli.store.memory import MemoryStore
-from chatcli.store.pipeline import StorePipeline
 from chatcli.transcript import ServerRecorder
 
-__all__ = ["ChatServer", "Connection", "run_server"]
+__all__ = ["ChatServer", "Connection", "keep_alive", "raise_open_files_limit", "run_server"]
 
 log = logging.getLogger("chatcli.server")
 
-_PING = encode(Ping())
-#: how many refusals per connection are logged before the rest are only counted
-_LOGGED_REFUSALS = 3
-#: leave reason when a peer closes without saying bye
-_EOF_REASON = {True: "quit", False: "lost"}
-
-
-def _text_bytes(event: ServerEvent) -> bytes | None:
-    line = format_text_event(event)
-    return None if line is None else (line + "\n").encode()
+#: TCP keepalive: probe after this many idle seconds, then every interval, this many times,
+#: so a vanished peer (above all a text session, which is never pinged) is noticed in ~2 min
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 15
+KEEPALIVE_COUNT = 4
 
 
 class Connection(asyncio.Protocol):
-    """One client connection: framing, mode detection, output queue and close sequence."""
+    """One TCP connection: moves bytes between its transport and its ``ServerConnection``."""
+
+    __slots__ = ("core", "deadline", "server", "transport")
 
     def __init__(self, server: ChatServer) -> None:
         self.server = server
-        self.relay = server.relay
-        self.session: Session = server.relay.open(self)
-        self.framer = LineFramer(server.settings.max_frame)
         self.transport: asyncio.Transport | None = None
-        self.peer = "?"
-        #: None until the first line decides: True for an nc/telnet text session
-        self.text: bool | None = None
-        self.out: list[bytes] = []
-        #: bytes queued or buffered but not yet taken by the peer
-        self.unsent = 0
-        self.dirty = False
-        self.closing = False
-        self.peer_eof = False
-        self.refusals = 0
-        self.last_seen = 0.0
-        self.last_ping = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self.core: ServerConnection | None = None
+        #: the deadline this connection's live entry in the server's timer heap is for
+        self.deadline: float | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -86,254 +65,161 @@ class Connection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        server = self.server
-        self.last_seen = server.loop.time()
-        server.connections.add(self)
-        if len(server.connections) > server.settings.max_connections:
-            log.warning("refusing %s: %d connections open", self.peer, len(server.connections))
-            self.close_with(Error(code="server_full", message="too many connections"), "lost")
-            return
-        log.info("connect %s", self.peer)
+        peer_name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        address = peer[0] if isinstance(peer, tuple) else None
         keep_alive(transport.get_extra_info("socket"))
-        transport.write(encode(self.relay.welcome()))
-        self._timer = server.loop.call_later(server.settings.login_timeout, self._login_expired)
+        server = self.server
+        self.core = core = server.hub.open(
+            LineFraming(server.settings.max_frame), peer_name, link=self, address=address
+        )
+        self.write_out(core)  # the welcome goes at once
+        server.settle(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
-            return  # a closing connection discards what still arrives
-        too_large: FrameTooLarge | None = None
-        try:
-            frames = self.framer.feed(data)
-        except FrameTooLarge as exc:
-            # the lines before the long one arrived intact: act on them, then close
-            too_large, frames = exc, exc.frames
-        if frames:
-            # a sign of life is a frame (spec), not bytes trickled without ever ending one
-            self.last_seen = self.server.loop.time()
-        try:
-            for frame in frames:
-                if self.text is None:
-                    if frame.isspace():
-                        continue
-                    self.text = not frame.lstrip().startswith(b"{")
-                if self.text:
-                    self._text_frame(frame)
-                else:
-                    self._json_frame(frame)
-                if self.closing:
-                    return
-        except Exception:
-            # A bug must cost this one connection, never the relay or anyone else.
-            log.exception("internal error handling %s; closing it", self.who)
-            self.close_with(None, "lost")
-        if too_large is not None:
-            self.close_with(error_event(too_large), "lost")
+        core = self.core
+        assert core is not None
+        self.server.hub.receive_data(core, data)
+        self.server.settle(self)
 
     def eof_received(self) -> bool:
-        if not self.closing and self.framer.pending:
-            # `printf 'login x\nhi' | nc`: a last line cut short by the end of input
-            self.data_received(b"\n")
-        self.peer_eof = True
-        if self.closing:
-            assert self.transport is not None
-            self.transport.close()
-        else:
-            # after the acknowledgements of what it sent before (the store may be working)
-            self.server.deliver([Close(self.session, _EOF_REASON[bool(self.text)])])
-        return True
+        core = self.core
+        assert core is not None
+        self.server.hub.receive_eof(core)
+        self.server.settle(self)
+        return True  # the core decides when the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if not self.closing:
-            self.closing = True
-            self._leave("lost")
-        self.out.clear()
-        self.server.connections.discard(self)
-        self.server.closed.set()
+        self.deadline = None  # its entry in the timer heap is stale now
+        server = self.server
+        if self.core is not None:
+            server.hub.connection_lost(self.core)
+        server.settle(None)
+        server.closed.set()
 
-    # -- input ---------------------------------------------------------------------------
+    # -- output and timers ----------------------------------------------------------------
 
-    def _json_frame(self, frame: bytes) -> None:
-        try:
-            event = decode_client_frame(frame)
-        except ProtocolError as exc:
-            self._refuse(exc)
-            return
-        self._act(event)
-
-    def _text_frame(self, frame: bytes) -> None:
-        try:
-            parsed = parse_text_line(frame.decode("utf-8", "replace"), self.session.logged_in)
-        except ProtocolError as exc:
-            self._refuse(exc)
-            return
-        if isinstance(parsed, str):  # help or a usage hint, answered here
-            self.queue((parsed + "\n").encode())
-            return
-        self._act(parsed)
-
-    def _act(self, event: ClientEvent) -> None:
-        """Hand one client event (from either mode) to the relay; deliver what it causes."""
-        try:
-            effects = self.relay.handle(self.session, event)
-        except ProtocolError as exc:
-            self._refuse(exc)
-            return
-        if isinstance(event, Hello):
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            log.info(
-                "login %s as %s in %s%s",
-                self.peer,
-                self.session.name,
-                self.session.room,
-                " (text)" if self.text else "",
-            )
-        self.server.deliver(effects)
-
-    def _refuse(self, exc: ProtocolError) -> None:
-        if exc.code in FATAL_CODES:
-            self.close_with(error_event(exc), "lost")
-            return
-        self.refusals += 1
-        if self.refusals <= _LOGGED_REFUSALS:
-            log.info("refused %s (%s): %s", self.who, exc.code, exc.message)
-        elif self.refusals == _LOGGED_REFUSALS + 1:
-            log.info("refused %s again; further refusals are not logged", self.who)
-        # in line behind what this client sent before (the store may still be working)
-        self.server.deliver([Delivery((self.session,), error_event(exc))])
-
-    def _login_expired(self) -> None:
-        self._timer = None
-        if not self.session.logged_in and not self.closing:
-            message = f"no login within {self.server.settings.login_timeout:g} seconds"
-            self.close_with(Error(code="login_timeout", message=message), "lost")
-
-    # -- output --------------------------------------------------------------------------
-
-    @property
-    def who(self) -> str:
-        return f"{self.session.name}@{self.peer}" if self.session.name else self.peer
-
-    def send(self, event: ServerEvent) -> None:
-        """Queue one event for this connection alone, in its session's format."""
-        data = _text_bytes(event) if self.text else encode(event)
-        if data is not None:
-            self.queue(data)
-
-    def queue(self, data: bytes) -> None:
-        """Queue bytes to be written at the end of this event-loop turn.
-
-        The bytes not yet taken by the peer (queued here plus the transport's buffer as of
-        the last flush) are counted as they grow, so a client that stopped reading is cut
-        off the moment it passes ``max_buffer``, even in the middle of a big fan-out.
-        """
-        if self.closing:
-            return
-        self.out.append(data)
-        self.unsent += len(data)
-        if self.unsent > self.server.settings.max_buffer:
-            self._too_slow()
-        elif not self.dirty:
-            self.dirty = True
-            self.server.mark_dirty(self)
-
-    def flush(self) -> None:
-        """Write everything queued in one call; cut the client off if it is too far behind."""
-        self.dirty = False
-        out = self.out
-        if not out or self.transport is None:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
+    def write_out(self, core: ServerConnection) -> None:
+        """Write everything the core has queued in one call; report the transport's backlog."""
+        data = core.bytes_to_send()
         transport = self.transport
-        transport.write(data)
-        self.unsent = transport.get_write_buffer_size()
-        if self.unsent > self.server.settings.max_buffer:
-            self._too_slow()
+        if data and transport is not None:
+            transport.write(data)
+            backlog = transport.get_write_buffer_size()
+            if backlog:  # the core counts nothing unsent once it handed its bytes over
+                core.buffered(backlog)
 
-    def _too_slow(self) -> None:
-        """Cut off a client whose unsent output passed the bound; nobody waits for it."""
-        log.warning(
-            "slow consumer %s: over %d bytes unsent", self.who, self.server.settings.max_buffer
-        )
-        self.out.clear()  # what it did not take is dropped with it; the error goes out last
-        self.close_with(Error(code="slow_consumer", message="you are not reading"), "slow")
-
-    def close_with(self, error: Error | None, reason: str) -> None:
-        """End the session: tell its room, send ``error`` last, half-close, linger, close.
-
-        The write side is closed first and later input discarded, so the final frame is not
-        thrown away by a TCP reset; a peer that never closes is reset after a grace period.
-        """
-        if self.closing or self.transport is None:
-            return
-        self.closing = True
-        if error is not None:
-            log.info("closing %s with %s: %s", self.who, error.code, error.message)
-        self._leave(reason)
-        if self._timer is not None:
-            self._timer.cancel()
-        if error is not None:
-            final = _text_bytes(error) if self.text else encode(error)
-            if final:
-                self.out.append(final)
+    def shut(self, core: ServerConnection) -> None:
+        """Write what is left and perform the shutdown the core asks for."""
+        self.write_out(core)
+        action = core.shutdown_to_perform()
         transport = self.transport
-        if self.out:
-            transport.write(b"".join(self.out))
-            self.out.clear()
-        if self.peer_eof or not transport.can_write_eof():
+        if action is None or transport is None:
+            return
+        if action is Shutdown.ABORT:
+            transport.abort()
+        elif action is Shutdown.CLOSE or not transport.can_write_eof():
             transport.close()
         else:
             try:
                 transport.write_eof()
             except OSError:  # the peer is already gone (asyncio raises, uvloop does not)
                 transport.abort()
-        self._timer = self.server.loop.call_later(
-            self.server.settings.close_linger, transport.abort
-        )
 
-    def _leave(self, reason: str) -> None:
-        if self.session.logged_in:
-            log.info("leave %s (%s)", self.who, reason)
-            if not self.server.shutting_down:
-                self.server.deliver(self.relay.leave(self.session, reason))
-            else:
-                self.relay.leave(self.session, reason)
+    def arm(self, core: ServerConnection) -> None:
+        """Keep a timer armed at (or before) the core's next deadline."""
+        deadline = core.next_deadline()
+        if deadline is None:
+            return
+        if self.deadline is not None and self.deadline <= deadline:
+            return  # fires early; the core does nothing then and is asked again
+        self.deadline = deadline
+        self.server.timers.add(deadline, self)
+
+    def fire(self, now: float) -> None:
+        """The deadline this connection was armed for has come."""
+        self.deadline = None
+        core = self.core
+        if core is not None:
+            self.server.hub.handle_timer(core, now)
+            self.server.settle(self)
+
+
+class TimerHeap:
+    """One loop timer for every connection: a heap of (deadline, sequence, connection).
+
+    A loop timer per connection cost about half a kilobyte each; a heap entry is a tuple.
+    Re-arming earlier leaves the later entry behind, skipped when it comes up (the
+    connection's ``deadline`` no longer matches); activity never re-arms, because the
+    core's deadlines only move later with it.
+    """
+
+    #: how early a deadline may be acted on: uvloop's timers and clock move in whole ms
+    RESOLUTION = 0.001
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._heap: list[tuple[float, int, Connection]] = []
+        self._sequence = itertools.count()
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = math.inf
+
+    def add(self, deadline: float, conn: Connection) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._sequence), conn))
+        if deadline < self._when:
+            self._schedule(deadline)
+
+    def _schedule(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._when = when
+        self._handle = self.loop.call_at(when, self._run)
+
+    def _run(self) -> None:
+        self._handle, self._when = None, math.inf
+        heap = self._heap
+        now = self.loop.time()
+        while heap and heap[0][0] <= now + self.RESOLUTION:
+            deadline, _, conn = heapq.heappop(heap)
+            if conn.deadline == deadline:  # the connection's live entry, not a stale one
+                conn.fire(max(now, deadline))
+        if heap:
+            self._schedule(heap[0][0])
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._heap.clear()
 
 
 class ChatServer:
-    """A running relay: the listening socket, its connections and the write batching."""
+    """A running relay: the listening socket, its connections and the write scheduling."""
 
     def __init__(
         self, settings: ServerSettings, relay: Relay | None = None, store: Store | None = None
     ) -> None:
         self.settings = settings
-        self.relay = relay or Relay(
-            history=settings.history,
-            rate_limit=settings.rate_limit,
-            rate_burst=settings.rate_burst,
-        )
-        self.store: Store = store if store is not None else MemoryStore(settings.history)
-        #: carries the relay's store intents out and keeps deliveries in order
-        self.pipeline = StorePipeline(self.relay, self.store)
         self.loop = asyncio.get_running_loop()
+        self.hub = Hub(settings, relay, clock=self.loop.time, store=store)
+        self.relay = self.hub.relay
+        self.store = self.hub.store
         self.store.set_wakeup(self._store_wakeup)
-        self.connections: set[Connection] = set()
-        self.shutting_down = False
+        self.observers: list[Callable[[ServerEvent], None]] = self.hub.observers
         self.closed = asyncio.Event()
-        self.observers: list[Callable[[ServerEvent], None]] = []
-        self._dirty: list[Connection] = []
-        self._flush_pending = False
-        #: deliveries caused while a fan-out runs (a recipient cut off as slow leaves)
-        self._backlog: list[Delivery | Close] = []
-        self._delivering = False
-        self._last_flush = 0.0
+        self.timers = TimerHeap(self.loop)
+        self._flush_handle: asyncio.Handle | None = None
+        #: whether the pending flush runs at the end of this loop turn (not on a timer)
+        self._flush_soon = False
         self._server: asyncio.base_events.Server | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+
+    @property
+    def connections(self) -> set[ServerConnection]:
+        """The connections open now (their cores)."""
+        return self.hub.connections
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.hub.shutting_down
 
     async def start(self) -> tuple[str, int]:
         """Listen and return the address actually bound (``port=0`` picks a free one)."""
@@ -344,7 +230,6 @@ class ChatServer:
             reuse_address=True,
             backlog=1024,
         )
-        self._heartbeat = self.loop.create_task(self._heartbeats())
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
 
@@ -353,134 +238,81 @@ class ChatServer:
         assert self._server is not None
         return [s.getsockname()[:2] for s in self._server.sockets]
 
-    # -- fan-out ---------------------------------------------------------------------------
+    # -- after every hub call ----------------------------------------------------------------
 
-    def deliver(self, effects: Iterable[Effect]) -> None:
-        """Carry the relay's effects out: intents to the store, deliveries to their targets.
-
-        Each delivery's event is encoded once per format and queued to its targets.
-
-        A fan-out can cut recipients off as slow consumers, and each one's ``leave`` is a
-        new delivery: those are queued behind the current one and sent by the outermost
-        call, so a room full of slow clients is cut off in a loop, not in a recursion as
-        deep as the room is large (which raised RecursionError half-way).
-        """
-        deliveries = self.pipeline.run(effects)
-        if self._delivering:
-            self._backlog.extend(deliveries)
-            return
-        self._delivering = True
-        try:
-            self._fan_out(deliveries)
-            while self._backlog:
-                backlog, self._backlog = self._backlog, []
-                self._fan_out(backlog)
-        finally:
-            self._delivering = False
+    def settle(self, conn: Connection | None) -> None:
+        """Carry out what the hub's last call asked for: closes now, a flush soon, a timer."""
+        hub = self.hub
+        if hub.urgent:
+            self._shut_urgent()
+        if hub.dirty:
+            handle = self._flush_handle
+            if handle is None:
+                wait = hub.flush_delay(time.monotonic())
+                self._flush_soon = wait <= 0
+                if self._flush_soon:
+                    self._flush_handle = self.loop.call_soon(self._flush)
+                else:
+                    self._flush_handle = self.loop.call_later(wait, self._flush)
+            elif not self._flush_soon and hub.flush_delay(time.monotonic()) <= 0:
+                handle.cancel()  # the batch filled up before the interval was over
+                self._flush_soon = True
+                self._flush_handle = self.loop.call_soon(self._flush)
+        if conn is not None and conn.core is not None:
+            conn.arm(conn.core)
 
     def _store_wakeup(self) -> None:
-        """The store has answered (maybe on another thread): deliver in the loop."""
+        """The store answered, maybe on its own thread: deliver in the loop."""
         self.loop.call_soon_threadsafe(self._store_answered)
 
     def _store_answered(self) -> None:
-        self.deliver(())  # runs the pipeline, which takes the store's completions first
+        self.hub.store_answered()
+        self.settle(None)
 
-    def _fan_out(self, deliveries: Iterable[Delivery | Close]) -> None:
-        for delivery in deliveries:
-            if type(delivery) is Close:
-                closing: Connection = delivery.session.link
-                closing.close_with(delivery.error, delivery.reason)
-                continue
-            assert type(delivery) is Delivery
-            event = delivery.event
-            for observer in self.observers:
-                observer(event)
-            sender, echo = delivery.sender, delivery.echo
-            json_bytes: bytes | None = None
-            text_bytes: bytes | None = None
-            for session in delivery.targets:
-                conn: Connection = session.link
-                if session is sender and echo is not None:
-                    conn.send(echo)
-                elif conn.text:
-                    if text_bytes is None:
-                        text_bytes = _text_bytes(event) or b""
-                    if text_bytes:
-                        conn.queue(text_bytes)
-                else:
-                    if json_bytes is None:
-                        json_bytes = encode(event)
-                    conn.queue(json_bytes)
-
-    def mark_dirty(self, conn: Connection) -> None:
-        """Remember ``conn`` has output and schedule one flush of every such connection.
-
-        The flush runs at the end of this loop turn, or, when the last flush was less than
-        ``flush_interval`` ago (the relay is busy), once that interval is over: under load
-        each recipient then gets fewer, larger writes, and a quiet relay writes at once.
-        """
-        self._dirty.append(conn)
-        if not self._flush_pending:
-            self._flush_pending = True
-            wait = self._last_flush + self.settings.flush_interval - self.loop.time()
-            if wait > 0:
-                self.loop.call_later(wait, self._flush)
-            else:
-                self.loop.call_soon(self._flush)
+    def _shut_urgent(self) -> None:
+        hub = self.hub
+        while hub.urgent:  # a shutdown can cause more (nobody else is cut off, but be sure)
+            for core in hub.take_urgent():
+                link: Connection = core.link
+                link.shut(core)
+                link.arm(core)
 
     def _flush(self) -> None:
-        self._flush_pending = False
-        self._last_flush = self.loop.time()
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn.flush()
-
-    # -- heartbeats -------------------------------------------------------------------------
-
-    async def _heartbeats(self) -> None:
-        interval = self.settings.ping_interval
-        if interval <= 0:
-            return
-        while True:
-            await asyncio.sleep(interval / 3)
-            self.check_heartbeats()
-
-    def check_heartbeats(self) -> None:
-        """Ping JSON clients idle for an interval; drop those silent for three."""
-        interval = self.settings.ping_interval
-        stamp = self.loop.time()
-        for conn in list(self.connections):
-            if conn.closing or conn.text or not conn.session.logged_in:
-                continue
-            idle = stamp - conn.last_seen
-            if idle >= 3 * interval:
-                log.info("timeout %s: silent for %.0f s", conn.who, idle)
-                conn.close_with(None, "timeout")
-            elif idle >= interval and stamp - conn.last_ping >= interval:
-                conn.last_ping = stamp
-                conn.queue(_PING)
+        """Write every connection with queued output, one write each."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()  # harmless when it is the handle running this
+            self._flush_handle = None
+        # time.monotonic, not loop.time: uvloop's clock moves in whole milliseconds
+        for core in self.hub.take_dirty(time.monotonic()):
+            # Connection.write_out inlined: this loop runs once per recipient and flush
+            data = core.bytes_to_send()
+            transport = core.link.transport
+            if data and transport is not None:
+                transport.write(data)
+                backlog = transport.get_write_buffer_size()
+                if backlog:
+                    core.buffered(backlog)
+        self.settle(None)
 
     # -- shutdown ---------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
         """Tell every client ``server_shutdown``, close them all, stop listening."""
-        self.shutting_down = True
         if self._server is not None:
             self._server.close()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
         self._flush()
-        error = Error(code="server_shutdown", message="the server is shutting down")
-        for conn in list(self.connections):
-            conn.close_with(error, "quit")
+        self.hub.shutdown()
+        self.settle(None)
         deadline = self.loop.time() + self.settings.shutdown_grace
-        while self.connections and self.loop.time() < deadline:
+        while self.hub.connections and self.loop.time() < deadline:
             self.closed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.closed.wait(), deadline - self.loop.time())
-        for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+        for core in list(self.hub.connections):
+            link: Connection = core.link
+            if link.transport is not None:
+                link.transport.abort()
+        self.timers.cancel()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -533,13 +365,6 @@ async def _serve(
             recorder.close()
             for path in recorder.paths:
                 log.info("recorded %s", path)
-
-
-#: TCP keepalive: probe after this many idle seconds, then every interval, this many times,
-#: so a vanished peer (above all a text session, which is never pinged) is noticed in ~2 min
-KEEPALIVE_IDLE = 60
-KEEPALIVE_INTERVAL = 15
-KEEPALIVE_COUNT = 4
 
 
 def keep_alive(sock: socket.socket | None) -> None:
