@@ -108,6 +108,15 @@ _DEFAULTS = ServerSettings()
     help="While busy, coalesce output for at most this long before writing (0: every turn).",
 )
 @click.option(
+    "--flush-batch",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=_DEFAULTS.flush_batch,
+    show_default=True,
+    envvar="CHATCLI_FLUSH_BATCH",
+    help="While busy, write as soon as this many events have been gathered.",
+)
+@click.option(
     "--max-connections",
     type=click.IntRange(min=1),
     metavar="N",
@@ -162,6 +171,7 @@ def serve(
     ping_interval: float,
     max_buffer: int,
     flush_interval: float,
+    flush_batch: int,
     max_connections: int,
     record_dir: Path | None,
     store: str | None,
@@ -201,6 +211,7 @@ def serve(
         ping_interval=ping_interval,
         max_buffer=max_buffer,
         flush_interval=flush_interval,
+        flush_batch=flush_batch,
         max_connections=max_connections,
         record_dir=record_dir,
         store=store,
