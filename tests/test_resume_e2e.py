@@ -8,7 +8,10 @@ itself at the end.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import re
+import select
 import signal
 import socket
 import sqlite3
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from helpers import HOST, run
-from processes import START_TIMEOUT, chatcli, read_line
+from processes import EXIT_TIMEOUT, START_TIMEOUT, Terminal, chatcli, read_line
 
 from chatcli.client.resume import ResumeState
 from chatcli.client.resuming import Resumed, ResumingClient, Status
@@ -115,6 +118,44 @@ def test_piped_join_sends_every_line_exactly_once_across_server_kills(
     assert "connection lost, reconnecting in" in err and "reconnected" in err
     said = [text for _, sender, text in server.messages() if sender == "sender"]
     assert said == [f"line {n}" for n in range(30)]
+
+
+_ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def see(term: Terminal, text: str, timeout: float = 30.0) -> None:
+    """Read the terminal until ``text`` shows up once colours and cursor moves are removed."""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in _ANSI.sub(b"", term.screen):
+        left = deadline - time.monotonic()
+        assert left > 0, f"{text!r} not on screen: {_ANSI.sub(b'', term.screen)[-500:]!r}"
+        if select.select([term.leader], [], [], left)[0]:
+            term.screen += os.read(term.leader, 65536)
+
+
+def test_interactive_join_shows_the_reconnect_and_sends_the_pending_line_once(
+    tmp_path: Path, config: dict[str, str]
+) -> None:
+    server = Server(tmp_path / "chat.db")
+    server.start()
+    try:
+        with Terminal("join", "tty", "--port", str(server.port), env=config, timeout=30) as term:
+            see(term, "tty>")
+            term.type(b"before\r")
+            see(term, "<tty> before")
+            server.kill()
+            see(term, "connection lost, reconnecting in")
+            term.type(b"typed while down\r")
+            see(term, "pending, sent once reconnected: typed while down")
+            server.start()
+            see(term, "reconnected")
+            see(term, "<tty> typed while down")
+            term.type(b"/quit\r")
+            assert term.proc.wait(EXIT_TIMEOUT) == 0
+    finally:
+        server.stop()
+    assert "Traceback" not in term.screen.decode(errors="replace")
+    assert [t for _, _, t in server.messages()] == ["before", "typed while down"]
 
 
 # --------------------------------------------------------------------------- the crash test

@@ -296,3 +296,76 @@ async def test_a_silently_stalled_connection_is_noticed_by_ping_and_taken_over_b
         assert_exactly_once(alice, room)
         await alice.stop()
         await proxy.close()
+
+
+# --------------------------------------------------------------------------- join's session
+
+
+class Screen:
+    """An Output that keeps what join would show, as text."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def show(self, event: object, raw: bytes = b"") -> None:
+        if isinstance(event, Msg):
+            self.lines.append(f"<{event.from_}> {event.text}")
+
+    def notice(self, text: str, error: bool = False) -> None:
+        self.lines.append(f"** {text}")
+
+    def flush(self) -> None:
+        pass
+
+
+@async_test
+async def test_join_session_says_what_happened_and_sends_what_was_typed_in_order() -> None:
+    from chatcli.ui.join import JoinOptions, JoinSession
+    from chatcli.ui.render import Renderer
+
+    async with serving(rate_limit=0) as srv:
+        state = ResumeState("alice", "lobby", random=lambda: 0.0)
+        gate = asyncio.Event()  # the reconnect waits for the test, not for the clock
+
+        async def sleep(delay: float) -> None:
+            await gate.wait()
+
+        link = ResumingClient(HOST, srv.port, state, sleep=sleep)
+        await link.start()
+        screen = Screen()
+        options = JoinOptions(host=HOST, port=srv.port, name="alice")
+        session = JoinSession(link, options, screen, Renderer(me="alice"))
+        receiver = asyncio.create_task(session.receive_forever())
+        bob = await srv.login("bob")
+        await session.submit("one")
+        async with asyncio.timeout(READ_TIMEOUT):
+            await session.acked.wait()
+        await bob.expect("msg", text="one")
+        # cut; what bob says meanwhile is missed, what alice types is queued
+        server_side(srv, "alice").transport.abort()
+        async with asyncio.timeout(READ_TIMEOUT):
+            while link.connected:
+                await asyncio.sleep(0.01)
+        await session.submit("two")
+        await session.submit("/msg bob psst")  # a dm cannot wait: refused, said so
+        await bob.send({"type": "say", "text": "missed"})
+        await bob.expect("leave", name="alice")
+        await bob.expect("msg", text="missed")
+        gate.set()
+        async with asyncio.timeout(READ_TIMEOUT):
+            while not session.reconnected.is_set() or session.pending:
+                await asyncio.sleep(0.01)
+        await bob.expect("join", name="alice")
+        await bob.expect("msg", text="two")
+        await link.close()
+        await asyncio.wait_for(receiver, READ_TIMEOUT)
+    lost = "** connection lost, reconnecting in 0.5 s (attempt 1)"
+    assert screen.lines[:2] == ["<alice> one", lost]
+    assert "** not connected: try again once reconnected (direct message not sent)" in screen.lines
+    tail = screen.lines[screen.lines.index("<bob> missed") :]
+    assert tail == [
+        "<bob> missed",
+        "** reconnected; 1 message you missed is shown above",
+        "<alice> two",
+    ]
+    assert session.refused == 1

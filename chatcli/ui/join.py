@@ -165,7 +165,12 @@ class JoinSession:
         event = self.client.stamp(ref, event)
         self.acks.sent(ref, event)
         self.acked.clear()
-        await self.client.send(event)
+        try:
+            await self.client.send(event)
+        except NotConnected as exc:  # a dm cannot wait for the reconnect: it has no txn
+            self.acks.lose(ref)
+            self._settled()
+            self._refuse_locally(f"{exc} (direct message not sent)")
 
     # -- events ------------------------------------------------------------------------
 
@@ -230,8 +235,8 @@ class JoinSession:
         if status.truncated:
             self.output.notice("reconnected; some messages may have been lost while you were away")
         elif status.missed:
-            plural = "message" if status.missed == 1 else "messages"
-            self.output.notice(f"reconnected; {status.missed} {plural} you missed are shown above")
+            what = "message you missed is" if status.missed == 1 else "messages you missed are"
+            self.output.notice(f"reconnected; {status.missed} {what} shown above")
         else:
             self.output.notice("reconnected")
         self.reconnected.set()
