@@ -369,3 +369,24 @@ async def test_join_session_says_what_happened_and_sends_what_was_typed_in_order
         "<alice> two",
     ]
     assert session.refused == 1
+
+
+def test_join_words_each_status_through_the_one_output() -> None:
+    from chatcli.ui.join import JoinOptions, JoinSession
+    from chatcli.ui.render import Renderer
+
+    link = ResumingClient(HOST, 1, ResumeState("alice", "lobby"))
+    screen = Screen()
+    session = JoinSession(link, JoinOptions(HOST, 1, "alice"), screen, Renderer(me="alice"))
+    session.status(Lost(4.2, 3, "connection refused"))
+    session.status(Lost(0.26, 1, "connection refused"))
+    session.status(Resumed(12, False, 0))
+    session.status(Resumed(3, True, 1))
+    session.status(Resumed(0, False, 0))
+    assert screen.lines == [
+        "** connection lost, reconnecting in 4 s (attempt 3)",
+        "** connection lost, reconnecting in 0.3 s (attempt 1)",
+        "** reconnected; 12 messages you missed are shown above",
+        "** reconnected; some messages may have been lost while you were away",
+        "** reconnected",
+    ]

@@ -288,6 +288,9 @@ class ResumingClient:
                 reason = str(exc)
                 continue
             break
+        if self._closing:  # closed while this login was under way
+            await client.close()
+            return
         assert client.ready is not None
         caught = self.state.ready(client.ready)
         self._up(client)
