@@ -390,3 +390,23 @@ def test_join_words_each_status_through_the_one_output() -> None:
         "** reconnected; some messages may have been lost while you were away",
         "** reconnected",
     ]
+
+
+@async_test
+async def test_name_taken_after_a_stall_is_retried_until_the_server_drops_the_old_session() -> None:
+    # the token went stale (as when the last ready was lost in the cut): the server holds
+    # the stalled session and refuses the name until its own pings find that session dead
+    async with serving(rate_limit=0, ping_interval=0.4) as srv:
+        proxy = await Proxy(srv.port).start()
+        alice = await User(proxy.port, "alice", idle=0.3, ping_timeout=0.3).start()
+        await alice.say("before")
+        await alice.settled()
+        alice.link.state.token = "stale"
+        proxy.stall_all()
+        await alice.say("after")
+        await alice.settled()
+        refusals = [s.reason for s in alice.statuses if isinstance(s, Lost)]
+        assert any("name_taken" in reason for reason in refusals), refusals
+        assert [m["text"] for m in await stored(srv)] == ["before", "after"]
+        await alice.stop()
+        await proxy.close()
