@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import select
 import signal
 import socket
@@ -463,3 +464,32 @@ def test_serve_record_then_replay_to_reproduces_the_conversation(tmp_path: Path)
 
     assert len(chat(original.stdout)) == 21
     assert chat(shown.stdout) == chat(original.stdout)
+
+
+@async_test
+async def test_every_message_goes_out_with_its_own_txn() -> None:
+    """Each say/me carries a fresh txn (spec 1.1), so any resend of it is stored once."""
+    frames: list[dict[str, Any]] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b'{"type":"welcome","server":"rec","proto":1,"users":[],"rooms":[],"hint":""}\n'
+        )
+        with contextlib.suppress(ConnectionError):
+            while line := await reader.readline():
+                frame = json.loads(line)
+                frames.append(frame)
+                if frame["type"] == "hello":
+                    ready = {"type": "ready", "name": frame["name"], "room": "lobby"}
+                    writer.write(json.dumps({**ready, "users": [], "history": []}).encode() + b"\n")
+        writer.close()
+
+    server = await asyncio.start_server(record, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        injector = Injector(HOST, port, Timeline(instant=True), ack_timeout=0.3)
+        await injector.run(steps(CRASHED))
+    said = [f for f in frames if f["type"] in ("say", "me")]
+    assert len(said) == 5
+    txns = [f["txn"] for f in said]
+    assert len(set(txns)) == 5 and all(len(t) == 32 and int(t, 16) >= 0 for t in txns)

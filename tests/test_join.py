@@ -131,9 +131,20 @@ def test_rate_limited_lines_are_retried_in_order(config: dict[str, str]) -> None
     assert said == [f"line {i}" for i in range(8)]
 
 
-def test_shutdown_while_joined_is_one_line_and_exit_1(config: dict[str, str]) -> None:
+def test_shutdown_while_joined_retries_then_gives_up_in_one_line_and_exit_1(
+    config: dict[str, str],
+) -> None:
     with serve_process() as (proc, port):
-        client = chatcli("join", "stayer", "--port", str(port), env=config, stdin=subprocess.PIPE)
+        client = chatcli(
+            "join",
+            "stayer",
+            "--port",
+            str(port),
+            "--retry-for",
+            "1",
+            env=config,
+            stdin=subprocess.PIPE,
+        )
         watcher = Watcher(port)
         # wait until the client is in the room, then stop the server
         deadline = time.monotonic() + READ_TIMEOUT
@@ -150,9 +161,9 @@ def test_shutdown_while_joined_is_one_line_and_exit_1(config: dict[str, str]) ->
         client.stdin.close()
         watcher.close()
     assert client.returncode == 1
-    assert err.decode().strip().splitlines()[-1] == (
-        "chatcli: the server is shutting down (server_shutdown)"
-    )
+    lines = err.decode().strip().splitlines()
+    assert lines[-1].startswith(f"chatcli: gave up reconnecting to 127.0.0.1:{port} after 1 s")
+    assert "connection lost, reconnecting in" in err.decode()
 
 
 def test_record_writes_a_valid_client_transcript(

@@ -51,6 +51,14 @@ __all__ = ["join"]
     is_flag=True,
     help="Print incoming events as JSON lines (for programs).",
 )
+@click.option(
+    "--retry-for",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="When the connection drops, keep reconnecting this long before giving up.",
+)
 def join(
     name: str | None,
     host: str | None,
@@ -61,6 +69,7 @@ def join(
     record: bool,
     record_dir: Path,
     json_output: bool,
+    retry_for: float,
 ) -> None:
     """Join a chat server as NAME (NAME, host and port default to the last ones used).
 
@@ -68,6 +77,8 @@ def join(
     (/who .l, /msg, /me, /join, /rooms, /time .t, /record .r, /quit .q).
     With stdin not a terminal, it sends each input line, prints what arrives as plain
     lines (or JSON with --json) and exits once its messages are acknowledged.
+    A dropped connection or a restarted server is resumed by itself: nothing typed is
+    lost or said twice; it gives up (exit 1) after --retry-for seconds without one.
 
     \b
     Examples:
@@ -101,6 +112,7 @@ def join(
         json_output=json_output,
         record_dir=record_dir,
         record=record,
+        retry_for=retry_for,
     )
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_output
     sys.exit(run(run_join(options, interactive)))

@@ -201,6 +201,10 @@ class AckTracker(Generic[E]):
         overdue = [ref for ref, w in self._waiting.items() if now - w.at >= timeout]
         return [self._lose(ref) for ref in overdue]
 
+    def lose(self, ref: Hashable) -> Settled[E] | None:
+        """Settle the message sent with ``ref`` as LOST (the front end cannot resend it)."""
+        return self._lose(ref) if ref in self._waiting else None
+
     def lose_all(self) -> list[Settled[E]]:
         """The connection ended: every message still waiting is LOST."""
         return [self._lose(ref) for ref in list(self._waiting)]
@@ -216,6 +220,10 @@ class AckTracker(Generic[E]):
     def waiting(self) -> int:
         """How many messages still wait for their answer."""
         return len(self._waiting)
+
+    def waiting_items(self) -> list[tuple[Hashable, E]]:
+        """The messages still waiting, as (ref, what was sent), oldest first."""
+        return [(ref, waiting.sent) for ref, waiting in self._waiting.items()]
 
     def __contains__(self, ref: Hashable) -> bool:
         return ref in self._waiting

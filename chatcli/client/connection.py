@@ -132,10 +132,18 @@ class ChatClient:
             await self._writer.wait_closed()
 
     async def login(
-        self, name: str, room: str | None, history: int | None, since: int | None
+        self,
+        name: str,
+        room: str | None,
+        history: int | None,
+        since: int | None,
+        hello: Hello | None = None,
     ) -> Ready:
-        """Send ``hello`` and wait for ``ready``; a refusal raises ServerRefused."""
-        await self.send(Hello(name=name, room=room or None, since=since, history=history))
+        """Send ``hello`` (the one given, or one made of the other arguments) and wait
+        for ``ready``; a refusal raises ServerRefused."""
+        if hello is None:
+            hello = Hello(name=name, room=room or None, since=since, history=history)
+        await self.send(hello)
         while self.connection.ready is None:
             await self._read()
         return self.connection.ready
@@ -156,8 +164,12 @@ async def connect(
     history: int | None = None,
     since: int | None = None,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    hello: Hello | None = None,
 ) -> ChatClient:
     """Connect, log in as ``name`` and return the client once ``ready`` arrived.
+
+    ``hello`` replaces the login frame made of the other arguments (a resume sends
+    ``epoch`` and ``resume`` too).
 
     Raises ConnectionFailed when the server cannot be reached, ServerRefused when it
     refuses the login (``name_taken``, ``name_invalid``, ...).
@@ -175,7 +187,7 @@ async def connect(
         raise ConnectionFailed(f"cannot connect to {address}: {exc.strerror or exc}") from exc
     client = ChatClient(reader, writer, address)
     try:
-        await asyncio.wait_for(client.login(name, room, history, since), timeout)
+        await asyncio.wait_for(client.login(name, room, history, since, hello), timeout)
     except TimeoutError as exc:
         await client.close(bye=False)
         raise ConnectionFailed(f"no answer from {address} within {timeout:g} s") from exc

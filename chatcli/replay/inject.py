@@ -43,6 +43,7 @@ from chatcli.client.acks import (
     Settled,
 )
 from chatcli.client.connection import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
+from chatcli.client.resume import new_txn
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
     Bye,
@@ -562,7 +563,12 @@ class Injector:
         client = self._client(action.user)
         await self._in_order(client)
         ref = client.client.next_ref()
-        event = msgspec.structs.replace(action.event, ref=ref)
+        event: Say | Me | SendDirect
+        if isinstance(action.event, (Say, Me)):
+            # a txn makes any resend of it stored once, so the accounting stays exact
+            event = msgspec.structs.replace(action.event, ref=ref, txn=new_txn())
+        else:
+            event = msgspec.structs.replace(action.event, ref=ref)
         answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         client.acks.sent(ref, answer)
         now = self._clock()

@@ -5,6 +5,10 @@ recorder, the input commands and the bookkeeping of messages waiting for their
 acknowledgement. ``interactive`` runs it under prompt_toolkit (the line being typed is
 never garbled by incoming messages); ``piped`` reads lines from stdin, prints plain lines
 or JSON, and exits once everything it sent has been acknowledged.
+
+The connection is a :class:`~chatcli.client.resuming.ResumingClient`: when it drops, the
+session reconnects by itself, says so through the renderer's notices, shows the messages
+missed once, and sends what was typed meanwhile (``--retry-for`` bounds the attempt).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import io
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +28,8 @@ from chatcli.client.acks import (
     Outcome,
     Retry,
 )
-from chatcli.client.connection import ChatClient, connect
+from chatcli.client.resume import DEFAULT_RETRY_FOR, ResumeState
+from chatcli.client.resuming import Lost, NotConnected, Resumed, ResumingClient, Status
 from chatcli.core.commands import HELP, parse_input
 from chatcli.core.protocol import (
     ClientEvent,
@@ -40,7 +46,7 @@ from chatcli.core.protocol import (
     checked_text,
     clean_text,
 )
-from chatcli.errors import ChatError, ConnectionFailed, ProtocolError
+from chatcli.errors import ChatError, ProtocolError
 from chatcli.transcript import TranscriptWriter, client_filename
 from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
 from chatcli.ui.render import Renderer
@@ -64,13 +70,15 @@ class JoinOptions:
     json_output: bool = False
     record_dir: Path = Path("recordings")
     record: bool = False
+    #: seconds without a connection after which the session gives up reconnecting
+    retry_for: float = DEFAULT_RETRY_FOR
 
 
 class JoinSession:
     """A logged-in chat session and what the user can do with it."""
 
     def __init__(
-        self, client: ChatClient, options: JoinOptions, output: Output, renderer: Renderer
+        self, client: ResumingClient, options: JoinOptions, output: Output, renderer: Renderer
     ) -> None:
         self.client = client
         self.options = options
@@ -87,6 +95,8 @@ class JoinSession:
         self.failure: ChatError | None = None
         #: set when a pong arrives: everything sent before the ping has been answered
         self.pong = asyncio.Event()
+        #: set after each reconnect: a waiter re-asks what the lost connection never answered
+        self.reconnected = asyncio.Event()
 
     # -- input -------------------------------------------------------------------------
 
@@ -108,12 +118,18 @@ class JoinSession:
             self.output.notice(f"timestamps {'on' if self.renderer.timestamps else 'off'}")
         elif verb == "record":
             self.toggle_recording()
-        elif verb == "who":
-            await self.client.send(Who())
-        elif verb == "rooms":
-            await self.client.send(RoomsRequest())
-        elif verb == "join":
-            await self.client.send(JoinRoom(room=command.arg))
+        elif verb in ("who", "rooms", "join"):
+            request: ClientEvent
+            if verb == "who":
+                request = Who()
+            elif verb == "rooms":
+                request = RoomsRequest()
+            else:
+                request = JoinRoom(room=command.arg)
+            try:
+                await self.client.send(request)
+            except NotConnected as exc:
+                self.output.notice(str(exc), error=True)
         else:
             try:
                 text = checked_text(command.text)
@@ -142,15 +158,28 @@ class JoinSession:
         return self.acks.waiting
 
     async def send_tracked(self, ref: str, event: ClientEvent) -> None:
-        """Send a message whose acknowledgement (or refusal) will be waited for."""
+        """Send a message whose acknowledgement (or refusal) will be waited for.
+
+        A say or me gets its ``txn`` here, so a resend after a reconnect is stored once.
+        """
+        event = self.client.stamp(ref, event)
         self.acks.sent(ref, event)
         self.acked.clear()
-        await self.client.send(event)
+        try:
+            await self.client.send(event)
+        except NotConnected as exc:  # a dm cannot wait for the reconnect: it has no txn
+            self.acks.lose(ref)
+            self._settled()
+            self._refuse_locally(f"{exc} (direct message not sent)")
 
     # -- events ------------------------------------------------------------------------
 
-    def handle(self, event: ServerEvent) -> None:
-        """Account for, record and show one event from the server."""
+    def handle(self, event: ServerEvent, new: bool = True) -> None:
+        """Account for, record and show one event from the server.
+
+        ``new`` is False for a message already seen (the ack of a resend whose first copy
+        arrived before the connection dropped): it settles its wait, and is not shown again.
+        """
         if isinstance(event, Pong):
             self.pong.set()
             return
@@ -161,6 +190,8 @@ class JoinSession:
             self._retry(answer)
             return
         if answer is not None:
+            if answer.outcome is not Outcome.ACKNOWLEDGED:
+                self.client.settled(str(answer.ref))
             if answer.outcome is Outcome.RATE_LIMITED:  # retried until the policy gave up
                 self._refuse_locally("message refused: rate limited")
                 self._settled()
@@ -168,6 +199,8 @@ class JoinSession:
             if answer.outcome is Outcome.REFUSED:
                 self.refused += 1
             self._settled()
+        if not new:
+            return
         if self.recorder is not None:
             self._record(event)
         self.output.show(event)
@@ -181,17 +214,51 @@ class JoinSession:
         self.acks.resent(retry.ref)  # before sending: the answer may come at once
         try:
             await self.client.send(retry.sent)
-        except ConnectionFailed as exc:
+        except ChatError as exc:
             self.failure = exc
 
     def _settled(self) -> None:
         if not self.acks.waiting:
             self.acked.set()
 
+    def status(self, status: Status) -> None:
+        """Say what the connection is doing: lost (and when it retries), or back."""
+        if isinstance(status, Lost):
+            self.output.notice(
+                f"connection lost, reconnecting in {_seconds(status.delay)} "
+                f"(attempt {status.attempt})",
+                error=True,
+            )
+            return
+        assert isinstance(status, Resumed)
+        self._lose_unsure()
+        if status.truncated:
+            self.output.notice("reconnected; some messages may have been lost while you were away")
+        elif status.missed:
+            what = "message you missed is" if status.missed == 1 else "messages you missed are"
+            self.output.notice(f"reconnected; {status.missed} {what} shown above")
+        else:
+            self.output.notice("reconnected")
+        self.reconnected.set()
+
+    def _lose_unsure(self) -> None:
+        """Direct messages in flight when the connection dropped cannot be resent safely
+        (a ``dm`` has no ``txn``): tell the user instead of maybe saying them twice."""
+        for ref, event in self.acks.waiting_items():
+            if isinstance(event, SendDirect):
+                self.acks.lose(ref)
+                self.output.notice(
+                    f"direct message to {clean_text(event.to)} may not have been delivered",
+                    error=True,
+                )
+        self._settled()
+
     async def receive_forever(self) -> None:
-        """Handle server events until the connection ends (raises ChatError then)."""
-        async for event in self.client.events():
-            self.handle(event)
+        """Handle server events, reconnecting as needed, until the session ends.
+
+        Raises ChatError when it ends other than by :meth:`ResumingClient.close`.
+        """
+        await self.client.run(self.handle, self.status)
 
     # -- recording ---------------------------------------------------------------------
 
@@ -236,9 +303,9 @@ class JoinSession:
 
 async def run_join(options: JoinOptions, interactive: bool) -> int:
     """Connect, run the chosen front end, and return the process exit code."""
-    client = await connect(
-        options.host, options.port, options.name, options.room, history=options.history
-    )
+    state = ResumeState(options.name, options.room, options.history, retry_for=options.retry_for)
+    client = ResumingClient(options.host, options.port, state)
+    await client.start()
     renderer = Renderer(me=client.name, timestamps=options.timestamps)
     output: Output
     if interactive:
@@ -322,6 +389,8 @@ async def _interactive(session: JoinSession) -> int:
                     line = await prompt_session.prompt_async(prompt)
                 except (EOFError, KeyboardInterrupt):
                     break
+                if not session.client.connected and line.strip():
+                    session.output.notice(f"pending, sent once reconnected: {line}")
                 lines.put_nowait(line)
         finally:
             sender.cancel()
@@ -407,23 +476,55 @@ async def _send_in_order(
 
 async def _barrier(session: JoinSession, receiver: asyncio.Task[None]) -> None:
     """Wait until the server has answered everything sent so far (ping, then its pong)."""
-    session.pong.clear()
-    await session.client.send(Ping())
-    await _wait_for(session.pong, receiver)
+
+    async def ping() -> None:
+        session.pong.clear()
+        if session.client.connected:
+            await session.client.send(Ping())
+
+    await ping()
+    await _wait_for(session, session.pong, receiver, renew=ping)
 
 
 async def _wait_acked(session: JoinSession, receiver: asyncio.Task[None]) -> None:
-    await _wait_for(session.acked, receiver)
+    await _wait_for(session, session.acked, receiver)
 
 
-async def _wait_for(event: asyncio.Event, receiver: asyncio.Task[None]) -> None:
-    """Wait (at most ACK_TIMEOUT) for ``event``, or raise what ended the receiver."""
-    if event.is_set():
-        return
-    waiter = asyncio.ensure_future(event.wait())
-    done, _ = await asyncio.wait(
-        {waiter, receiver}, timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-    )
-    waiter.cancel()
-    if receiver in done:
-        receiver.result()
+async def _wait_for(
+    session: JoinSession,
+    event: asyncio.Event,
+    receiver: asyncio.Task[None],
+    renew: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Wait for ``event``, or raise what ended the receiver.
+
+    The wait is bounded by ACK_TIMEOUT of connected time: while the session reconnects it
+    goes on (the reconnect itself is bounded by ``--retry-for``), and ``renew`` re-asks,
+    after each reconnect, what the lost connection may never have answered.
+    """
+    while not event.is_set():
+        session.reconnected.clear()
+        waiter = asyncio.ensure_future(event.wait())
+        again = asyncio.ensure_future(session.reconnected.wait())
+        timeout = ACK_TIMEOUT if session.client.connected else None
+        done, _ = await asyncio.wait(
+            {waiter, again, receiver}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        waiter.cancel()
+        again.cancel()
+        if receiver in done:
+            receiver.result()
+            return
+        if waiter in done:
+            return
+        if again in done:
+            if renew is not None:
+                await renew()
+            continue
+        if session.client.connected:
+            return  # ACK_TIMEOUT passed with the connection up: the caller reports it
+
+
+def _seconds(delay: float) -> str:
+    """A pause as a person reads it: "0.5 s", "4 s"."""
+    return f"{delay:.1f} s" if delay < 1.5 else f"{delay:.0f} s"
