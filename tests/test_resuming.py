@@ -73,8 +73,9 @@ class User:
 
 
 def server_side(srv: TestServer, name: str) -> Any:
+    """The TCP adapter's connection (it holds the transport) of the user ``name``."""
     (conn,) = [c for c in srv.server.connections if c.session.name == name]
-    return conn
+    return conn.link
 
 
 async def stored(srv: TestServer) -> list[dict[str, Any]]:
