@@ -120,6 +120,19 @@ class BenchClient(asyncio.Protocol):
         self.failed = False
         self.index_bytes = b"%d" % index
         self.next_seq = 0
+        #: where this connection's sends start in the client's log (a client that
+        #: churns sends over several connections, each with its own ack tracker)
+        self.first_send = self.log.sent_count
+
+    def give_up_acks(self) -> None:
+        """Report to the log every send of this connection whose echo never came back.
+
+        Called once the connection is done with (run drained, or churned away): the
+        sender's copy is the relay's acknowledgement, so a missing one is a loss.
+        """
+        acks = self.acks
+        if acks.waiting:
+            self.log.never_acked(s for s in self.log.sent_seqs(self.first_send) if s in acks)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -396,6 +409,7 @@ class Worker:
                     await asyncio.wait_for(client.closed, 5.0)
                 client.transport.abort()
                 client.log.left(time.monotonic())
+                client.give_up_acks()
                 self.churning[index] = False
                 await asyncio.sleep(rng.uniform(0.1, 0.5))
                 await self.open_client(index)
@@ -513,6 +527,7 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
     worker.stopping = True
     sampler.sample(worker)  # the last interval ends when the deliveries stopped
     for client in worker.clients.values():
+        client.give_up_acks()
         if client.transport is not None:
             client.transport.abort()
     _say(conn, worker.result(cpu, wall, sampler.rows))
