@@ -244,3 +244,48 @@ def test_txns_are_kept_once_within_and_across_groups(tmp_path: Path, txn: str) -
     assert not first.duplicate and again.duplicate and later.duplicate
     assert first.msg == again.msg == later.msg
     assert [m.text for m in read_room(tmp_path / "chat.db", "lobby")] == ["hello"]
+
+
+def test_old_txns_are_pruned_in_batches_never_below_what_is_promised(tmp_path: Path) -> None:
+    from chatcli.store.memory import TXN_KEEP_COUNT
+    from chatcli.store.sqlite import FORGET_EVERY
+
+    path = tmp_path / "chat.db"
+    store = SQLiteStore(path)
+    session = Relay().open("link")
+    woken = threading.Event()
+    store.set_wakeup(woken.set)
+
+    def put(k: int) -> Any:
+        # more than a day old: only the count rule keeps them
+        append = Append(session, "lobby", "alice", f"m{k}", T0 + k / 1000, False, None, (), 0)
+        append.txn, append.user = f"t{k}", "alice"
+        store.submit(append)
+        return append
+
+    def wait(n: int) -> list[Any]:
+        answers: list[Any] = []
+        while len(answers) < n:
+            answers += store.completed()
+            if len(answers) < n:
+                assert woken.wait(WAIT)
+                woken.clear()
+        return answers
+
+    total = TXN_KEEP_COUNT + FORGET_EVERY + 50
+    try:
+        for start in range(0, total, 100):
+            batch = range(start, min(total, start + 100))
+            for k in batch:
+                put(k)
+            wait(len(batch))
+        db = sqlite3.connect(path)
+        kept = db.execute("SELECT count(*) FROM txns").fetchone()[0]
+        db.close()
+        assert TXN_KEEP_COUNT <= kept < TXN_KEEP_COUNT + FORGET_EVERY
+        put(total - 1)  # recent: still known
+        put(0)  # pruned: stored anew
+        newest, oldest = wait(2)
+    finally:
+        store.close()
+    assert newest.duplicate and not oldest.duplicate

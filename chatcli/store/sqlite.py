@@ -63,6 +63,9 @@ SCHEMA_VERSION = 1
 DEFAULT_RETAIN = 100_000
 #: most messages a ``since`` catch-up returns (the newest of them; older ones are truncated)
 DEFAULT_RESUME_LIMIT = 1000
+#: a user's old txns are pruned once this many more were stored (so a user keeps at most
+#: TXN_KEEP_COUNT + FORGET_EVERY - 1 beyond its last 24 hours: more than promised, never less)
+FORGET_EVERY = 100
 _APPLICATION_ID = 0x63686174  # "chat": marks a SQLite file as a chatcli store
 
 _SCHEMA_V1 = """
@@ -136,6 +139,7 @@ class SQLiteStore:
         self._stopping = False
         self._idle = False
         self._bulk = _has_json(self._db)
+        self._unpruned: dict[str, int] = {}  # per user: txns stored since its last pruning
         self._wakeup: Callable[[], None] = lambda: None
         self._failing = False
         self._thread = threading.Thread(target=self._run, name="chatcli-store", daemon=True)
@@ -210,7 +214,7 @@ class SQLiteStore:
         db = self._db
         answers: list[Completion] = []
         touched: dict[str, int] = {}
-        users: set[str] = set()
+        users: dict[str, int] = {}
         rows: list[_Row] = []
         txn_rows: list[tuple[object, ...]] = []
         try:
@@ -230,7 +234,7 @@ class SQLiteStore:
                     if key is not None:
                         txn_rows.append((*key, *row))
                         kept[key] = msg
-                        users.add(intent.user)
+                        users[intent.user] = users.get(intent.user, 0) + 1
                     touched[intent.room] = msg.id
                     answers.append(Stored(intent, msg))
                 else:
@@ -243,8 +247,13 @@ class SQLiteStore:
                 cut = next_id - self.retain
                 if cut > 0:
                     db.execute("DELETE FROM messages WHERE room = ? AND id <= ?", (room, cut))
-            for user in users:
-                self._forget_old_txns(user)
+            for user, added in users.items():
+                # pruning costs a statement per user: do it every FORGET_EVERY txns only
+                pending = self._unpruned.get(user, 0) + added
+                if pending >= FORGET_EVERY:
+                    self._forget_old_txns(user)
+                    pending = 0
+                self._unpruned[user] = pending
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
