@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,3 +291,23 @@ def test_old_txns_are_pruned_in_batches_never_below_what_is_promised(tmp_path: P
     finally:
         store.close()
     assert newest.duplicate and not oldest.duplicate
+
+
+def test_a_store_left_by_a_killed_server_can_be_read(tmp_path: Path) -> None:
+    # The writer process dies without closing: the messages are only in the WAL file.
+    path = tmp_path / "chat.db"
+    script = (
+        "import os, sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from pathlib import Path\n"
+        "from test_replay_store import say, T0\n"
+        "from chatcli.store.sqlite import SQLiteStore\n"
+        "store = SQLiteStore(Path(sys.argv[1]))\n"
+        "say(store, ('lobby', 'alice', 'before the crash', T0))\n"
+        "os._exit(9)\n"
+    )
+    tests = str(Path(__file__).parent)
+    done = subprocess.run([sys.executable, "-c", script, str(path), tests], timeout=60)
+    assert done.returncode == 9
+    assert (tmp_path / "chat.db-wal").stat().st_size > 0
+    assert [m.text for m in read_room(path, "lobby")] == ["before the crash"]

@@ -121,19 +121,22 @@ def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 def rooms_table(path: str) -> list[str]:
     """``--list-rooms``: one line per room (messages held, ids, time span), then a total."""
     rooms = list_rooms(path)
-    lines = []
-    for info in rooms:
-        lines.append(_room_line(info))
+    lines = [_room_line(info) for info in rooms]
     total = sum(info.messages for info in rooms)
-    lines.append(f"{len(rooms)} room{'s' if len(rooms) != 1 else ''}, {total} messages in {path}")
+    lines.append(f"{_count(len(rooms), 'room')}, {_count(total, 'message')} in {path}")
     return lines
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
+
+
 def _room_line(info: RoomInfo) -> str:
+    held = _count(info.messages, "message")
     if not info.messages or info.first_ts is None or info.last_ts is None:
-        return f"{info.name}\t0 messages"
+        return f"{info.name}\t{held}"
     span = " .. ".join(
         datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         for ts in (info.first_ts, info.last_ts)
     )
-    return f"{info.name}\t{info.messages} messages\tids {info.first_id}-{info.last_id}\t{span}"
+    return f"{info.name}\t{held}\tids {info.first_id}-{info.last_id}\t{span}"

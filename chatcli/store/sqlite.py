@@ -558,14 +558,36 @@ class RoomInfo:
 def is_store(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a chatcli store: a SQLite file marked with our application id.
 
-    Decided by the file's first 100 bytes (the SQLite header), never by its name.
+    Decided by the file's content, never by its name: the SQLite header (its first 100
+    bytes) carries the mark; a store whose server died before the first checkpoint has
+    the mark only in its write-ahead log, so an unmarked (or empty) file beside a WAL
+    file is asked through SQLite itself, read-only.
     """
+    where = os.fspath(path)
     try:
-        with open(path, "rb") as file:
+        with open(where, "rb") as file:
             head = file.read(100)
     except OSError:
         return False
-    return is_sqlite_header(head) and int.from_bytes(head[68:72], "big") == _APPLICATION_ID
+    if is_sqlite_header(head):
+        if int.from_bytes(head[68:72], "big") == _APPLICATION_ID:
+            return True
+    elif head:
+        return False
+    if not os.path.exists(where + "-wal"):
+        return False
+    try:
+        db = sqlite3.connect(_read_only_uri(where), uri=True)
+        try:
+            return bool(db.execute("PRAGMA application_id").fetchone()[0] == _APPLICATION_ID)
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
+def _read_only_uri(path: str) -> str:
+    return Path(path).resolve().as_uri() + "?mode=ro"
 
 
 def is_sqlite_header(head: bytes) -> bool:
@@ -583,9 +605,8 @@ def open_read_only(path: str | os.PathLike[str]) -> Iterator[sqlite3.Connection]
     where = os.fspath(path)
     if not is_store(where):
         raise StoreError(f"{where} is not a chatcli store")
-    uri = Path(where).resolve().as_uri() + "?mode=ro"
     try:
-        db = sqlite3.connect(uri, uri=True)
+        db = sqlite3.connect(_read_only_uri(where), uri=True)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read the store {where}: {_describe(exc)}") from exc
     try:
