@@ -112,7 +112,10 @@ class BenchClient(asyncio.Protocol):
         self.connection = ClientConnection(framing=None)
         #: bench's says carry no ref (the relay would then encode each sender's echo
         #: apart, changing what is measured): a message's ref is its seq, which its echo
-        #: carries in the payload
+        #: carries in the payload. Nor a txn: bench never sends a message twice, so a txn
+        #: could never de-duplicate anything, while a durable relay would store a second
+        #: row per message for it (measured: p99 higher in 6 of 6 interleaved pairs; see
+        #: docs/benchmarks.md, "Cost of durability")
         self.acks: AckTracker[None] = AckTracker(BENCH_ACK_POLICY)
         self.ready: asyncio.Future[float] = worker.loop.create_future()
         self.closed: asyncio.Future[None] = worker.loop.create_future()

@@ -9,7 +9,17 @@ reported ``Stored`` only after its transaction committed (durable before visible
 in submission order, recalls included, so a ``ready`` sees every message submitted
 before it.
 
-The file is in WAL mode with ``synchronous=FULL``; the schema carries a version and is
+The writer's cost is counted in statements, not bytes: each statement releases the GIL
+and must take it back from the relay's busy event loop, which can take a switch
+interval (5 ms) each time. So a group costs a fixed handful of statements whatever its
+size: its new messages go in as one JSON array unpacked by ``json_each``, its txns are
+looked up and inserted the same way, and old txns are pruned every FORGET_EVERY per user.
+
+The file is in WAL mode with ``synchronous=FULL``: every commit is fsynced before its
+messages are answered. ``NORMAL`` would keep every commit through a ``kill -9`` too (in
+WAL mode a commit is in the operating system's cache when it returns) but not through a
+power loss or a kernel crash, which "durable before visible" must survive; with group
+commit the fsync is paid once per group, so FULL stays. The schema carries a version and is
 upgraded in place when an older one is opened; a file from a newer chatcli, or not a
 chatcli store at all, is refused at start-up. An advisory lock on ``PATH.lock`` keeps a
 second server off a store that is in use.
