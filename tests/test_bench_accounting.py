@@ -399,3 +399,26 @@ def test_agrees_with_brute_force_over_random_churn(data: st.DataObject) -> None:
     assert (counts.unexpected, counts.permitted) == (unexpected, permitted)
     assert len(counts.lost_examples) == min(10, expected - received)
     assert len(counts.unexpected_examples) == min(10, unexpected)
+
+
+def test_sends_never_acknowledged_are_lost() -> None:
+    alice, bob = room_of(2)
+    send(alice, range(10))
+    deliver_all([alice, bob], 0, range(10))
+    alice.never_acked([2, 5, 9])
+    counts = account([alice, bob])
+    assert (counts.expected, counts.received, counts.unacked, counts.lost) == (10, 10, 3, 3)
+    assert counts.loss == pytest.approx(0.3)
+    assert counts.metrics()["unacked"] == 3.0
+    # only the measured window counts: seqs 2 and 5 were sent (t = 3 s, 6 s) before it
+    late = account([alice, bob], since=7.0)
+    assert (late.sent, late.unacked, late.lost) == (4, 1, 1)
+
+
+def test_unacked_survive_pickling() -> None:
+    (alice,) = room_of(1)
+    send(alice, range(3))
+    alice.never_acked([1])
+    again = pickle.loads(pickle.dumps(alice))
+    assert account([again]).unacked == 1
+    assert account([again]).loss is None  # nothing owed to others: the threshold fails

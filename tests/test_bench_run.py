@@ -74,7 +74,16 @@ def num(report: BenchReport, name: str) -> float:
 
 def figures(report: BenchReport) -> dict[str, float | None]:
     """The correctness figures, for assertion messages that say everything at once."""
-    names = ("sent", "expected", "received", "lost", "duplicated", "reordered", "unexpected")
+    names = (
+        "sent",
+        "expected",
+        "received",
+        "lost",
+        "unacked",
+        "duplicated",
+        "reordered",
+        "unexpected",
+    )
     return {
         **{name: report.metrics[name] for name in names},
         "errors": report.metrics["errors"],
@@ -95,6 +104,7 @@ def assert_exact_run(report: BenchReport, clients: int, sent: int | None = None)
         "expected": expected,
         "received": expected,
         "lost": 0,
+        "unacked": 0,
         "duplicated": 0,
         "reordered": 0,
         "unexpected": 0,
@@ -236,6 +246,8 @@ class Faults:
     """SIGSTOP bench's worker processes for ``stall_for`` s once a message planned this
     many seconds after the run's start arrives: a generator that falls behind."""
     stall_for: float = 0.3
+    drop_acks: range = range(0)
+    """Drop the sender's own copy (its ack) of these seqs: a middlebox that eats acks."""
 
 
 class _FakeConnection(asyncio.Protocol):
@@ -355,6 +367,7 @@ class FakeRelay:
         self.duplicated = 0
         self.reordered = 0
         self.refused = 0
+        self.acks_dropped = 0
         self.start_us: int | None = None  # client 0's seq 0 is planned at the start
         self.stalled: list[int] = []
         self.port = 0
@@ -380,7 +393,10 @@ class FakeRelay:
             self._stall()
         for member in list(self.rooms.get(sender.room, {}).values()):
             if member is sender:
-                member.deliver(data)  # the echo is the sender's ack: never tampered with
+                if seq in self.faults.drop_acks:
+                    self.acks_dropped += 1
+                else:
+                    member.deliver(data)  # the sender's ack: tampered with only on demand
             else:
                 self.deliver(member, index, seq, data)
 
@@ -470,6 +486,7 @@ def test_lossy_relay_loss_is_reported_exactly() -> None:
         "expected": 300,
         "received": 300 - 37,
         "lost": 37,
+        "unacked": 0,
         "duplicated": 0,
         "reordered": 0,
         "unexpected": 0,
@@ -492,6 +509,46 @@ def test_lossy_relay_loss_is_reported_exactly() -> None:
     assert report.outcome == ("fail" if report.valid else "invalid")
     # bench did not start this relay: it cannot know its resources
     assert m["relay_cpu_s"] is None and m["relay_rss_mb"] is None
+
+
+@pytest.mark.slow
+def test_relay_that_drops_the_senders_copies_fails_loss() -> None:
+    # Every delivery to the other members arrives; only the senders' own copies of seqs
+    # 8..13 (the acks) vanish. That is a loss the protocol promises never happens.
+    faults = Faults(drop_acks=range(8, 14))
+    with FakeRelay(faults) as relay:
+        options = short(4, target=relay.target, thresholds=(parse_threshold("loss==0"),))
+        report = run_bench(options)
+    unacked = 4 * len(faults.drop_acks)
+    assert relay.acks_dropped == unacked
+    m = report.metrics
+    assert figures(report) == {
+        **figures(report),
+        "sent": 60,
+        "expected": 180,
+        "received": 180,
+        "lost": unacked,
+        "unacked": unacked,
+        "duplicated": 0,
+        "reordered": 0,
+        "unexpected": 0,
+        "errors": 0,
+    }
+    assert m["loss"] == pytest.approx(unacked / 180)
+    assert [(t["metric"], t["passed"]) for t in report.thresholds] == [("loss", False)]
+    assert report.outcome == ("fail" if report.valid else "invalid")
+
+
+@pytest.mark.slow
+def test_relay_that_drops_every_ack_is_not_a_clean_run() -> None:
+    # A relay that never answers its senders: every measured send is unacked.
+    faults = Faults(drop_acks=range(SEQS_PER_CLIENT))
+    with FakeRelay(faults) as relay:
+        report = run_bench(short(3, target=relay.target))
+    m = report.metrics
+    assert (m["sent"], m["received"], m["expected"]) == (45, 90, 90)
+    assert (m["unacked"], m["lost"]) == (45, 45)
+    assert m["loss"] == pytest.approx(45 / 90)
 
 
 @pytest.mark.slow

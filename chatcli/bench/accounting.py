@@ -8,6 +8,12 @@ sent in the measured window, how many deliveries were owed, how many arrived, ho
 never did (lost: counted, never dropped from the figures), and how many arrived twice,
 out of order, or where they had no business arriving.
 
+The sender's own copy of a message is its acknowledgement (the protocol promises exactly
+one answer per send), so it is owed too: at the end each client reports, with
+``never_acked``, the seqs whose echo never came back, and ``account`` counts those of the
+measured window as ``unacked`` and adds them to ``lost``. A relay that drops every ack,
+or a middlebox that drops only the senders' copies, therefore fails ``loss==0``.
+
 A delivery is OWED (expected) when the receiver was certainly a member of the message's
 room when the message was sent, and PERMITTED when it may have been (joins and leaves
 race with messages in flight). The simulator marks a membership with four moments:
@@ -86,6 +92,7 @@ class ClientLog:
         "_send_seqs",
         "_send_times",
         "_start",
+        "_unacked",
         "_windows",
         "client",
         "duplicated",
@@ -108,6 +115,7 @@ class ClientLog:
         self._start: dict[int, int] = {}
         self._end: dict[int, int] = {}
         self._older: dict[int, list[tuple[int, int]]] = {}
+        self._unacked: set[int] = set()
 
     # ------------------------------------------------------------ membership
 
@@ -176,6 +184,25 @@ class ClientLog:
             raise ValueError(f"client {self.client}: sent seq {seq} while in no room")
         seqs.append(seq)
         times.append(t)
+
+    def never_acked(self, seqs: Iterable[int]) -> None:
+        """These seqs, sent by this client, never got their answer (their echo).
+
+        Call it when a connection of this client is given up (at the end of the run, or
+        when it leaves to come back on a new connection) with the seqs it still waited for.
+        """
+        self._unacked.update(seqs)
+
+    def sent_seqs(self, first: int = 0) -> array[int]:
+        """The seqs this client sent, from its ``first``-th send on."""
+        return self._send_seqs[first:]
+
+    def unacked_between(self, lo: int, hi: int) -> int:
+        """How many of this client's sends with index in [lo, hi) were never acknowledged."""
+        if not self._unacked:
+            return 0
+        seqs = self._send_seqs
+        return sum(1 for seq in self._unacked if lo <= bisect_left(seqs, seq) < hi)
 
     @property
     def sent_count(self) -> int:
@@ -247,11 +274,14 @@ class DeliveryCounts:
     expected: int
     received: int
     lost: int
+    """Owed copies that never arrived: deliveries to other members, plus ``unacked``."""
     duplicated: int
     reordered: int
     unexpected: int
     permitted: int
     """Deliveries that arrived while membership was in flux: neither owed nor wrong."""
+    unacked: int = 0
+    """Sends whose answer (the sender's own copy) never came back; part of ``lost``."""
     lost_examples: list[tuple[int, int, int]] = field(default_factory=list)
     """Some (receiver, sender, seq) that were owed and never arrived."""
     unexpected_examples: list[tuple[int, int, int]] = field(default_factory=list)
@@ -259,7 +289,11 @@ class DeliveryCounts:
 
     @property
     def loss(self) -> float | None:
-        """lost / expected, or None when nothing was owed (a run that proves nothing)."""
+        """lost / expected, or None when no delivery was owed (a run that proves nothing).
+
+        ``lost`` includes the unacknowledged sends, so this exceeds 1 only when the
+        senders' copies went missing as well as the deliveries.
+        """
         return self.lost / self.expected if self.expected else None
 
     def metrics(self) -> dict[str, float | None]:
@@ -270,6 +304,7 @@ class DeliveryCounts:
             "received": float(self.received),
             "lost": float(self.lost),
             "loss": self.loss,
+            "unacked": float(self.unacked),
             "duplicated": float(self.duplicated),
             "reordered": float(self.reordered),
             "unexpected": float(self.unexpected),
@@ -451,15 +486,17 @@ def account(
                     owed.get(sender, []),
                     allowed.get(sender, []),
                 )
+    unacked = sum(log.unacked_between(lo, hi) for log, lo, hi in measured.values())
     return DeliveryCounts(
         sent=sum(hi - lo for _, lo, hi in measured.values()),
         expected=tally.expected,
         received=tally.received,
-        lost=tally.expected - tally.received,
+        lost=tally.expected - tally.received + unacked,
         duplicated=sum(c.duplicated for c in clients),
         reordered=sum(c.reordered for c in clients),
         unexpected=tally.unexpected,
         permitted=tally.permitted,
+        unacked=unacked,
         lost_examples=tally.lost_examples,
         unexpected_examples=tally.unexpected_examples,
     )

@@ -81,6 +81,7 @@ _SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "expected",
             "received",
             "lost",
+            "unacked",
             "duplicated",
             "reordered",
             "unexpected",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from chatcli.transcript import Source
 
 __all__ = ["replay"]
 
@@ -69,6 +73,9 @@ _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
 )
 @click.option("--check", is_flag=True, help="Validate the FILEs instead of playing them.")
 @click.option(
+    "--list-rooms", is_flag=True, help="STORE: list its rooms (messages, ids, time span)."
+)
+@click.option(
     "--to", "target", metavar="HOST:PORT", help="Re-inject into a live server instead of showing."
 )
 @click.option("--prefix", default="", metavar="TEXT", help="--to: put TEXT before every name.")
@@ -104,6 +111,7 @@ def replay(
     fmt: str | None,
     follow: bool,
     check: bool,
+    list_rooms: bool,
     target: str | None,
     prefix: str,
     loop: int,
@@ -142,6 +150,14 @@ def replay(
     exits 1 unless every message was acknowledged.
 
     \b
+    FILE may also be a store written by `chatcli serve --store` (a SQLite
+    file, recognised by its content): it is read, never written, and a room
+    of it (--room ROOM; needed when it holds several) plays as that room's
+    transcript, messages only. --list-rooms lists its rooms; --format jsonl
+    exports a room as a transcript file; --check checks every room (or the
+    --room given).
+
+    \b
     Examples:
       chatcli replay recordings/20261121-090000_lobby.jsonl --max-idle 2
       chatcli replay chat.jsonl --speed 10 --start-at 09:15 --until 09:30
@@ -151,6 +167,8 @@ def replay(
       chatcli replay --check recordings/*.jsonl
       chatcli replay chat.jsonl --to 127.0.0.1:7777 --prefix re- --speed 50
       chatcli replay chat.jsonl --to 127.0.0.1:7777 --dry-run --max-idle 1
+      chatcli replay chatcli.db --list-rooms
+      chatcli replay chatcli.db --room lobby --format jsonl > lobby.jsonl
     """
     from chatcli.cli.common import EXIT_USAGE, fail
 
@@ -159,10 +177,27 @@ def replay(
         for name in ctx.params
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
     }
+    from chatcli.replay.store import is_store
+
+    stores = {file for file in files if file != "-" and is_store(file)}
+    if list_rooms:
+        if len(files) != 1 or not stores:
+            fail(
+                "--list-rooms goes with one STORE (a file chatcli serve --store wrote)", EXIT_USAGE
+            )
+        from chatcli.replay.store import rooms_table
+
+        for line in rooms_table(files[0]):
+            click.echo(line)
+        sys.exit(0)
     if check:
-        sys.exit(_check(files))
+        sys.exit(_check(files, stores, rooms))
     if len(files) != 1:
         fail("give one FILE to play (several only with --check)", EXIT_USAGE)
+    if stores and follow:
+        fail("--follow reads a growing transcript file, not a store", EXIT_USAGE)
+    if stores and loop > 1:
+        fail("--loop needs a transcript FILE: export the room with --format jsonl", EXIT_USAGE)
     if target is None and (extra := given & set(_INJECT_ONLY)):
         fail(f"--{sorted(extra)[0].replace('_', '-')} goes with --to HOST:PORT", EXIT_USAGE)
     if target is not None and (extra := given & set(_NOT_WITH_INJECT)):
@@ -196,20 +231,39 @@ def replay(
         tz=UTC if utc else None,
         follow=follow,
     )
+    source: Source = files[0]
+    if stores:
+        from chatcli.replay.store import choose_room, open_room
+
+        source = open_room(files[0], choose_room(files[0], rooms))
     if target is not None:
-        sys.exit(_inject(files[0], options, target, prefix, loop, dry_run, ack_timeout))
+        sys.exit(_inject(source, options, target, prefix, loop, dry_run, ack_timeout))
 
     from chatcli.ui.playback import run_playback
 
     interactive = fmt == "rich" and tty and sys.stdin.isatty() and not instant and files[0] != "-"
-    sys.exit(run_playback(files[0], options, fmt, interactive=interactive))
+    sys.exit(run_playback(source, options, fmt, interactive=interactive))
 
 
-def _check(files: tuple[str, ...]) -> int:
-    """``--check``: every problem and warning of every file, then a summary per file."""
+def _check(files: tuple[str, ...], stores: set[str], rooms: tuple[str, ...]) -> int:
+    """``--check``: every problem and warning of every file, then a summary per file.
+
+    A store is checked room by room (each as the transcript it exports), or only the
+    ``--room``s given.
+    """
     from chatcli.replay.player import check, check_lines
 
-    results = check(files)
+    sources: list[Source] = []
+    for file in files:
+        if file in stores:
+            from chatcli.replay.store import open_room
+            from chatcli.store.sqlite import list_rooms
+
+            names = rooms or tuple(info.name for info in list_rooms(file))
+            sources += [open_room(file, name) for name in names]
+        else:
+            sources.append(file)
+    results = check(sources)
     for result in results:
         for line in check_lines(result):
             click.echo(line)
@@ -220,7 +274,7 @@ def _check(files: tuple[str, ...]) -> int:
 
 
 def _inject(
-    file: str,
+    file: Source,
     options: object,
     target: str,
     prefix: str,
