@@ -59,6 +59,12 @@ class Append:
     txn: str | None = None
     user: str = ""
 
+    def message(self, id: int) -> Msg:
+        """The message this append becomes once the store gave it ``id``."""
+        return Msg(
+            id=id, room=self.room, from_=self.sender, text=self.text, ts=self.ts, action=self.action
+        )
+
 
 @dataclass(slots=True, eq=False)
 class Recall:

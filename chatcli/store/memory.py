@@ -163,14 +163,7 @@ class MemoryStore:
     def append(self, append: Append) -> Msg:
         """Keep the message ``append`` describes under its room's next id."""
         log = self._log(append.room)
-        msg = Msg(
-            id=log.next_id,
-            room=append.room,
-            from_=append.sender,
-            text=append.text,
-            ts=append.ts,
-            action=append.action,
-        )
+        msg = append.message(log.next_id)
         log.next_id += 1
         log.messages.append(msg)
         return msg

@@ -379,14 +379,7 @@ class SQLiteStore:
     def _new_msg(self, append: Append) -> Msg:
         """The message ``append`` becomes: the room's next id (the row is written later)."""
         cursor = self._cursor(append.room)
-        msg = Msg(
-            id=cursor.next_id,
-            room=append.room,
-            from_=append.sender,
-            text=append.text,
-            ts=append.ts,
-            action=append.action,
-        )
+        msg = append.message(cursor.next_id)
         cursor.next_id += 1
         return msg
 
