@@ -83,6 +83,9 @@ def test_no_name_and_nothing_remembered_is_a_usage_error(config: dict[str, str])
     ("args", "code", "message"),
     [
         (("bad name",), 2, b"not a valid name"),
+        (("Jos\u00e9",), 2, b"1-24 ASCII letters"),
+        (("server",), 2, b"'server' is reserved"),
+        (("SYSTEM",), 2, b"'SYSTEM' is reserved"),
         (("ok", "--room", "Bad Room"), 2, b"not a valid room"),
     ],
 )

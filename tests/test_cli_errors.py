@@ -1,0 +1,66 @@
+"""End to end: the one-line errors of the ``chatcli`` commands, and plain log lines."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+from processes import EXIT_TIMEOUT, START_TIMEOUT, chatcli
+
+from chatcli.logs import log_handler
+
+pytestmark = pytest.mark.e2e
+
+
+def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+    proc = chatcli(*args)
+    try:
+        out, err = proc.communicate(timeout=START_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=EXIT_TIMEOUT)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("command", ["bench", "replay", "serve"])
+def test_a_missing_option_value_points_to_the_subcommand_help(command: str) -> None:
+    option = {"bench": "--json", "replay": "--speed", "serve": "--port"}[command]
+    done = run(command, option)
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        f"chatcli: Option '{option}' requires an argument. (see 'chatcli {command} --help')"
+    ]
+
+
+def test_an_unknown_group_option_still_points_to_the_group_help() -> None:
+    done = run("--frob")
+    assert done.returncode == 2
+    assert done.stderr.decode().rstrip().endswith("(see 'chatcli --help')")
+
+
+def test_serve_record_into_a_directory_that_cannot_be_made_fails_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    done = run("serve", "--port", "0", "--record", str(blocker / "recordings"))
+    assert done.returncode == 2
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and "--record" in lines[0] and "cannot write there" in lines[0]
+    assert b"listening" not in done.stdout
+
+
+def test_log_lines_off_a_terminal_carry_no_padding() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("chatcli.test-plain")
+    logger.handlers[:] = [log_handler(stream, terminal=False)]
+    logger.propagate = False
+    logger.warning("short")
+    logger.warning("a longer line, %s", "formatted")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2
+    assert all(line == line.rstrip() for line in lines)
+    assert lines[0].endswith("WARNING short")
+    assert lines[1].endswith("WARNING a longer line, formatted")
