@@ -46,6 +46,13 @@ __all__ = ["join"]
     help="Where /record writes transcripts.",
 )
 @click.option(
+    "--bell/--no-bell",
+    default=True,
+    envvar="CHATCLI_BELL",
+    show_default=True,
+    help="Ring the terminal bell when a message names you.",
+)
+@click.option(
     "--json",
     "json_output",
     is_flag=True,
@@ -60,6 +67,7 @@ def join(
     timestamps: bool,
     record: bool,
     record_dir: Path,
+    bell: bool,
     json_output: bool,
 ) -> None:
     """Join a chat server as NAME (NAME, host and port default to the last ones used).
@@ -80,6 +88,7 @@ def join(
     from chatcli.cli.common import fail
     from chatcli.config import load_last_join
     from chatcli.core.protocol import RESERVED_NAMES, valid_name, valid_room
+    from chatcli.errors import ConnectionFailed
     from chatcli.runtime import run
     from chatcli.ui.join import JoinOptions, run_join
 
@@ -93,6 +102,12 @@ def join(
         fail(f"{name!r} is not a valid name: 1-24 ASCII letters, digits, '_', '-' or '.'", 2)
     if room is not None and not valid_room(room.lstrip("#")):
         fail(f"{room!r} is not a valid room: 1-32 lowercase letters, digits, '_' or '-'", 2)
+    remembered = []  # what was taken from the last join, said if connecting fails
+    if not host and last and last.host != DEFAULT_HOST:
+        remembered.append(f"host {last.host}")
+    if not port and last and last.port != DEFAULT_PORT:
+        remembered.append(f"port {last.port}")
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_output
     options = JoinOptions(
         host=parse_host(host) if host else (last.host if last else DEFAULT_HOST),
         port=port or (last.port if last else DEFAULT_PORT),
@@ -103,6 +118,16 @@ def join(
         json_output=json_output,
         record_dir=record_dir,
         record=record,
+        bell=bell,
+        # a script or a pipe never overwrites what a person at the terminal remembered
+        remember=sys.stdin.isatty(),
     )
-    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_output
-    sys.exit(run(run_join(options, interactive)))
+    try:
+        code = run(run_join(options, interactive))
+    except ConnectionFailed as exc:
+        if not remembered or not str(exc).startswith("cannot connect"):
+            raise
+        what = " and ".join(remembered)
+        flags = " / ".join(f"--{item.split()[0]}" for item in remembered)
+        fail(f"{exc}; {what} remembered from your last join; give {flags} to change it")
+    sys.exit(code)
