@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import subprocess
 from pathlib import Path
@@ -64,3 +65,68 @@ def test_log_lines_off_a_terminal_carry_no_padding() -> None:
     assert all(line == line.rstrip() for line in lines)
     assert lines[0].endswith("WARNING short")
     assert lines[1].endswith("WARNING a longer line, formatted")
+
+
+RECORDING = Path(__file__).parent.parent / "recordings" / "20261121-090000_lobby.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("start", "until"), [("09:10", "09:00"), ("5m", "1m"), ("2026-11-21T09:10", "2026-11-21T09:00")]
+)
+def test_replay_start_after_until_is_a_usage_error(start: str, until: str) -> None:
+    done = run("replay", str(RECORDING), "--start-at", start, "--until", until)
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        f"chatcli: --start-at {start} is after --until {until}: nothing to play"
+    ]
+
+
+def test_replay_start_before_until_plays() -> None:
+    done = run("replay", str(RECORDING), "--start-at", "09:00", "--until", "09:10")
+    assert done.returncode == 0, done.stderr
+    assert b"alice joined lobby" in done.stdout
+
+
+def test_bench_against_an_unreachable_target_is_invalid_exit_3(free_port: int) -> None:
+    done = run("bench", "--target", f"127.0.0.1:{free_port}", "--clients", "2", "--duration", "1")
+    assert done.returncode == 3
+    errors = [line for line in done.stderr.decode().splitlines() if line.startswith("chatcli:")]
+    assert errors == [
+        f"chatcli: no client could connect and log in to 127.0.0.1:{free_port}: "
+        "nothing was measured"
+    ]
+
+
+def test_bench_json_dash_writes_the_report_to_stdout(tmp_path: Path) -> None:
+    proc = chatcli(
+        "bench",
+        "--clients",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        "-",
+        cwd=tmp_path,
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=EXIT_TIMEOUT)
+    report = json.loads(out)
+    assert report["outcome"] in ("pass", "invalid")
+    assert b"outcome:" in err  # the human summary, on stderr
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.fixture
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:  # nobody listens there once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from chatcli.replay.player import TimeSpec
 
 __all__ = ["replay"]
 
@@ -196,6 +200,8 @@ def replay(
         tz=UTC if utc else None,
         follow=follow,
     )
+    if options.start_at and options.until and _after(options.start_at, options.until):
+        fail(f"--start-at {start_at} is after --until {until}: nothing to play", EXIT_USAGE)
     if target is not None:
         sys.exit(_inject(files[0], options, target, prefix, loop, dry_run, ack_timeout))
 
@@ -203,6 +209,20 @@ def replay(
 
     interactive = fmt == "rich" and tty and sys.stdin.isatty() and not instant and files[0] != "-"
     sys.exit(run_playback(files[0], options, fmt, interactive=interactive))
+
+
+def _after(start: TimeSpec, until: TimeSpec) -> bool:
+    """True when ``start`` is surely later than ``until`` (same kind of time, so comparable
+    before the transcript is read; two times of day more than 12 h apart may straddle
+    midnight, so they are left to the player)."""
+    if start.kind != until.kind:
+        return False
+    if start.kind == "moment":
+        assert start.moment is not None and until.moment is not None
+        return start.moment > until.moment
+    if start.kind == "clock" and start.seconds - until.seconds > 12 * 3600:
+        return False
+    return start.seconds > until.seconds
 
 
 def _check(files: tuple[str, ...]) -> int:
