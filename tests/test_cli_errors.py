@@ -130,3 +130,32 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def test_bench_off_a_terminal_prints_a_header_and_unwrapped_progress_lines() -> None:
+    proc = chatcli(
+        "bench",
+        "--clients",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--seed",
+        "7",
+        env={"COLUMNS": "60"},
+    )
+    try:
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=EXIT_TIMEOUT)
+    lines = err.decode().splitlines()
+    assert lines[0] == (
+        "chatcli bench: target a relay started for this run, clients 2, rooms 1, "
+        "rate 10/s per client, duration 1 s, seed 7, workers 1"
+    )
+    progress = [line for line in lines if line.startswith("[")]
+    assert progress and all(line.count(" p99 (last 0.5 s) ") == 1 for line in progress)
+    assert progress[-1].startswith("[done]")

@@ -246,7 +246,7 @@ def bench(
     from chatcli.bench.report_schema import EXIT_CODES, read_report
     from chatcli.bench.runner import BenchOptions, TargetUnreachable, run_bench
     from chatcli.bench.thresholds import parse_thresholds
-    from chatcli.bench.view import LiveView, render_summary
+    from chatcli.bench.view import LiveView, render_summary, run_header
     from chatcli.cli.common import fail
 
     json_to_stdout = json_path == Path("-")  # `--json -`: the report on stdout
@@ -282,6 +282,20 @@ def bench(
     # SIGTERM/SIGHUP (a CI timeout, `timeout`, a closed terminal) unwind like Ctrl-C
     # does, so that run_bench stops the relay and the workers it started
     handlers = {sig: signal.signal(sig, _exit_on_signal) for sig in (SIGTERM, SIGHUP)}
+    console.print(
+        run_header(
+            target=options.target,
+            clients=options.clients,
+            rooms=options.rooms,
+            rate=options.rate,
+            duration=options.duration,
+            seed=options.seed,
+            workers=options.workers,
+        ),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     try:
         with LiveView(console) as view:
             report = run_bench(options, view)
