@@ -380,3 +380,29 @@ def test_unicode_is_shown_as_is() -> None:
 
 def test_render_returns_rich_text() -> None:
     assert isinstance(Renderer().render(msg()), Text)
+
+
+def test_history_on_entry_is_dim_timed_and_ruled_off_from_live_lines() -> None:
+    ready = Ready(
+        name="bob",
+        room="lobby",
+        users=["alice", "bob"],
+        history=[msg("earlier"), msg("later")],
+    )
+    renderer = Renderer(me="bob", tz=UTC)  # timestamps off: history shows them anyway
+    out = show(renderer, ready, color_system=None)
+    assert out == (
+        "09:00:01 <alice> earlier\n"
+        "09:00:01 <alice> later\n"
+        "──── history above, live below ────\n"
+        "-- you are bob in lobby; here: alice, bob\n"
+    )
+    text = renderer.render(ready)
+    assert text is not None
+    dim = [(span.start, span.end) for span in text.spans if str(span.style) == "dim"]
+    first, second = len("09:00:01 <alice> earlier"), len("09:00:01 <alice> later")
+    assert (0, first) in dim and (first + 1, first + 1 + second) in dim  # whole lines
+    # logs and pipes are unchanged: the same lines as before, no rule
+    assert renderer.plain(ready) == (
+        "<alice> earlier\n<alice> later\n-- you are bob in lobby; here: alice, bob"
+    )

@@ -17,11 +17,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, tzinfo
 from typing import Final
 
+from msgspec.structs import replace
 from rich.text import Text
 
 from chatcli.core.events import LEAVE_REASON_TEXT, event_lines
 from chatcli.core.lines import Line, LineOptions, Role, Span, notice, plain_text
-from chatcli.core.protocol import DirectMessage, Msg, clean_text, name_key
+from chatcli.core.protocol import DirectMessage, Msg, Ready, clean_text, name_key
 from chatcli.transcript import End, Header
 
 __all__ = [
@@ -60,6 +61,9 @@ ERROR_STYLE: Final = "red"
 DM_MARK_STYLE: Final = "bold magenta"
 OWN_STYLE: Final = "bold"
 MENTION_STYLE: Final = "bold reverse"
+HISTORY_STYLE: Final = "dim"
+#: the rule between the history shown on entry and what is said live
+HISTORY_RULE: Final = "──── history above, live below ────"
 
 
 def clean_text_lines(text: str) -> str:
@@ -123,11 +127,30 @@ class Renderer:
         return event_lines(event, options)
 
     def render(self, event: object) -> Text | None:
-        """The styled line(s) for ``event``, or None for events that show nothing (ping)."""
+        """The styled line(s) for ``event``, or None for events that show nothing (ping).
+
+        The history a ``ready`` carries is set apart from live lines: dim, always with
+        its times, and followed by a dim rule (``history above, live below``).
+        """
+        if isinstance(event, Ready) and event.history:
+            return self._ready_with_history(event)
         lines = [self._styled(line) for line in self.lines(event)]
         if not lines:
             return None
         return lines[0] if len(lines) == 1 else Text("\n").join(lines)
+
+    def _ready_with_history(self, event: Ready) -> Text:
+        past = LineOptions(timestamps=True, show_room=self.show_room, tz=self.tz, clock=None)
+        lines = []
+        for message in event.history:
+            for line in event_lines(message, past):
+                styled = self._styled(line)
+                styled.stylize(HISTORY_STYLE)
+                lines.append(styled)
+        lines.append(Text(HISTORY_RULE, style=HISTORY_STYLE))
+        now = replace(event, history=[])
+        lines.extend(self._styled(line) for line in self.lines(now))
+        return Text("\n").join(lines)
 
     def plain(self, event: object) -> str | None:
         """The same line(s) as :meth:`render`, as plain text (an IRC-style log line)."""
