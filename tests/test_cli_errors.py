@@ -159,3 +159,28 @@ def test_bench_off_a_terminal_prints_a_header_and_unwrapped_progress_lines() -> 
     progress = [line for line in lines if line.startswith("[")]
     assert progress and all(line.count(" p99 (last 0.5 s) ") == 1 for line in progress)
     assert progress[-1].startswith("[done]")
+
+
+def test_replay_of_several_transcripts_merges_them_by_time() -> None:
+    dev = RECORDING.with_name("20261121-090000_dev.jsonl")
+    merged = run("replay", "--utc", "--format", "jsonl", str(RECORDING), str(dev))
+    assert merged.returncode == 0, merged.stderr
+    lines = [json.loads(line) for line in merged.stdout.decode().splitlines()]
+    assert lines[0]["type"] == "transcript" and "room" not in lines[0]
+    assert lines[-1]["type"] == "end"
+    events = lines[1:-1]
+    times = [event["ts"] for event in events]
+    assert times == sorted(times)
+    assert lines[-1]["events"] == len(events)
+    one = [run("replay", "--format", "jsonl", str(path)).stdout for path in (RECORDING, dev)]
+    counts = [len(out.decode().splitlines()) - 2 for out in one]  # minus header and end
+    assert len(events) == sum(counts)
+    assert {event.get("room") for event in events if event["type"] == "msg"} == {"lobby", "dev"}
+    text = run("replay", "--utc", "--format", "text", str(RECORDING), str(dev)).stdout.decode()
+    assert "[dev] <noor>" in text and "[lobby] <alice>" in text  # rooms told apart
+
+
+def test_replay_of_several_files_refuses_stdin() -> None:
+    done = run("replay", str(RECORDING), "-")
+    assert done.returncode == 2
+    assert b"several FILEs play merged" in done.stderr

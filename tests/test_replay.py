@@ -606,9 +606,11 @@ def test_usage_errors_are_one_line_and_exit_2(convo: Path, args: list[str], mess
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
-def test_one_file_to_play_and_a_missing_file_is_one_line(tmp_path: Path) -> None:
+def test_a_missing_file_is_one_line_alone_or_among_several(tmp_path: Path) -> None:
+    # several files play merged (issue 12): a missing one is still one line
     result = invoke(str(tmp_path / "a"), str(tmp_path / "b"))
-    assert result.exit_code == 2 and "give one FILE" in result.stderr
+    assert result.exit_code == 1
+    assert result.stderr == f"chatcli: {tmp_path / 'a'}: cannot open: No such file or directory\n"
     result = invoke(str(tmp_path / "missing.jsonl"))
     assert result.exit_code == 1
     assert (

@@ -116,6 +116,8 @@ def replay(
 ) -> None:
     """Play a transcript (FILE, or - for stdin) as it happened, shown as join shows it.
 
+    Several FILEs (one server run's rooms) play merged into one timeline by time.
+
     \b
     On a terminal: space pauses and resumes, + and - double and halve the
     speed, n (or the right arrow) skips to the next line, q quits; a status
@@ -165,8 +167,8 @@ def replay(
     }
     if check:
         sys.exit(_check(files))
-    if len(files) != 1:
-        fail("give one FILE to play (several only with --check)", EXIT_USAGE)
+    if len(files) != 1 and (target is not None or follow or "-" in files):
+        fail("several FILEs play merged, but not with --to, --follow or -", EXIT_USAGE)
     if target is None and (extra := given & set(_INJECT_ONLY)):
         fail(f"--{sorted(extra)[0].replace('_', '-')} goes with --to HOST:PORT", EXIT_USAGE)
     if target is not None and (extra := given & set(_NOT_WITH_INJECT)):
@@ -208,7 +210,8 @@ def replay(
     from chatcli.ui.playback import run_playback
 
     interactive = fmt == "rich" and tty and sys.stdin.isatty() and not instant and files[0] != "-"
-    sys.exit(run_playback(files[0], options, fmt, interactive=interactive))
+    sources = files if len(files) > 1 else files[0]
+    sys.exit(run_playback(sources, options, fmt, interactive=interactive))
 
 
 def _after(start: TimeSpec, until: TimeSpec) -> bool:

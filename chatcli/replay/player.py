@@ -21,6 +21,7 @@ transcript starts playing at once and filters in constant memory.
 
 from __future__ import annotations
 
+import heapq
 import os
 import re
 import time
@@ -29,9 +30,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Final, Literal, Protocol
 
+import msgspec
+
 from chatcli.core.events import RECORDED, RecordedEvent, event_type
 from chatcli.core.protocol import name_key
-from chatcli.errors import UsageError
+from chatcli.errors import TranscriptError, UsageError
 from chatcli.transcript import (
     DEFAULT_POLL_INTERVAL,
     CheckResult,
@@ -711,7 +714,7 @@ class Playback:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
-        reader: TranscriptReader | None = None,
+        reader: TranscriptReader | MergedReader | None = None,
     ) -> None:
         self.options = options
         self._sleep = sleep
@@ -732,7 +735,8 @@ class Playback:
             self.reader.close()
             raise
         self.started = self.header.started.timestamp()
-        self.end = _known_end(source)
+        merged = isinstance(self.reader, MergedReader)
+        self.end = self.reader.end if isinstance(self.reader, MergedReader) else _known_end(source)
         tz = options.tz
         self.start = options.start_at.resolve(self.started, tz) if options.start_at else None
         self.until = options.until.resolve(self.started, tz) if options.until else None
@@ -741,7 +745,9 @@ class Playback:
             me=self.header.name,
             timestamps=options.timestamps,
             # a server file holds one room; a client's follows its user between rooms
-            show_room=self.header.source != "server" and len(keep.rooms) != 1,
+            # (several files merged: rooms shown when they hold several)
+            show_room=len(keep.rooms) != 1
+            and (self.header.source != "server" or (merged and self.header.room is None)),
             tz=tz,
         )
         self.notes = self._hints()
@@ -805,6 +811,74 @@ class Playback:
                     f"write {spec.alternative_spelling} for the other reading"
                 )
         return notes
+
+
+class MergedReader:
+    """Several transcripts (one server run's rooms, say) read as one timeline.
+
+    Events of all files come out in timestamp order (a stable merge: equal times keep the
+    files' order); the header is the earliest file's, without a room when the files hold
+    several; one ``end`` closes the whole, counting every event. Problems and warnings
+    of every file are kept, each naming its file.
+    """
+
+    def __init__(self, readers: Sequence[TranscriptReader]) -> None:
+        self.readers = list(readers)
+        headers = [reader.header for reader in self.readers]
+        first = min(headers, key=lambda header: header.started)
+        self.rooms = {header.room for header in headers}
+        self.header = first if len(self.rooms) == 1 else msgspec.structs.replace(first, room=None)
+        self.path = " + ".join(reader.path for reader in self.readers)
+        ends = [_known_end(reader.path) for reader in self.readers]
+        self.end = max((end for end in ends if end is not None), default=None)
+
+    def __iter__(self) -> Iterator[Entry]:
+        events = heapq.merge(
+            *(self._events(reader) for reader in self.readers),
+            key=lambda entry: entry.event.ts,  # type: ignore[union-attr]
+        )
+        yield Entry(1, self.header, msgspec.json.encode(self.header))
+        last: End | None = None
+        count = 0
+        for entry in events:
+            if isinstance(entry.event, End):
+                last = entry.event if last is None or entry.event.ts > last.ts else last
+                continue
+            count += 1
+            yield entry
+        if last is not None:
+            end = End(ts=last.ts, events=count)
+            yield Entry(0, end, msgspec.json.encode(end))
+
+    @staticmethod
+    def _events(reader: TranscriptReader) -> Iterator[Entry]:
+        return (entry for entry in reader if not isinstance(entry.event, Header))
+
+    @property
+    def problems(self) -> list[TranscriptError]:
+        return [problem for reader in self.readers for problem in reader.problems]
+
+    @property
+    def warnings(self) -> list[TranscriptError]:
+        return [warning for reader in self.readers for warning in reader.warnings]
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
+
+
+def open_merged(sources: Sequence[Source], options: PlayOptions) -> MergedReader:
+    """The transcripts ``sources`` opened and merged into one timeline (files only)."""
+    readers: list[TranscriptReader] = []
+    try:
+        for source in sources:
+            readers.append(read_transcript(source, strict=False))
+            readers[-1].header  # noqa: B018  (read now: a bad file fails before playing)
+    except BaseException:
+        for reader in readers:
+            reader.close()
+        raise
+    return MergedReader(readers)
 
 
 def _known_end(source: Source) -> float | None:
