@@ -925,3 +925,35 @@ def test_readme_replay_examples_name_files_that_exist() -> None:
             if shipped and not (ROOT / word).is_file():
                 missing.append(word)
     assert not missing, missing
+
+
+def test_with_max_idle_the_status_shows_the_length_as_it_plays() -> None:
+    """The lobby sample lasts 24:15 as recorded; capped at 2 s per gap it plays in ~1:05."""
+    capped = Playback(LOBBY, PlayOptions(max_idle=2.0))
+    uncapped = Playback(LOBBY, PlayOptions())
+    try:
+        assert uncapped.played_length() is None
+        length = capped.played_length()
+        assert length is not None and 60 < length < 70
+        # the same timeline, placed event by event, ends at the same length
+        timeline = Timeline(max_idle=2.0, instant=True)
+        last = 0.0
+        for entry in capped.entries():
+            if not isinstance(entry.event, Header):
+                last = timeline.place(entry.event.ts)  # type: ignore[union-attr]
+        assert last == pytest.approx(length)
+    finally:
+        capped.close()
+        uncapped.close()
+    state = PlayState(
+        position=T0 + 600,
+        started=T0,
+        end=T0 + 1455,
+        speed=1.0,
+        paused=False,
+        live=False,
+        shown=3,
+        played=30.0,
+        length=65.5,
+    )
+    assert format_status(state, UTC).startswith("▶  09:10:00  0:30 / 1:05  1x")

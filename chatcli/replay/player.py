@@ -34,7 +34,7 @@ import msgspec
 
 from chatcli.core.events import RECORDED, RecordedEvent, event_type
 from chatcli.core.protocol import name_key
-from chatcli.errors import TranscriptError, UsageError
+from chatcli.errors import ChatError, TranscriptError, UsageError
 from chatcli.transcript import (
     DEFAULT_POLL_INTERVAL,
     CheckResult,
@@ -463,6 +463,9 @@ class PlayState:
     paused: bool
     live: bool  # waiting for a transcript that is still being written
     shown: int
+    #: with --max-idle: playback position and length as played (idle-capped seconds)
+    played: float | None = None
+    length: float | None = None
 
 
 class Controls(Protocol):
@@ -540,12 +543,15 @@ class Player:
         *,
         started: float = 0.0,
         end: float | None = None,
+        length: float | None = None,
     ) -> None:
         self.timeline = timeline
         self.output = output
         self.controls = controls or SleepControls()
         self.started = started
         self.end = end
+        #: the length as it will play (idle gaps capped), when known in advance
+        self.length = length
         self.shown = 0
         self._live = False
         self._step = False
@@ -591,6 +597,8 @@ class Player:
             paused=self.timeline.paused,
             live=self._live,
             shown=self.shown,
+            played=None if self.length is None else min(self.timeline.position(), self.length),
+            length=self.length,
         )
 
     # ---------------------------------------------------------------- internals
@@ -671,7 +679,10 @@ def format_status(state: PlayState, tz: tzinfo | None = None) -> str:
     if state.position is not None:
         clock = _aware(state.position, tz).strftime("%H:%M:%S")
         where = format_offset(state.position - state.started)
-        if state.end is not None:
+        if state.length is not None and state.played is not None:
+            # --max-idle: where playback is in the length as it plays, not as recorded
+            where = f"{format_offset(state.played)} / {format_offset(state.length)}"
+        elif state.end is not None:
             where += " / " + format_offset(max(state.end, state.position) - state.started)
         parts += [clock, where]
     parts.append(f"{state.speed:g}x")
@@ -759,7 +770,14 @@ class Playback:
 
     def play(self, output: Output, controls: Controls | None = None) -> PlayResult:
         """Play the transcript through ``output``; close it afterwards."""
-        self._player = Player(self.timeline, output, controls, started=self.started, end=self.end)
+        self._player = Player(
+            self.timeline,
+            output,
+            controls,
+            started=self.started,
+            end=self.end,
+            length=self.played_length(),
+        )
         try:
             result = self._player.run(self.entries())
         finally:
@@ -767,6 +785,36 @@ class Playback:
             self.reader.close()
         result.notes = self.notes + result.notes
         return result
+
+    def played_length(self) -> float | None:
+        """With ``--max-idle``, the length as it will play: the selected events of the
+        file(s) read once more, placed on a timeline capped the same way. None when there
+        is no cap or the source cannot be read twice (stdin, --follow)."""
+        options = self.options
+        if options.max_idle is None or options.follow or self.end is None:
+            return None  # (a file, or merged files, always has a known end)
+        paths = (
+            [reader.path for reader in self.reader.readers]
+            if isinstance(self.reader, MergedReader)
+            else [self.reader.path]
+        )
+        try:
+            readers = [read_transcript(path, strict=False) for path in paths]
+        except ChatError:
+            return None
+        source: Iterable[Entry] = readers[0] if len(readers) == 1 else MergedReader(readers)
+        timeline = Timeline(max_idle=options.max_idle, instant=True)
+        length = 0.0
+        try:
+            for entry in select(source, options.keep, start=self.start, until=self.until):
+                if not isinstance(entry.event, Header):
+                    length = timeline.place(entry.event.ts)
+        except ChatError:
+            return None
+        finally:
+            for reader in readers:
+                reader.close()
+        return length
 
     def entries(self) -> Iterator[Entry]:
         """The entries to show, streaming: the header, the events selected, the end."""
