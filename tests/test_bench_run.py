@@ -873,8 +873,9 @@ def test_cli_unreachable_target_says_so() -> None:
         sock.bind((HOST, 0))
         port = sock.getsockname()[1]
         proc = bench_cli("-c", "2", "-d", "1", "--warmup", "0", "--target", f"{HOST}:{port}")
-    line = one_line_error(proc, 1, f"{HOST}:{port}")
-    assert "connect" in line
+    # a run that could not happen is invalid (exit 3), not a failed one (issue 12)
+    line = one_line_error(proc, 3, f"{HOST}:{port}", "connect")  # (the header names it too)
+    assert line.startswith("chatcli: no client could connect")
 
 
 @pytest.mark.slow
@@ -892,6 +893,7 @@ def test_cli_ctrl_c_stops_everything_quietly() -> None:
     try:
         assert proc.stderr is not None
         # wait (bounded) for the run itself, however slowly a busy machine gets there
+        assert read_line(proc.stderr, CLI_TIMEOUT).startswith(b"chatcli bench: target ")
         phases = [read_line(proc.stderr, CLI_TIMEOUT)]
         assert b"[starting relay]" in phases[0]
         while not phases[-1].startswith((b"[warmup]", b"[measuring]")):

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from chatcli.core.commands import HELP, TEXT_HELP, VERBS, Command, parse_command, parse_input
+from chatcli.core.commands import (
+    ERROR_MARK,
+    HELP,
+    TEXT_HELP,
+    VERBS,
+    Command,
+    parse_command,
+    parse_input,
+)
 
 SHARED = [verb for verb in VERBS if set(verb.modes) == {"join", "text"}]
 
@@ -14,7 +24,10 @@ SHARED = [verb for verb in VERBS if set(verb.modes) == {"join", "text"}]
 )
 def test_every_shared_slash_spelling_means_the_same_in_both_modes(spelling: str) -> None:
     for line in (spelling, f"{spelling} bob some text", spelling.upper()):
-        assert parse_command(line, "join") == parse_command(line, "text")
+        joined, text = parse_command(line, "join"), parse_command(line, "text")
+        # the same meaning; a text session's error line carries the "!! " of errors
+        assert text.error == (ERROR_MARK + joined.error if joined.error else "")
+        assert replace(text, error=joined.error) == joined
 
 
 @pytest.mark.parametrize(
@@ -57,7 +70,7 @@ def test_join_only_commands_and_dots() -> None:
     assert parse_input(".q") == Command("quit")
     assert parse_input(".l") == Command("who")
     unknown = parse_command("/time", "text")
-    assert unknown.verb == "unknown" and unknown.error == "unknown command /time; try /help"
+    assert unknown.verb == "unknown" and unknown.error == "!! unknown command /time; try /help"
     assert parse_command(".q", "text") == Command("say", text=".q")
 
 
@@ -67,7 +80,7 @@ def test_bare_words_are_text_mode_only() -> None:
     assert parse_command("look", "text") == Command("who")
     assert parse_command("logout", "text") == Command("quit")
     assert parse_command("login bob", "text") == Command("login", arg="bob")
-    assert parse_command("login", "text") == Command("login", error="usage: login NAME")
+    assert parse_command("login", "text") == Command("login", error="!! usage: login NAME")
     assert parse_command("say  hi ", "text") == Command("say", text="hi")
     # a bare word that takes no argument, followed by more words, is chat
     assert parse_command("look at this", "text") == Command("say", text="look at this")

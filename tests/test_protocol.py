@@ -567,16 +567,16 @@ def test_parse_text_line_logged_in(line: str, event: object) -> None:
     [
         ("/help", TEXT_HELP),
         ("help", TEXT_HELP),
-        ("/join", "usage: /join ROOM"),
-        ("/msg bob", "usage: /msg NAME TEXT"),
-        ("/msg bob    ", "usage: /msg NAME TEXT"),
-        ("/msg", "usage: /msg NAME TEXT"),
-        ("/me", "usage: /me TEXT"),
+        ("/join", "!! usage: /join ROOM"),
+        ("/msg bob", "!! usage: /msg NAME TEXT"),
+        ("/msg bob    ", "!! usage: /msg NAME TEXT"),
+        ("/msg", "!! usage: /msg NAME TEXT"),
+        ("/me", "!! usage: /me TEXT"),
         ("login bob", "you are already logged in"),
-        ("/frobnicate", "unknown command /frobnicate; try /help"),
+        ("/frobnicate", "!! unknown command /frobnicate; try /help"),
         # join's client-only commands mean nothing to a text session
-        ("/time", "unknown command /time; try /help"),
-        ("/record", "unknown command /record; try /help"),
+        ("/time", "!! unknown command /time; try /help"),
+        ("/record", "!! unknown command /record; try /help"),
     ],
 )
 def test_parse_text_line_local_replies(line: str, reply: str) -> None:
@@ -594,7 +594,7 @@ def test_text_lines_that_merely_start_with_a_bare_command_word_are_said(line: st
 def test_parse_text_line_before_login() -> None:
     assert parse_text_line("login alice", logged_in=False) == Hello(name="alice")
     assert parse_text_line("LOGIN  alice ", logged_in=False) == Hello(name="alice")
-    assert parse_text_line("login", logged_in=False) == "usage: login NAME"
+    assert parse_text_line("login", logged_in=False) == "!! usage: login NAME"
     assert parse_text_line("help", logged_in=False) == TEXT_HELP
     assert parse_text_line("logout", logged_in=False) == Bye()
     for line in ("hi there", "say hi", "/who", "look", "/msg bob hi", "/join dev"):

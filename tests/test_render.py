@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 import time
-import zlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -27,7 +26,7 @@ from chatcli.core.protocol import (
     Welcome,
 )
 from chatcli.transcript import End, Header
-from chatcli.ui.render import PALETTE, Renderer, user_colour
+from chatcli.ui.render import PALETTE, PALETTE_RGB, Renderer, fnv1a_32, user_colour
 
 T0 = 1795251600.0  # 2026-11-21 09:00:00 UTC
 ESC = "\x1b"
@@ -64,7 +63,7 @@ def plain(event: object, **options: object) -> str | None:
 
 
 def test_message_exact_output() -> None:
-    assert user_colour("alice") == "color(71)"  # fixed for ever: crc32, not hash()
+    assert user_colour("alice") == "color(71)"  # fixed for ever: FNV-1a, not hash()
     out = show(Renderer(), msg("hello there"))
     assert out == f"{sgr('38;5;71')}<alice>{RESET} hello there\n"
 
@@ -214,7 +213,7 @@ def test_own_lines_are_bold_and_mentions_stand_out() -> None:
     assert mine == f"{sgr('1;' + colour)}<alice>{RESET} {sgr('1')}my line{RESET}\n"
     carol = user_colour("carol").removeprefix("color(").removesuffix(")")
     mention = show(Renderer(me="Alice"), msg("hey alice, look", who="carol"))
-    assert mention == f"{sgr('38;5;' + carol)}<carol>{RESET} {sgr('1')}hey alice, look{RESET}\n"
+    assert mention == f"{sgr('38;5;' + carol)}<carol>{RESET} {sgr('1;7')}hey alice, look{RESET}\n"
     for text in ("hey alicia", "malice", "alice_b here"):
         assert show(Renderer(me="alice"), msg(text, who="carol")).endswith(f" {text}\n")
     # Plain logs look the same whoever reads them.
@@ -224,7 +223,7 @@ def test_own_lines_are_bold_and_mentions_stand_out() -> None:
 def test_same_colour_for_a_name_in_any_case_and_any_renderer() -> None:
     first, second = Renderer(), Renderer(me="bob", timestamps=True)
     for name in ("alice", "Bob", "x", "carol.w", "Zoë"):
-        expected = PALETTE[zlib.crc32(name.lower().encode()) % len(PALETTE)]
+        expected = PALETTE[fnv1a_32(name.lower().encode()) % len(PALETTE)]
         assert user_colour(name) == user_colour(name.upper()) == user_colour(name.lower())
         assert user_colour(name) == expected
         for renderer in (first, second):
@@ -232,6 +231,36 @@ def test_same_colour_for_a_name_in_any_case_and_any_renderer() -> None:
             assert text is not None
             styles = {str(span.style) for span in text.spans}
             assert any(expected in style for style in styles)
+
+
+def test_fnv1a_matches_the_published_test_vectors() -> None:
+    assert fnv1a_32(b"") == 0x811C9DC5
+    assert fnv1a_32(b"a") == 0xE40C292C
+    assert fnv1a_32(b"foobar") == 0xBF9CF968
+
+
+def test_common_names_get_different_colours() -> None:
+    """The README's and the textbooks' names must be told apart at a glance."""
+    common = ["alice", "bob", "carol", "dave", "eve", "mallory"]
+    assert len({user_colour(n) for n in common}) == len(common)
+    assert user_colour("alice") != user_colour("carol")
+
+
+def test_every_name_colour_reads_on_dark_and_light_backgrounds() -> None:
+    """WCAG relative luminance between the extremes: contrast >= 2.5 against both."""
+
+    def luminance(rgb: str) -> float:
+        def channel(value: int) -> float:
+            c = value / 255
+            return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+        r, g, b = (int(rgb[i : i + 2], 16) for i in (1, 3, 5))
+        return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+    for index, rgb in PALETTE_RGB:
+        lum = luminance(rgb)
+        on_black, on_white = (lum + 0.05) / 0.05, 1.05 / (lum + 0.05)
+        assert min(on_black, on_white) >= 2.5, (index, rgb, on_black, on_white)
 
 
 def test_palette_spreads_names_and_avoids_error_red() -> None:
@@ -351,3 +380,29 @@ def test_unicode_is_shown_as_is() -> None:
 
 def test_render_returns_rich_text() -> None:
     assert isinstance(Renderer().render(msg()), Text)
+
+
+def test_history_on_entry_is_dim_timed_and_ruled_off_from_live_lines() -> None:
+    ready = Ready(
+        name="bob",
+        room="lobby",
+        users=["alice", "bob"],
+        history=[msg("earlier"), msg("later")],
+    )
+    renderer = Renderer(me="bob", tz=UTC)  # timestamps off: history shows them anyway
+    out = show(renderer, ready, color_system=None)
+    assert out == (
+        "09:00:01 <alice> earlier\n"
+        "09:00:01 <alice> later\n"
+        "──── history above, live below ────\n"
+        "-- you are bob in lobby; here: alice, bob\n"
+    )
+    text = renderer.render(ready)
+    assert text is not None
+    dim = [(span.start, span.end) for span in text.spans if str(span.style) == "dim"]
+    first, second = len("09:00:01 <alice> earlier"), len("09:00:01 <alice> later")
+    assert (0, first) in dim and (first + 1, first + 1 + second) in dim  # whole lines
+    # logs and pipes are unchanged: the same lines as before, no rule
+    assert renderer.plain(ready) == (
+        "<alice> earlier\n<alice> later\n-- you are bob in lobby; here: alice, bob"
+    )

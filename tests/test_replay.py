@@ -606,9 +606,11 @@ def test_usage_errors_are_one_line_and_exit_2(convo: Path, args: list[str], mess
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
-def test_one_file_to_play_and_a_missing_file_is_one_line(tmp_path: Path) -> None:
+def test_a_missing_file_is_one_line_alone_or_among_several(tmp_path: Path) -> None:
+    # several files play merged (issue 12): a missing one is still one line
     result = invoke(str(tmp_path / "a"), str(tmp_path / "b"))
-    assert result.exit_code == 2 and "give one FILE" in result.stderr
+    assert result.exit_code == 1
+    assert result.stderr == f"chatcli: {tmp_path / 'a'}: cannot open: No such file or directory\n"
     result = invoke(str(tmp_path / "missing.jsonl"))
     assert result.exit_code == 1
     assert (
@@ -923,3 +925,35 @@ def test_readme_replay_examples_name_files_that_exist() -> None:
             if shipped and not (ROOT / word).is_file():
                 missing.append(word)
     assert not missing, missing
+
+
+def test_with_max_idle_the_status_shows_the_length_as_it_plays() -> None:
+    """The lobby sample lasts 24:15 as recorded; capped at 2 s per gap it plays in ~1:05."""
+    capped = Playback(LOBBY, PlayOptions(max_idle=2.0))
+    uncapped = Playback(LOBBY, PlayOptions())
+    try:
+        assert uncapped.played_length() is None
+        length = capped.played_length()
+        assert length is not None and 60 < length < 70
+        # the same timeline, placed event by event, ends at the same length
+        timeline = Timeline(max_idle=2.0, instant=True)
+        last = 0.0
+        for entry in capped.entries():
+            if not isinstance(entry.event, Header):
+                last = timeline.place(entry.event.ts)  # type: ignore[union-attr]
+        assert last == pytest.approx(length)
+    finally:
+        capped.close()
+        uncapped.close()
+    state = PlayState(
+        position=T0 + 600,
+        started=T0,
+        end=T0 + 1455,
+        speed=1.0,
+        paused=False,
+        live=False,
+        shown=3,
+        played=30.0,
+        length=65.5,
+    )
+    assert format_status(state, UTC).startswith("▶  09:10:00  0:30 / 1:05  1x")

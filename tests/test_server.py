@@ -545,7 +545,7 @@ async def test_text_mode_as_nc_would_drive_it() -> None:
         await nc.send("/msg ghost boo")
         assert await nc.text() == "!! no_such_user: no user named 'ghost' is online"
         await nc.send("/frobnicate")
-        assert await nc.text() == "unknown command /frobnicate; try /help"
+        assert await nc.text() == "!! unknown command /frobnicate; try /help"
         await nc.send("/help")
         assert (await nc.text()).startswith("commands: login NAME")
         await nc.send("   ")

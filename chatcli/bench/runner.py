@@ -46,7 +46,7 @@ from chatcli.bench.timeline import (
 from chatcli.bench.worker import WorkerSpec, worker_main
 from chatcli.errors import ChatError, UsageError
 
-__all__ = ["SCENARIOS", "BenchOptions", "Progress", "run_bench"]
+__all__ = ["SCENARIOS", "BenchOptions", "Progress", "TargetUnreachable", "run_bench"]
 
 M = TypeVar("M", Connected, WorkerResult)
 
@@ -64,6 +64,10 @@ CONNECT_GRACE = 30.0
 IDLE_SETTLE = 1.0
 #: seconds a message may be in flight towards a client that has just joined its room
 IN_FLIGHT_S = 0.5
+
+
+class TargetUnreachable(ChatError):
+    """No client reached the relay: the run could not happen (exit 3, invalid, not 1)."""
 
 
 @dataclass(frozen=True)
@@ -246,7 +250,10 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
         progress.connected = sum(c.connected for c in connected)
         connect_failures = sum(c.failures for c in connected)
         if not progress.connected:
-            raise ChatError(f"no client could connect and log in to {format_address(host, port)}")
+            raise TargetUnreachable(
+                f"no client could connect and log in to {format_address(host, port)}: "
+                "nothing was measured"
+            )
         mem_per_conn = None
         if relay is not None and rss_before is not None and progress.connected:
             if options.scenario == "idle":

@@ -46,7 +46,10 @@ class LiveView:
         now = time.monotonic()
         if now - self._last_plain >= PLAIN_EVERY or progress.phase == "done":
             self._last_plain = now
-            self.console.print(_progress_line(progress), highlight=False, markup=False)
+            # one line each, never wrapped: a log or CI output is read line by line
+            self.console.print(
+                _progress_line(progress), highlight=False, markup=False, soft_wrap=True
+            )
 
 
 def _progress_line(p: Progress) -> str:
@@ -54,7 +57,26 @@ def _progress_line(p: Progress) -> str:
     return (
         f"[{p.phase}] {p.elapsed:5.1f}/{p.total:.0f} s  clients {p.connected}/{p.clients}  "
         f"sent/s {p.sent_per_s:,.0f}  delivered/s {p.delivered_per_s:,.0f}  "
-        f"errors {p.errors}  p99 {p99}"
+        f"errors {p.errors}  p99 (last 0.5 s) {p99}"
+    )
+
+
+def run_header(
+    *,
+    target: tuple[str, int] | None,
+    clients: int,
+    rooms: int,
+    rate: float,
+    duration: float,
+    seed: int | None,
+    workers: int,
+) -> str:
+    """One line that says what this run is, printed before the live view and in logs."""
+    where = f"{target[0]}:{target[1]}" if target else "a relay started for this run"
+    return (
+        f"chatcli bench: target {where}, clients {clients}, rooms {rooms}, "
+        f"rate {rate:g}/s per client, duration {duration:g} s, "
+        f"seed {seed if seed is not None else 'random'}, workers {workers}"
     )
 
 

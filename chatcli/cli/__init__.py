@@ -44,6 +44,18 @@ for _module, _name in (("chatcli.cli.replay", "replay"), ("chatcli.cli.bench", "
             raise
 
 
+def _command_path(args: list[str]) -> str:
+    """``chatcli SUBCOMMAND`` for the first subcommand named in ``args``, else ``chatcli``.
+
+    click reports some parse errors (an option missing its value) with no context, so
+    the help to point at is found from the command line itself.
+    """
+    for arg in args:
+        if arg in cli.commands:
+            return f"chatcli {arg}"
+    return "chatcli"
+
+
 def main() -> None:
     """Console-script entry point: one clear line for every usage error."""
     try:
@@ -52,7 +64,7 @@ def main() -> None:
         click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
         sys.exit(0)
     except click.UsageError as exc:
-        command = exc.ctx.command_path if exc.ctx is not None else "chatcli"
+        command = exc.ctx.command_path if exc.ctx is not None else _command_path(sys.argv[1:])
         fail(f"{exc.format_message()} (see '{command} --help')", EXIT_USAGE)
     except click.ClickException as exc:
         fail(exc.format_message())

@@ -140,7 +140,7 @@ def _target(
     "--json",
     "json_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the full report (schema chatcli-bench v1) to this file.",
+    help="Write the full report (schema chatcli-bench v1) to this file (- for stdout).",
 )
 @click.option(
     "--report",
@@ -244,11 +244,18 @@ def bench(
     from chatcli.bench.baseline import parse_tolerance
     from chatcli.bench.report_files import ReportFiles
     from chatcli.bench.report_schema import EXIT_CODES, read_report
-    from chatcli.bench.runner import BenchOptions, run_bench
+    from chatcli.bench.runner import BenchOptions, TargetUnreachable, run_bench
     from chatcli.bench.thresholds import parse_thresholds
-    from chatcli.bench.view import LiveView, render_summary
+    from chatcli.bench.view import LiveView, render_summary, run_header
+    from chatcli.cli.common import fail
 
-    outputs = ReportFiles(json=json_path, html=html_path, junit=junit_path, summary=summary_path)
+    json_to_stdout = json_path == Path("-")  # `--json -`: the report on stdout
+    outputs = ReportFiles(
+        json=None if json_to_stdout else json_path,
+        html=html_path,
+        junit=junit_path,
+        summary=summary_path,
+    )
     outputs.check()  # find out now, not after the whole run
     idle = scenario == "idle"
     options = BenchOptions(
@@ -275,13 +282,34 @@ def bench(
     # SIGTERM/SIGHUP (a CI timeout, `timeout`, a closed terminal) unwind like Ctrl-C
     # does, so that run_bench stops the relay and the workers it started
     handlers = {sig: signal.signal(sig, _exit_on_signal) for sig in (SIGTERM, SIGHUP)}
+    console.print(
+        run_header(
+            target=options.target,
+            clients=options.clients,
+            rooms=options.rooms,
+            rate=options.rate,
+            duration=options.duration,
+            seed=options.seed,
+            workers=options.workers,
+        ),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     try:
         with LiveView(console) as view:
             report = run_bench(options, view)
+    except TargetUnreachable as exc:
+        fail(str(exc), EXIT_CODES["invalid"])  # a run that could not happen: invalid
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    Console(highlight=False).print(render_summary(report))
+    # the human summary goes where the report does not: stderr when the JSON is on stdout
+    (console if json_to_stdout else Console(highlight=False)).print(render_summary(report))
+    if json_to_stdout:
+        from chatcli.bench.report_schema import dumps_report
+
+        sys.stdout.write(dumps_report(report) + "\n")
     for path in outputs.write(report, options.baseline):
         console.print(f"report written to {path}", style="dim")
     sys.exit(EXIT_CODES[report.outcome])

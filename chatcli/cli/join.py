@@ -46,6 +46,13 @@ __all__ = ["join"]
     help="Where /record writes transcripts.",
 )
 @click.option(
+    "--bell/--no-bell",
+    default=True,
+    envvar="CHATCLI_BELL",
+    show_default=True,
+    help="Ring the terminal bell when a message names you.",
+)
+@click.option(
     "--json",
     "json_output",
     is_flag=True,
@@ -68,6 +75,7 @@ def join(
     timestamps: bool,
     record: bool,
     record_dir: Path,
+    bell: bool,
     json_output: bool,
     retry_for: float,
 ) -> None:
@@ -90,7 +98,8 @@ def join(
     from chatcli.addresses import parse_host
     from chatcli.cli.common import fail
     from chatcli.config import load_last_join
-    from chatcli.core.protocol import valid_name, valid_room
+    from chatcli.core.protocol import RESERVED_NAMES, valid_name, valid_room
+    from chatcli.errors import ConnectionFailed
     from chatcli.runtime import run
     from chatcli.ui.join import JoinOptions, run_join
 
@@ -98,10 +107,18 @@ def join(
     name = name or (last.name if last else None)
     if not name:
         fail("give a NAME to join as (none is remembered yet): chatcli join alice", 2)
+    if name.lower() in RESERVED_NAMES:
+        fail(f"{name!r} is reserved for the server; choose another name", 2)
     if not valid_name(name):
-        fail(f"{name!r} is not a valid name: 1-24 letters, digits, '_', '-' or '.'", 2)
+        fail(f"{name!r} is not a valid name: 1-24 ASCII letters, digits, '_', '-' or '.'", 2)
     if room is not None and not valid_room(room.lstrip("#")):
         fail(f"{room!r} is not a valid room: 1-32 lowercase letters, digits, '_' or '-'", 2)
+    remembered = []  # what was taken from the last join, said if connecting fails
+    if not host and last and last.host != DEFAULT_HOST:
+        remembered.append(f"host {last.host}")
+    if not port and last and last.port != DEFAULT_PORT:
+        remembered.append(f"port {last.port}")
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_output
     options = JoinOptions(
         host=parse_host(host) if host else (last.host if last else DEFAULT_HOST),
         port=port or (last.port if last else DEFAULT_PORT),
@@ -113,6 +130,16 @@ def join(
         record_dir=record_dir,
         record=record,
         retry_for=retry_for,
+        bell=bell,
+        # a script or a pipe never overwrites what a person at the terminal remembered
+        remember=sys.stdin.isatty(),
     )
-    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_output
-    sys.exit(run(run_join(options, interactive)))
+    try:
+        code = run(run_join(options, interactive))
+    except ConnectionFailed as exc:
+        if not remembered or not str(exc).startswith("cannot connect"):
+            raise
+        what = " and ".join(remembered)
+        flags = " / ".join(f"--{item.split()[0]}" for item in remembered)
+        fail(f"{exc}; {what} remembered from your last join; give {flags} to change it")
+    sys.exit(code)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from chatcli.replay.player import TimeSpec
     from chatcli.transcript import Source
 
 __all__ = ["replay"]
@@ -120,6 +121,8 @@ def replay(
 ) -> None:
     """Play a transcript (FILE, or - for stdin) as it happened, shown as join shows it.
 
+    Several FILEs (one server run's rooms) play merged into one timeline by time.
+
     \b
     On a terminal: space pauses and resumes, + and - double and halve the
     speed, n (or the right arrow) skips to the next line, q quits; a status
@@ -192,8 +195,10 @@ def replay(
         sys.exit(0)
     if check:
         sys.exit(_check(files, stores, rooms))
-    if len(files) != 1:
-        fail("give one FILE to play (several only with --check)", EXIT_USAGE)
+    if stores and len(files) != 1:
+        fail("give one STORE to play, alone (several FILEs only with --check)", EXIT_USAGE)
+    if len(files) != 1 and (target is not None or follow or "-" in files):
+        fail("several FILEs play merged, but not with --to, --follow or -", EXIT_USAGE)
     if stores and follow:
         fail("--follow reads a growing transcript file, not a store", EXIT_USAGE)
     if stores and loop > 1:
@@ -231,6 +236,8 @@ def replay(
         tz=UTC if utc else None,
         follow=follow,
     )
+    if options.start_at and options.until and _after(options.start_at, options.until):
+        fail(f"--start-at {start_at} is after --until {until}: nothing to play", EXIT_USAGE)
     source: Source = files[0]
     if stores:
         from chatcli.replay.store import choose_room, open_room
@@ -242,7 +249,22 @@ def replay(
     from chatcli.ui.playback import run_playback
 
     interactive = fmt == "rich" and tty and sys.stdin.isatty() and not instant and files[0] != "-"
-    sys.exit(run_playback(source, options, fmt, interactive=interactive))
+    sources = files if len(files) > 1 else source
+    sys.exit(run_playback(sources, options, fmt, interactive=interactive))
+
+
+def _after(start: TimeSpec, until: TimeSpec) -> bool:
+    """True when ``start`` is surely later than ``until`` (same kind of time, so comparable
+    before the transcript is read; two times of day more than 12 h apart may straddle
+    midnight, so they are left to the player)."""
+    if start.kind != until.kind:
+        return False
+    if start.kind == "moment":
+        assert start.moment is not None and until.moment is not None
+        return start.moment > until.moment
+    if start.kind == "clock" and start.seconds - until.seconds > 12 * 3600:
+        return False
+    return start.seconds > until.seconds
 
 
 def _check(files: tuple[str, ...], stores: set[str], rooms: tuple[str, ...]) -> int:

@@ -199,6 +199,8 @@ def serve(
     from chatcli.transports.tcp import run_server
 
     host = parse_host(host)
+    if record_dir is not None:
+        _check_writable(record_dir)
     ready = _ready_file(ready_fd) if ready_fd is not None else None
     settings = ServerSettings(
         host=host,
@@ -264,3 +266,22 @@ def _ready_file(fd: int) -> BinaryIO:
         return os.fdopen(fd, "wb", buffering=0)
     except OSError as exc:
         raise UsageError(f"--ready-fd {fd}: {exc.strerror or exc}") from exc
+
+
+def _check_writable(directory: Path) -> None:
+    """Exit 2 with one line unless ``directory`` can be created and written to.
+
+    Checked before listening, so that a bad ``--record`` stops the start-up instead of
+    the first event the server records.
+    """
+    import tempfile
+
+    from chatcli.cli.common import EXIT_USAGE, fail
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        fail(f"--record {directory}: cannot write there ({why})", EXIT_USAGE)

@@ -18,16 +18,28 @@ Pure parsing, no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 from chatcli.core.sanitize import clean_text
 
-__all__ = ["HELP", "TEXT_HELP", "VERBS", "Command", "Mode", "Verb", "parse_command", "parse_input"]
+__all__ = [
+    "ERROR_MARK",
+    "HELP",
+    "TEXT_HELP",
+    "VERBS",
+    "Command",
+    "Mode",
+    "Verb",
+    "parse_command",
+    "parse_input",
+]
 
 Mode = Literal["join", "text"]
 #: how a verb reads the rest of its line: nothing, one word, text, or a name and text
 Operands = Literal["none", "arg", "text", "to_text"]
+#: what starts an error line in text mode, as in the layout of the ``error`` event
+ERROR_MARK: Final = "!! "
 #: unknown command words are echoed back at most this long
 _SHOWN_WORD: Final = 40
 
@@ -152,7 +164,18 @@ def _shown(word: str) -> str:
 
 
 def parse_command(line: str, mode: Mode) -> Command:
-    """Classify one input line for ``mode``. Plain text becomes ``say``; ``//x`` says ``/x``."""
+    """Classify one input line for ``mode``. Plain text becomes ``say``; ``//x`` says ``/x``.
+
+    In text mode an ``error`` is the line the session is sent, so it starts with
+    :data:`ERROR_MARK` like the server's other errors; ``join`` marks it when shown.
+    """
+    command = _parse(line, mode)
+    if command.error and mode == "text":
+        return replace(command, error=ERROR_MARK + command.error)
+    return command
+
+
+def _parse(line: str, mode: Mode) -> Command:
     stripped = line.strip()
     if stripped.startswith("//"):
         return Command("say", text=stripped[1:])

@@ -21,6 +21,7 @@ transcript starts playing at once and filters in constant memory.
 
 from __future__ import annotations
 
+import heapq
 import os
 import re
 import time
@@ -29,9 +30,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Final, Literal, Protocol
 
+import msgspec
+
 from chatcli.core.events import RECORDED, RecordedEvent, event_type
 from chatcli.core.protocol import name_key
-from chatcli.errors import UsageError
+from chatcli.errors import ChatError, TranscriptError, UsageError
 from chatcli.transcript import (
     DEFAULT_POLL_INTERVAL,
     CheckResult,
@@ -460,6 +463,9 @@ class PlayState:
     paused: bool
     live: bool  # waiting for a transcript that is still being written
     shown: int
+    #: with --max-idle: playback position and length as played (idle-capped seconds)
+    played: float | None = None
+    length: float | None = None
 
 
 class Controls(Protocol):
@@ -537,12 +543,15 @@ class Player:
         *,
         started: float = 0.0,
         end: float | None = None,
+        length: float | None = None,
     ) -> None:
         self.timeline = timeline
         self.output = output
         self.controls = controls or SleepControls()
         self.started = started
         self.end = end
+        #: the length as it will play (idle gaps capped), when known in advance
+        self.length = length
         self.shown = 0
         self._live = False
         self._step = False
@@ -588,6 +597,8 @@ class Player:
             paused=self.timeline.paused,
             live=self._live,
             shown=self.shown,
+            played=None if self.length is None else min(self.timeline.position(), self.length),
+            length=self.length,
         )
 
     # ---------------------------------------------------------------- internals
@@ -668,7 +679,10 @@ def format_status(state: PlayState, tz: tzinfo | None = None) -> str:
     if state.position is not None:
         clock = _aware(state.position, tz).strftime("%H:%M:%S")
         where = format_offset(state.position - state.started)
-        if state.end is not None:
+        if state.length is not None and state.played is not None:
+            # --max-idle: where playback is in the length as it plays, not as recorded
+            where = f"{format_offset(state.played)} / {format_offset(state.length)}"
+        elif state.end is not None:
             where += " / " + format_offset(max(state.end, state.position) - state.started)
         parts += [clock, where]
     parts.append(f"{state.speed:g}x")
@@ -711,7 +725,7 @@ class Playback:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
-        reader: TranscriptReader | None = None,
+        reader: TranscriptReader | MergedReader | None = None,
     ) -> None:
         self.options = options
         self._sleep = sleep
@@ -732,7 +746,8 @@ class Playback:
             self.reader.close()
             raise
         self.started = self.header.started.timestamp()
-        self.end = _known_end(source)
+        merged = isinstance(self.reader, MergedReader)
+        self.end = self.reader.end if isinstance(self.reader, MergedReader) else _known_end(source)
         tz = options.tz
         self.start = options.start_at.resolve(self.started, tz) if options.start_at else None
         self.until = options.until.resolve(self.started, tz) if options.until else None
@@ -741,7 +756,9 @@ class Playback:
             me=self.header.name,
             timestamps=options.timestamps,
             # a server file holds one room; a client's follows its user between rooms
-            show_room=self.header.source != "server" and len(keep.rooms) != 1,
+            # (several files merged: rooms shown when they hold several)
+            show_room=len(keep.rooms) != 1
+            and (self.header.source != "server" or (merged and self.header.room is None)),
             tz=tz,
         )
         self.notes = self._hints()
@@ -753,7 +770,14 @@ class Playback:
 
     def play(self, output: Output, controls: Controls | None = None) -> PlayResult:
         """Play the transcript through ``output``; close it afterwards."""
-        self._player = Player(self.timeline, output, controls, started=self.started, end=self.end)
+        self._player = Player(
+            self.timeline,
+            output,
+            controls,
+            started=self.started,
+            end=self.end,
+            length=self.played_length(),
+        )
         try:
             result = self._player.run(self.entries())
         finally:
@@ -761,6 +785,36 @@ class Playback:
             self.reader.close()
         result.notes = self.notes + result.notes
         return result
+
+    def played_length(self) -> float | None:
+        """With ``--max-idle``, the length as it will play: the selected events of the
+        file(s) read once more, placed on a timeline capped the same way. None when there
+        is no cap or the source cannot be read twice (stdin, --follow)."""
+        options = self.options
+        if options.max_idle is None or options.follow or self.end is None:
+            return None  # (a file, or merged files, always has a known end)
+        paths = (
+            [reader.path for reader in self.reader.readers]
+            if isinstance(self.reader, MergedReader)
+            else [self.reader.path]
+        )
+        try:
+            readers = [read_transcript(path, strict=False) for path in paths]
+        except ChatError:
+            return None
+        source: Iterable[Entry] = readers[0] if len(readers) == 1 else MergedReader(readers)
+        timeline = Timeline(max_idle=options.max_idle, instant=True)
+        length = 0.0
+        try:
+            for entry in select(source, options.keep, start=self.start, until=self.until):
+                if not isinstance(entry.event, Header):
+                    length = timeline.place(entry.event.ts)
+        except ChatError:
+            return None
+        finally:
+            for reader in readers:
+                reader.close()
+        return length
 
     def entries(self) -> Iterator[Entry]:
         """The entries to show, streaming: the header, the events selected, the end."""
@@ -805,6 +859,74 @@ class Playback:
                     f"write {spec.alternative_spelling} for the other reading"
                 )
         return notes
+
+
+class MergedReader:
+    """Several transcripts (one server run's rooms, say) read as one timeline.
+
+    Events of all files come out in timestamp order (a stable merge: equal times keep the
+    files' order); the header is the earliest file's, without a room when the files hold
+    several; one ``end`` closes the whole, counting every event. Problems and warnings
+    of every file are kept, each naming its file.
+    """
+
+    def __init__(self, readers: Sequence[TranscriptReader]) -> None:
+        self.readers = list(readers)
+        headers = [reader.header for reader in self.readers]
+        first = min(headers, key=lambda header: header.started)
+        self.rooms = {header.room for header in headers}
+        self.header = first if len(self.rooms) == 1 else msgspec.structs.replace(first, room=None)
+        self.path = " + ".join(reader.path for reader in self.readers)
+        ends = [_known_end(reader.path) for reader in self.readers]
+        self.end = max((end for end in ends if end is not None), default=None)
+
+    def __iter__(self) -> Iterator[Entry]:
+        events = heapq.merge(
+            *(self._events(reader) for reader in self.readers),
+            key=lambda entry: entry.event.ts,  # type: ignore[union-attr]
+        )
+        yield Entry(1, self.header, msgspec.json.encode(self.header))
+        last: End | None = None
+        count = 0
+        for entry in events:
+            if isinstance(entry.event, End):
+                last = entry.event if last is None or entry.event.ts > last.ts else last
+                continue
+            count += 1
+            yield entry
+        if last is not None:
+            end = End(ts=last.ts, events=count)
+            yield Entry(0, end, msgspec.json.encode(end))
+
+    @staticmethod
+    def _events(reader: TranscriptReader) -> Iterator[Entry]:
+        return (entry for entry in reader if not isinstance(entry.event, Header))
+
+    @property
+    def problems(self) -> list[TranscriptError]:
+        return [problem for reader in self.readers for problem in reader.problems]
+
+    @property
+    def warnings(self) -> list[TranscriptError]:
+        return [warning for reader in self.readers for warning in reader.warnings]
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
+
+
+def open_merged(sources: Sequence[Source], options: PlayOptions) -> MergedReader:
+    """The transcripts ``sources`` opened and merged into one timeline (files only)."""
+    readers: list[TranscriptReader] = []
+    try:
+        for source in sources:
+            readers.append(read_transcript(source, strict=False))
+            readers[-1].header  # noqa: B018  (read now: a bad file fails before playing)
+    except BaseException:
+        for reader in readers:
+            reader.close()
+        raise
+    return MergedReader(readers)
 
 
 def _known_end(source: Source) -> float | None:

@@ -48,6 +48,7 @@ from chatcli.core.protocol import (
 )
 from chatcli.errors import ChatError, ProtocolError
 from chatcli.transcript import TranscriptWriter, client_filename
+from chatcli.ui.input_lines import expand_line
 from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
 from chatcli.ui.render import Renderer
 
@@ -72,6 +73,10 @@ class JoinOptions:
     record: bool = False
     #: seconds without a connection after which the session gives up reconnecting
     retry_for: float = DEFAULT_RETRY_FOR
+    #: ring the terminal bell when someone names you (interactive only)
+    bell: bool = True
+    #: remember host, port and name for the next join (interactive joins only)
+    remember: bool = True
 
 
 class JoinSession:
@@ -317,7 +322,8 @@ async def run_join(options: JoinOptions, interactive: bool) -> int:
     session = JoinSession(client, options, output, renderer)
     from chatcli.config import LastJoin, save_last_join
 
-    save_last_join(LastJoin(options.host, options.port, client.name, options.room))
+    if options.remember:
+        save_last_join(LastJoin(options.host, options.port, client.name, options.room))
     if options.json_output and client.welcome is not None:
         output.show(client.welcome)
     assert client.ready is not None
@@ -353,7 +359,28 @@ async def _interactive(session: JoinSession) -> int:
         room, name = clean_text(session.room), clean_text(session.client.name)
         return FormattedText([*rec, ("fg:ansicyan", f"[{room}] "), ("bold", f"{name}> ")])
 
-    prompt_session: PromptSession[str] = PromptSession(history=history, erase_when_done=True)
+    from chatcli.ui.input_lines import Roster
+    from chatcli.ui.prompt_input import (
+        WatchingOutput,
+        ask_to_send,
+        input_bindings,
+        lines_typed,
+        name_completer,
+    )
+
+    roster = Roster()
+    if session.client.ready is not None:
+        roster.update(session.client.ready)
+    session.output = WatchingOutput(
+        session.output, session.renderer, roster, bell=session.options.bell
+    )
+    prompt_session: PromptSession[str] = PromptSession(
+        history=history,
+        erase_when_done=True,
+        key_bindings=input_bindings(),
+        completer=name_completer(roster),
+        complete_while_typing=False,
+    )
     failure: list[BaseException] = []
 
     async def receive() -> None:
@@ -386,12 +413,15 @@ async def _interactive(session: JoinSession) -> int:
         try:
             while not failure and not done.is_set():
                 try:
-                    line = await prompt_session.prompt_async(prompt)
+                    typed = lines_typed(await prompt_session.prompt_async(prompt))
+                    if not await ask_to_send(typed, session.output):
+                        continue
                 except (EOFError, KeyboardInterrupt):
                     break
-                if not session.client.connected and line.strip():
-                    session.output.notice(f"pending, sent once reconnected: {line}")
-                lines.put_nowait(line)
+                for line in typed:
+                    if not session.client.connected and line.strip():
+                        session.output.notice(f"pending, sent once reconnected: {line}")
+                    lines.put_nowait(line)
         finally:
             sender.cancel()
             receiver.cancel()
@@ -454,8 +484,9 @@ async def _send_in_order(
     """Submit queued lines in order, each after the previous message was acknowledged.
 
     One message in flight at a time keeps order even when the server rate-limits some
-    and they are sent again. Returns at end of input (None) or when the user quits;
-    raises the ChatError that ended the connection, if it ends first.
+    and they are sent again. A line longer than one message is sent as several, cut at
+    word boundaries (:func:`chatcli.ui.input_lines.expand_line`). Returns at end of input
+    (None) or when the user quits; raises the ChatError that ended the connection, if it ends first.
     """
     while True:
         next_line = asyncio.ensure_future(lines.get())
@@ -467,11 +498,12 @@ async def _send_in_order(
         line = next_line.result()
         if line is None:
             return
-        await _wait_acked(session, receiver)
-        if session.failure is not None:
-            raise session.failure
-        if not await session.submit(line):
-            return
+        for piece in expand_line(line):  # a line too long for one message: several
+            await _wait_acked(session, receiver)
+            if session.failure is not None:
+                raise session.failure
+            if not await session.submit(piece):
+                return
 
 
 async def _barrier(session: JoinSession, receiver: asyncio.Task[None]) -> None:

@@ -161,7 +161,7 @@ class TerminalControls:
 
 
 def run_playback(
-    source: Source,
+    source: Source | tuple[str, ...],
     options: PlayOptions,
     fmt: str,
     *,
@@ -171,11 +171,18 @@ def run_playback(
 ) -> int:
     """Play ``source`` in format ``fmt`` (rich, text or jsonl); return the exit code.
 
+    A tuple of several files plays them merged into one timeline by timestamp.
+
     ``interactive`` (rich format on a terminal) adds keys and the status line.
     """
     out = stdout or sys.stdout
     err = stderr or sys.stderr
-    playback = Playback(source, options)
+    if isinstance(source, tuple):  # several files: one timeline
+        from chatcli.replay.player import open_merged
+
+        playback = Playback(source[0], options, reader=open_merged(source, options))
+    else:
+        playback = Playback(source, options)
     console: Console | None = None
     output: Output
     if fmt == "jsonl":

@@ -13,42 +13,57 @@ as they are not wire events.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, tzinfo
 from typing import Final
 
+from msgspec.structs import replace
 from rich.text import Text
 
 from chatcli.core.events import LEAVE_REASON_TEXT, event_lines
 from chatcli.core.lines import Line, LineOptions, Role, Span, notice, plain_text
-from chatcli.core.protocol import clean_text, name_key
+from chatcli.core.protocol import DirectMessage, Msg, Ready, clean_text, name_key
 from chatcli.transcript import End, Header
 
-__all__ = ["LEAVE_REASON_TEXT", "PALETTE", "Renderer", "user_colour"]
+__all__ = [
+    "LEAVE_REASON_TEXT",
+    "PALETTE",
+    "PALETTE_RGB",
+    "Renderer",
+    "colour_index",
+    "fnv1a_32",
+    "user_colour",
+]
 
-# Mid-luminance 256-colour entries, readable on dark and light backgrounds alike; no pure
-# red (errors use it) and no yellow/white/black (each vanishes on some background).
-PALETTE: Final = (
-    "color(33)",  # dodger blue
-    "color(35)",  # spring green
-    "color(37)",  # dark cyan
-    "color(62)",  # slate blue
-    "color(97)",  # medium purple
-    "color(128)",  # dark violet
-    "color(130)",  # dark orange
-    "color(133)",  # medium orchid
-    "color(166)",  # orange red
-    "color(168)",  # hot pink
-    "color(172)",  # orange
-    "color(71)",  # sea green
+#: Name colours: the xterm 256-colour entries and their RGB (the web page uses the RGB),
+#: mid-luminance so each reads on dark and light backgrounds; no pure red (errors use
+#: it), no yellow, white or black (each vanishes on some background). The order matters:
+#: with FNV-1a below it gives alice, bob, carol, dave, eve and mallory six different
+#: colours. docs/colours.md writes the algorithm down for other front ends.
+PALETTE_RGB: Final = (
+    (33, "#0087ff"),  # dodger blue
+    (35, "#00af5f"),  # spring green
+    (37, "#00afaf"),  # dark cyan
+    (62, "#5f5fd7"),  # slate blue
+    (97, "#875faf"),  # medium purple
+    (128, "#af00d7"),  # dark violet
+    (130, "#af5f00"),  # dark orange
+    (133, "#af5faf"),  # medium orchid
+    (166, "#d75f00"),  # orange red
+    (168, "#d75f87"),  # hot pink
+    (172, "#d78700"),  # orange
+    (71, "#5faf5f"),  # sea green
 )
+PALETTE: Final = tuple(f"color({index})" for index, _ in PALETTE_RGB)
 TIME_STYLE: Final = "dim"
 SYSTEM_STYLE: Final = "dim"
 ERROR_STYLE: Final = "red"
 DM_MARK_STYLE: Final = "bold magenta"
 OWN_STYLE: Final = "bold"
-MENTION_STYLE: Final = "bold"
+MENTION_STYLE: Final = "bold reverse"
+HISTORY_STYLE: Final = "dim"
+#: the rule between the history shown on entry and what is said live
+HISTORY_RULE: Final = "──── history above, live below ────"
 
 
 def clean_text_lines(text: str) -> str:
@@ -56,9 +71,22 @@ def clean_text_lines(text: str) -> str:
     return "\n".join(clean_text(line) for line in text.split("\n"))
 
 
+def fnv1a_32(data: bytes) -> int:
+    """The 32-bit FNV-1a hash of ``data``: tiny, stable, easy to write in any language."""
+    value = 0x811C9DC5
+    for byte in data:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def colour_index(name: str) -> int:
+    """Which PALETTE entry ``name`` gets: FNV-1a 32 of its case-folded UTF-8, modulo 12."""
+    return fnv1a_32(name_key(clean_text(name)).encode("utf-8")) % len(PALETTE_RGB)
+
+
 def user_colour(name: str) -> str:
     """The style of a user's name: the same for a name in any case, in every run."""
-    return PALETTE[zlib.crc32(name_key(clean_text(name)).encode("utf-8")) % len(PALETTE)]
+    return PALETTE[colour_index(name)]
 
 
 class Renderer:
@@ -99,11 +127,30 @@ class Renderer:
         return event_lines(event, options)
 
     def render(self, event: object) -> Text | None:
-        """The styled line(s) for ``event``, or None for events that show nothing (ping)."""
+        """The styled line(s) for ``event``, or None for events that show nothing (ping).
+
+        The history a ``ready`` carries is set apart from live lines: dim, always with
+        its times, and followed by a dim rule (``history above, live below``).
+        """
+        if isinstance(event, Ready) and event.history:
+            return self._ready_with_history(event)
         lines = [self._styled(line) for line in self.lines(event)]
         if not lines:
             return None
         return lines[0] if len(lines) == 1 else Text("\n").join(lines)
+
+    def _ready_with_history(self, event: Ready) -> Text:
+        past = LineOptions(timestamps=True, show_room=self.show_room, tz=self.tz, clock=None)
+        lines = []
+        for message in event.history:
+            for line in event_lines(message, past):
+                styled = self._styled(line)
+                styled.stylize(HISTORY_STYLE)
+                lines.append(styled)
+        lines.append(Text(HISTORY_RULE, style=HISTORY_STYLE))
+        now = replace(event, history=[])
+        lines.extend(self._styled(line) for line in self.lines(now))
+        return Text("\n").join(lines)
 
     def plain(self, event: object) -> str | None:
         """The same line(s) as :meth:`render`, as plain text (an IRC-style log line)."""
@@ -148,6 +195,14 @@ class Renderer:
         if role is Role.DM_TEXT:
             return OWN_STYLE if self.is_me(span.who or "") else ""
         return _ROLE_STYLES[role]
+
+    def mentions_me(self, event: object) -> bool:
+        """True for someone else's message that names the local user, or a DM to them."""
+        if isinstance(event, DirectMessage):
+            return not self.is_me(event.from_) and self.is_me(event.to)
+        if isinstance(event, Msg):
+            return not self.is_me(event.from_) and self._mentions_me(event.text)
+        return False
 
     def _mentions_me(self, text: str) -> bool:
         if self.me is None:
