@@ -86,7 +86,8 @@ def test_no_name_and_nothing_remembered_is_a_usage_error(config: dict[str, str])
     ("args", "code", "message"),
     [
         (("bad name",), 2, b"not a valid name"),
-        (("Jos\u00e9",), 2, b"1-24 ASCII letters"),
+        (("p\u0430ypal",), 2, b"letters of more than one script"),  # a Cyrillic a
+        (("\uff53\uff45\uff52\uff56\uff45\uff52",), 2, b"is reserved"),  # full-width server
         (("server",), 2, b"'server' is reserved"),
         (("SYSTEM",), 2, b"'SYSTEM' is reserved"),
         (("ok", "--room", "Bad Room"), 2, b"not a valid room"),

@@ -98,7 +98,8 @@ def join(
     from chatcli.addresses import parse_host
     from chatcli.cli.common import fail
     from chatcli.config import load_last_join
-    from chatcli.core.protocol import RESERVED_NAMES, valid_name, valid_room
+    from chatcli.core.names import NAME_RULE, name_error
+    from chatcli.core.protocol import valid_room
     from chatcli.errors import ConnectionFailed
     from chatcli.runtime import run
     from chatcli.ui.join import JoinOptions, run_join
@@ -107,10 +108,11 @@ def join(
     name = name or (last.name if last else None)
     if not name:
         fail("give a NAME to join as (none is remembered yet): chatcli join alice", 2)
-    if name.lower() in RESERVED_NAMES:
-        fail(f"{name!r} is reserved for the server; choose another name", 2)
-    if not valid_name(name):
-        fail(f"{name!r} is not a valid name: 1-24 ASCII letters, digits, '_', '-' or '.'", 2)
+    problem = name_error(name)
+    if problem == "that name is reserved":
+        fail(f"{name!r} is reserved for the server (or looks like it); choose another name", 2)
+    if problem is not None:
+        fail(f"{name!r} is not a valid name ({problem}): {NAME_RULE}", 2)
     if room is not None and not valid_room(room.lstrip("#")):
         fail(f"{room!r} is not a valid room: 1-32 lowercase letters, digits, '_' or '-'", 2)
     remembered = []  # what was taken from the last join, said if connecting fails

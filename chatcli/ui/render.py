@@ -13,6 +13,7 @@ as they are not wire events.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import datetime, tzinfo
 from typing import Final
@@ -79,9 +80,18 @@ def fnv1a_32(data: bytes) -> int:
     return value
 
 
+def colour_key(name: str) -> str:
+    """What a name's colour is computed from: cleaned, NFKC-normalised, case-folded.
+
+    Not the name's identity key (a confusable skeleton): a web page must be able to compute
+    the same colour with nothing but ``normalize("NFKC")`` and a case fold.
+    """
+    return unicodedata.normalize("NFKC", clean_text(name)).casefold()
+
+
 def colour_index(name: str) -> int:
-    """Which PALETTE entry ``name`` gets: FNV-1a 32 of its case-folded UTF-8, modulo 12."""
-    return fnv1a_32(name_key(clean_text(name)).encode("utf-8")) % len(PALETTE_RGB)
+    """Which PALETTE entry ``name`` gets: FNV-1a 32 of its colour key's UTF-8, modulo 12."""
+    return fnv1a_32(colour_key(name).encode("utf-8")) % len(PALETTE_RGB)
 
 
 def user_colour(name: str) -> str:
