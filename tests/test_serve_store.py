@@ -129,3 +129,25 @@ def test_refusals_keep_their_place_behind_messages_the_store_is_still_keeping(
     assert [ref for _, ref in got[1:]] == list(range(8))  # in the order they were sent
     assert [kind for kind, _ in got[1:4]] == ["msg"] * 3
     assert {kind for kind, _ in got[4:]} == {"error"}
+
+
+def test_a_text_session_may_type_before_its_login_is_answered(tmp_path: Path) -> None:
+    """`printf 'login bob\\nhello\\n' | nc`: with a store that answers later, the lines
+    after `login` wait for it instead of being refused as not logged in."""
+    with (
+        serve_process("--store", str(tmp_path / "t.db")) as (_proc, port),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(b"login bob\nhello there\n/who\n")
+        got = []
+        for raw in lines:
+            line = raw.decode().rstrip("\n")
+            if not line.startswith("{"):  # the welcome is JSON: nothing else is
+                got.append(line)
+            if line.startswith("-- in lobby"):
+                break
+    assert not [line for line in got if line.startswith("!!")], got
+    assert got[0].startswith("-- you are bob in lobby")
+    assert got[1].endswith("[lobby] <bob> hello there")
+    assert got[2] == "-- in lobby: bob"

@@ -415,7 +415,10 @@ class ServerConnection:
 
     def _text_event(self, frame: bytes) -> ClientEvent | None:
         try:
-            parsed = parse_text_line(frame.decode("utf-8", "replace"), self.session.logged_in)
+            # a login the store is still checking counts: the relay holds what follows it
+            session = self.session
+            logged_in = session.logged_in or session.claim is not None
+            parsed = parse_text_line(frame.decode("utf-8", "replace"), logged_in)
         except ProtocolError as exc:
             self.refuse(exc)
             return None
