@@ -151,3 +151,24 @@ def test_a_text_session_may_type_before_its_login_is_answered(tmp_path: Path) ->
     assert got[0].startswith("-- you are bob in lobby")
     assert got[1].endswith("[lobby] <bob> hello there")
     assert got[2] == "-- in lobby: bob"
+
+
+def test_a_text_sessions_local_answers_keep_their_place_behind_its_login(
+    tmp_path: Path,
+) -> None:
+    """An unknown command typed right after `login` is answered after the ready line."""
+    with (
+        serve_process("--store", str(tmp_path / "u.db")) as (_proc, port),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(b"login bob\n/bogus\n")
+        got = []
+        for raw in lines:
+            line = raw.decode().rstrip("\n")
+            if not line.startswith("{"):
+                got.append(line)
+            if line.startswith("!!"):
+                break
+    assert got[0].startswith("-- you are bob in lobby"), got
+    assert got[1].startswith("!! unknown command /bogus"), got

@@ -210,6 +210,9 @@ class ConnectionOwner(Protocol):
         """The peer's input ended: close ``conn`` (leave ``reason``) once what it is still
         owed (acknowledgements the store has not given yet) is out."""
 
+    def reply_bytes(self, conn: ServerConnection, data: bytes) -> None:
+        """Queue ``data`` (already in ``conn``'s format) in line, as ``reply`` does."""
+
 
 class _NoOwner:
     """The owner of a connection nobody watches (tests drive ``data_to_send`` directly)."""
@@ -228,6 +231,9 @@ class _NoOwner:
 
     def peer_done(self, conn: ServerConnection, reason: str) -> None:
         conn.close(None, reason)
+
+    def reply_bytes(self, conn: ServerConnection, data: bytes) -> None:
+        conn.queue(data)
 
 
 class ServerConnection:
@@ -422,8 +428,8 @@ class ServerConnection:
         except ProtocolError as exc:
             self.refuse(exc)
             return None
-        if isinstance(parsed, str):  # help or a usage hint, answered here
-            self.queue(self.wire.line(parsed))
+        if isinstance(parsed, str):  # help or a usage hint, answered here, in line
+            self.owner.reply_bytes(self, self.wire.line(parsed))
             return None
         return parsed
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from chatcli.core.connection import Framing, ServerConnection, State, Wire
 from chatcli.core.protocol import ClientEvent, Error, Ready, ServerEvent
-from chatcli.core.relay import Close, Delivery, Effect, Relay
+from chatcli.core.relay import Close, Delivery, Effect, Raw, Relay
 from chatcli.errors import ProtocolError
 from chatcli.settings import ServerSettings
 from chatcli.store.base import Store
@@ -76,7 +76,7 @@ class Hub:
         #: events fanned out since the last flush
         self._gathered = 0
         #: deliveries caused while a fan-out runs (a recipient cut off as slow leaves)
-        self._backlog: list[Delivery | Close] = []
+        self._backlog: list[Delivery | Close | Raw] = []
         self._applying = False
 
     # -- what the adapter reports ---------------------------------------------------------
@@ -191,6 +191,9 @@ class Hub:
     def peer_done(self, conn: ServerConnection, reason: str) -> None:
         self._apply([Close(conn.session, reason)])
 
+    def reply_bytes(self, conn: ServerConnection, data: bytes) -> None:
+        self._apply([Raw(conn.session, data)])
+
     # -- events -----------------------------------------------------------------------------
 
     def _pump(self, conn: ServerConnection) -> None:
@@ -247,13 +250,16 @@ class Hub:
         finally:
             self._applying = False
 
-    def _fan_out(self, deliveries: Iterable[Delivery | Close]) -> None:
+    def _fan_out(self, deliveries: Iterable[Delivery | Close | Raw]) -> None:
         """Encode each event once per wire and queue the same bytes to every target."""
         observers = self.observers
         for delivery in deliveries:
             if type(delivery) is Close:
                 closing: ServerConnection = delivery.session.link
                 closing.close(delivery.error, delivery.reason)
+                continue
+            if type(delivery) is Raw:
+                delivery.session.link.queue(delivery.data)
                 continue
             assert type(delivery) is Delivery
             self._gathered += 1

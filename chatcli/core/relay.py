@@ -99,6 +99,7 @@ __all__ = [
     "Delivery",
     "Effect",
     "FailedLogins",
+    "Raw",
     "Relay",
     "Session",
     "TokenBucket",
@@ -352,10 +353,20 @@ class Close:
     error: Error | None = None
 
 
+@dataclass(slots=True, eq=False)
+class Raw:
+    """Bytes for ``session``'s connection alone, already in its format (a text-mode help or
+    usage line the connection answers itself), in line behind what came before."""
+
+    session: Session
+    data: bytes
+
+
 #: what the relay's methods return: deliveries to make, closes, and intents for the store
 Effect = (
     Delivery
     | Close
+    | Raw
     | Append
     | Recall
     | Authenticate

@@ -17,10 +17,13 @@ from collections import deque
 from collections.abc import Iterable
 
 from chatcli.core.intents import Intent
-from chatcli.core.relay import Close, Delivery, Effect, Relay
+from chatcli.core.relay import Close, Delivery, Effect, Raw, Relay
 from chatcli.store.base import Store
 
 __all__ = ["StorePipeline"]
+
+#: effects that go to connections as they are; everything else is an intent for the store
+_TO_CONNECTIONS = (Delivery, Close, Raw)
 
 
 class _Slot:
@@ -31,7 +34,7 @@ class _Slot:
     def __init__(self, intent: Intent) -> None:
         self.intent = intent
         #: what the relay made of the completion: deliveries, closes and further slots
-        self.deliveries: list[Delivery | Close | _Slot] | None = None
+        self.deliveries: list[Delivery | Close | Raw | _Slot] | None = None
 
 
 class StorePipeline:
@@ -41,7 +44,7 @@ class StorePipeline:
         self.relay = relay
         self.store = store
         #: deliveries and unanswered intents in the order the relay produced them
-        self._line: deque[Delivery | Close | _Slot] = deque()
+        self._line: deque[Delivery | Close | Raw | _Slot] = deque()
         #: submitted intents not yet answered, in submission order
         self._unanswered: deque[_Slot] = deque()
 
@@ -50,21 +53,21 @@ class StorePipeline:
         """Intents submitted to the store and not answered yet."""
         return len(self._unanswered)
 
-    def run(self, effects: Iterable[Effect]) -> list[Delivery | Close]:
+    def run(self, effects: Iterable[Effect]) -> list[Delivery | Close | Raw]:
         """Submit the intents among ``effects``; return the deliveries that may go now."""
-        out: list[Delivery | Close] = []
+        out: list[Delivery | Close | Raw] = []
         line = self._line
         if self._unanswered:  # an asynchronous store may have answered meanwhile
             self._collect()
             self._release(out)
         for effect in effects:
-            if type(effect) is Delivery or type(effect) is Close:
+            if isinstance(effect, _TO_CONNECTIONS):
                 if line:
                     line.append(effect)
                 else:
                     out.append(effect)
                 continue
-            line.append(self._submit(effect))  # type: ignore[arg-type]
+            line.append(self._submit(effect))
             self._collect()
             self._release(out)
         return out
@@ -75,9 +78,9 @@ class StorePipeline:
         self.store.submit(intent)
         return slot
 
-    def drain(self) -> list[Delivery | Close]:
+    def drain(self) -> list[Delivery | Close | Raw]:
         """Take the store's completions that arrived since; return what may go now."""
-        out: list[Delivery | Close] = []
+        out: list[Delivery | Close | Raw] = []
         self._collect()
         self._release(out)
         return out
@@ -92,13 +95,11 @@ class StorePipeline:
                 if completion.intent is not slot.intent:
                     raise RuntimeError("the store answered its intents out of order")
                 slot.deliveries = [
-                    effect
-                    if type(effect) is Delivery or type(effect) is Close
-                    else self._submit(effect)  # type: ignore[arg-type]
+                    effect if isinstance(effect, _TO_CONNECTIONS) else self._submit(effect)
                     for effect in self.relay.complete(completion)
                 ]
 
-    def _release(self, out: list[Delivery | Close]) -> None:
+    def _release(self, out: list[Delivery | Close | Raw]) -> None:
         line = self._line
         while line:
             head = line[0]
