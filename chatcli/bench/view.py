@@ -10,10 +10,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from chatcli.addresses import format_address
 from chatcli.bench.histogram import Histogram
 from chatcli.bench.metrics import format_metric
 from chatcli.bench.report_schema import BenchReport
-from chatcli.bench.runner import Progress
+from chatcli.bench.runner import BenchOptions, Progress
 
 __all__ = ["LiveView", "render_summary"]
 
@@ -61,22 +62,14 @@ def _progress_line(p: Progress) -> str:
     )
 
 
-def run_header(
-    *,
-    target: tuple[str, int] | None,
-    clients: int,
-    rooms: int,
-    rate: float,
-    duration: float,
-    seed: int | None,
-    workers: int,
-) -> str:
+def run_header(options: BenchOptions) -> str:
     """One line that says what this run is, printed before the live view and in logs."""
-    where = f"{target[0]}:{target[1]}" if target else "a relay started for this run"
+    where = format_address(*options.target) if options.target else "a relay started for this run"
+    seed = options.seed if options.seed is not None else "random"
     return (
-        f"chatcli bench: target {where}, clients {clients}, rooms {rooms}, "
-        f"rate {rate:g}/s per client, duration {duration:g} s, "
-        f"seed {seed if seed is not None else 'random'}, workers {workers}"
+        f"chatcli bench: target {where}, clients {options.clients}, rooms {options.rooms}, "
+        f"rate {options.rate:g}/s per client, duration {options.duration:g} s, "
+        f"seed {seed}, workers {options.workers}"
     )
 
 

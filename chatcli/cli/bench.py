@@ -283,15 +283,7 @@ def bench(
     # does, so that run_bench stops the relay and the workers it started
     handlers = {sig: signal.signal(sig, _exit_on_signal) for sig in (SIGTERM, SIGHUP)}
     console.print(
-        run_header(
-            target=options.target,
-            clients=options.clients,
-            rooms=options.rooms,
-            rate=options.rate,
-            duration=options.duration,
-            seed=options.seed,
-            workers=options.workers,
-        ),
+        run_header(options),
         highlight=False,
         markup=False,
         soft_wrap=True,
