@@ -138,6 +138,58 @@ def test_sqlite_keeps_messages_ids_across_a_restart(tmp_path: Path) -> None:
     store.close()
 
 
+def _saved_next_id(path: Path, room: str) -> int:
+    reader = sqlite3.connect(path)
+    try:
+        return int(
+            reader.execute("SELECT next_id FROM rooms WHERE name = ?", (room,)).fetchone()[0]
+        )
+    finally:
+        reader.close()
+
+
+def test_a_clean_close_writes_each_rooms_next_id_back(tmp_path: Path) -> None:
+    path = tmp_path / "saved.db"
+    store = SQLiteStore(path)
+    Driver(store).say("lobby", "a", "b", "c")
+    store.close()
+    assert _saved_next_id(path, "lobby") == 4
+
+
+def test_ids_go_on_from_the_kept_messages_when_the_next_id_was_never_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server killed before its close saved nothing: the committed messages say how far
+    each room got, so no id is ever given twice (retention always keeps the newest)."""
+    path = tmp_path / "killed.db"
+    store = SQLiteStore(path, retain=2)
+    Driver(store).say("lobby", *(f"m{i}" for i in range(1, 8)))
+    monkeypatch.setattr(store, "_save_ids", lambda: None)  # as if killed: nothing saved
+    store.close()
+    assert _saved_next_id(path, "lobby") == 1  # the row is stale...
+    store = SQLiteStore(path, retain=2)
+    try:
+        assert [m.id for m in Driver(store).say("lobby", "after")] == [8]  # ...the ids are not
+    finally:
+        store.close()
+
+
+def test_retention_deletes_in_steps_and_never_keeps_fewer_than_asked(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "steps.db", retain=32)
+    assert store.prune_step == 2
+    d = Driver(store)
+    try:
+        kept_counts = []
+        for i in range(1, 81):
+            d.say("lobby", f"m{i}")
+            kept_counts.append(len(d.history("lobby", limit=1000).history))
+        assert min(kept_counts[31:]) == 32
+        assert max(kept_counts) <= 32 + store.prune_step
+        assert ids(d.history("lobby", limit=1000))[-1] == 80
+    finally:
+        store.close()
+
+
 def test_sqlite_commits_before_it_answers(tmp_path: Path) -> None:
     """Durable before visible: what was answered Stored is in the file for any reader."""
     path = tmp_path / "d.db"

@@ -14,6 +14,10 @@ and must take it back from the relay's busy event loop, which can take a switch
 interval (5 ms) each time. So a group costs a fixed handful of statements whatever its
 size: its new messages go in as one JSON array unpacked by ``json_each``, its txns are
 looked up and inserted the same way, and old txns are pruned every FORGET_EVERY per user.
+Per room, the next id is written back every SAVE_ID_EVERY ids only (at start-up the next
+id is the larger of the saved one and the highest kept id plus one, and retention always
+keeps the newest message, so no id is ever given twice), and retention deletes in steps
+of ``prune_step`` messages rather than one statement per commit.
 
 The file is in WAL mode with ``synchronous=FULL``: every commit is fsynced before its
 messages are answered. ``NORMAL`` would keep every commit through a ``kill -9`` too (in
@@ -142,14 +146,24 @@ CREATE INDEX bans_by_address ON bans (address);
 MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 
+#: a room's next id is written to its row once every this many ids (and at close)
+SAVE_ID_EVERY = 1024
+
+
 class _RoomCursor:
-    """A room's epoch and next id, cached by the writer thread."""
+    """A room's epoch and next id, cached by the writer thread.
 
-    __slots__ = ("epoch", "next_id")
+    ``saved_id`` is the next id as last written to the room's row; ``pruned`` the highest
+    id retention has deleted up to (0: not pruned since the cursor was loaded).
+    """
 
-    def __init__(self, epoch: str, next_id: int) -> None:
+    __slots__ = ("epoch", "next_id", "pruned", "saved_id")
+
+    def __init__(self, epoch: str, next_id: int, saved_id: int) -> None:
         self.epoch = epoch
         self.next_id = next_id
+        self.saved_id = saved_id
+        self.pruned = 0
 
 
 class _SQLiteBook:
@@ -202,6 +216,8 @@ class SQLiteStore:
     ) -> None:
         self.path = path
         self.retain = max(1, retain)
+        #: retention deletes once this many messages are past ``retain`` (1 for small ones)
+        self.prune_step = max(1, min(1024, self.retain // 16))
         self.resume_limit = max(1, resume_limit)
         self._lock_file = _lock(path)
         try:
@@ -253,7 +269,10 @@ class SQLiteStore:
             self._stopping = True
             self._work.notify()
         self._thread.join()
-        self._db.close()
+        try:
+            self._save_ids()
+        finally:
+            self._db.close()
         _unlock(self._lock_file)
 
     # -- reads for tools (replay, export) ---------------------------------------------------
@@ -322,11 +341,15 @@ class SQLiteStore:
                 else:
                     answers.append(answer(self._book, intent))  # accounts and bans
             self._flush(rows, txn_rows)
-            for room, next_id in touched.items():
-                db.execute("UPDATE rooms SET next_id = ? WHERE name = ?", (next_id + 1, room))
-                cut = next_id - self.retain
-                if cut > 0:
+            for room, last_id in touched.items():
+                cursor = self._rooms[room]
+                if cursor.next_id - cursor.saved_id >= SAVE_ID_EVERY:
+                    db.execute("UPDATE rooms SET next_id = ? WHERE name = ?", (last_id + 1, room))
+                    cursor.saved_id = last_id + 1
+                cut = last_id - self.retain
+                if cut - cursor.pruned >= self.prune_step:
                     db.execute("DELETE FROM messages WHERE room = ? AND id <= ?", (room, cut))
+                    cursor.pruned = cut
             for user, added in users.items():
                 # pruning costs a statement per user: do it every FORGET_EVERY txns only
                 pending = self._unpruned.get(user, 0) + added
@@ -368,13 +391,35 @@ class SQLiteStore:
         cursor = self._rooms.get(room)
         if cursor is None:
             row = self._db.execute(
-                "SELECT epoch, next_id FROM rooms WHERE name = ?", (room,)
+                "SELECT epoch, next_id, (SELECT max(id) FROM messages WHERE room = ?) "
+                "FROM rooms WHERE name = ?",
+                (room, room),
             ).fetchone()
             if row is None:
-                row = (new_epoch(), 1)
-                self._db.execute("INSERT INTO rooms VALUES (?, ?, ?)", (room, *row))
-            cursor = self._rooms[room] = _RoomCursor(row[0], row[1])
+                epoch, saved, last = new_epoch(), 1, None
+                self._db.execute("INSERT INTO rooms VALUES (?, ?, ?)", (room, epoch, saved))
+            else:
+                epoch, saved, last = row
+            # the row's next id is written back only now and then: the kept messages,
+            # committed with their ids, say how far the room really got
+            next_id = saved if last is None else max(saved, last + 1)
+            cursor = self._rooms[room] = _RoomCursor(epoch, next_id, saved)
         return cursor
+
+    def _save_ids(self) -> None:
+        """Write every room's next id to its row (at close: the next start reads it)."""
+        stale = [(c.next_id, room) for room, c in self._rooms.items() if c.next_id != c.saved_id]
+        if not stale:
+            return
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("UPDATE rooms SET next_id = ? WHERE name = ?", stale)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:  # the kept messages still say where each room got to
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            log.warning("store %s: could not save the rooms' next ids: %s", self.path, exc)
 
     def _new_msg(self, append: Append) -> Msg:
         """The message ``append`` becomes: the room's next id (the row is written later)."""
