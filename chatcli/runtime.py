@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
@@ -88,3 +89,20 @@ def decode_ready(line: bytes) -> list[tuple[str, int]]:
             case _:
                 raise ValueError(f"not an address: {item!r}")
     return found
+
+
+#: GIL switch interval while a store's writer thread shares the process with the relay
+WRITER_SWITCH_INTERVAL: Final = 0.0005
+
+
+def favour_writer_thread() -> None:
+    """Let a store's writer thread take the GIL back quickly from a busy event loop.
+
+    Every SQLite statement releases the GIL and must take it back to go on. While the
+    relay's loop is busy, CPython makes a waiting thread wait a whole switch interval
+    (5 ms by default) before the loop is asked to let go, so a group commit of a few
+    statements could take 20 ms of waiting and the messages in it that much longer to be
+    seen. Half a millisecond keeps commits short; the loop pays a switch only when the
+    writer actually waits (docs/benchmarks.md, "Cost of durability").
+    """
+    sys.setswitchinterval(WRITER_SWITCH_INTERVAL)

@@ -29,10 +29,11 @@ from chatcli.core.hub import Hub
 from chatcli.core.protocol import ServerEvent
 from chatcli.core.relay import Relay
 from chatcli.errors import TranscriptError
-from chatcli.runtime import raise_open_files_limit
+from chatcli.runtime import favour_writer_thread, raise_open_files_limit
 from chatcli.settings import ServerSettings
 from chatcli.store import open_store
 from chatcli.store.base import Store
+from chatcli.store.sqlite import SQLiteStore
 from chatcli.transcript import ServerRecorder
 
 __all__ = ["ChatServer", "Connection", "keep_alive", "raise_open_files_limit", "run_server"]
@@ -329,6 +330,8 @@ async def run_server(
     """
     raise_open_files_limit(settings.max_connections)
     store = open_store(settings.store, history=settings.history, retain=settings.retain)
+    if isinstance(store, SQLiteStore):
+        favour_writer_thread()
     try:
         if on_store is not None:
             on_store(store)
