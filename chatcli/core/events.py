@@ -33,6 +33,9 @@ __all__ = [
     "FATAL_CODES",
     "LEAVE_REASONS",
     "LEAVE_REASON_TEXT",
+    "MAX_REASON",
+    "MAX_SECRET",
+    "MIN_PASSWORD",
     "RECORDED",
     "RECORDED_TYPES",
     "SERVER_TYPES",
@@ -83,12 +86,16 @@ Txn = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 #: an opaque token (room epochs, resume tokens); bounded so nobody can make us keep a novel
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
+#: password lengths (spec 1.1, section 2: 8-256 characters) and an operator's reason
+MIN_PASSWORD: Final = 8
+MAX_SECRET: Final = 256
+MAX_REASON: Final = 200
 #: a password (account or server): bounded, never shown by repr() (see _Secrets)
-Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-#: a new account password (spec 1.1, section 2: 8-256 characters)
-NewPassword = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SECRET)]
+#: a new account password
+NewPassword = Annotated[str, msgspec.Meta(min_length=MIN_PASSWORD, max_length=MAX_SECRET)]
 Minutes = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
-Reason = Annotated[str, msgspec.Meta(max_length=200)]
+Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON)]
 
 LEAVE_REASONS: Final = frozenset({"quit", "part", "lost", "timeout", "slow", "kicked"})
 #: how a leave reason reads in a line
