@@ -13,8 +13,6 @@ from chatcli.settings import DEFAULT_HOST, DEFAULT_MAX_PER_IP, DEFAULT_PORT, Ser
 
 __all__ = ["serve"]
 
-#: the environment variable that may hold the server password (instead of --password-file)
-SERVER_PASSWORD_ENV = "CHATCLI_SERVER_PASSWORD"
 #: what ``--max-per-ip-exempt`` takes to exempt nothing
 NO_EXEMPTION = "none"
 
@@ -357,35 +355,15 @@ def _server_password(path: Path | None) -> str | None:
     printed, logged or put in an error message.
     """
     from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.cli.secrets import SERVER_PASSWORD_ENV, password_from_env, read_password_file
+    from chatcli.errors import UsageError
 
-    if path is None:
-        given = os.environ.get(SERVER_PASSWORD_ENV)
-        if given is None:
-            return None
-        if not given.strip():
-            fail(f"{SERVER_PASSWORD_ENV} is empty", EXIT_USAGE)
-        return _checked_password(given.strip(), SERVER_PASSWORD_ENV)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or type(exc).__name__
-        fail(f"--password-file {path}: cannot read it ({why})", EXIT_USAGE)
-    lines = text.splitlines()
-    first = lines[0].strip() if lines else ""
-    if not first:
-        fail(
-            f"--password-file {path}: the file is empty (the password is its first line)",
-            EXIT_USAGE,
-        )
-    return _checked_password(first, f"--password-file {path}")
-
-
-def _checked_password(password: str, where: str) -> str:
-    from chatcli.cli.common import EXIT_USAGE, fail
-
-    if len(password) > 256:  # a hello carries at most 256 characters (spec 1.1)
-        fail(f"{where}: the password is longer than 256 characters", EXIT_USAGE)
-    return password
+        if path is not None:
+            return read_password_file(path, "--password-file")
+        return password_from_env(SERVER_PASSWORD_ENV)
+    except UsageError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 def _checked_ops(ops: tuple[str, ...]) -> tuple[str, ...]:

@@ -138,8 +138,12 @@ class Hub:
             conn.close(Error(code="server_full", message="too many connections"), "lost")
             return conn
         log.info("connect %s", peer)
-        conn.send(relay.welcome())
-        self._apply(relay.connect(conn.session))
+        effects = relay.connect(conn.session)
+        # refused at once (too many from its address): the error alone, as for server_full
+        # above; otherwise the welcome goes first, a ban found later closes after it
+        if not any(type(effect) is Close for effect in effects):
+            conn.send(relay.welcome())
+        self._apply(effects)
         return conn
 
     def store_answered(self) -> None:
