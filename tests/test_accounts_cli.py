@@ -133,19 +133,22 @@ def test_an_op_kicks_mutes_and_bans_and_others_are_forbidden() -> None:
         register(port, "alice")
         # registered but logged in without the password earlier: now with it, an op
         alice = text_login(port, f"login alice {PASSWORD}")
+        assert "(you are an operator)" in alice.seen[-1]
         bob = logged_in(port, "bob")
         carol = logged_in(port, "carol")
+        alice.send("/who")
+        alice.until("in lobby: alice, bob, carol; operators: alice")
         bob.send_json(type="kick", name="carol", ref=1)
         bob.frame("error", code="forbidden", ref=1)
         bob.send_json(type="say", text="still here", ref=2)
         bob.frame("msg", text="still here")  # forbidden keeps the connection open
 
         alice.send("/mute carol 5")
-        alice.until("mute: carol for 5 min")
+        alice.until("you muted carol for 5 min")
         carol.send_json(type="say", text="hello?", ref=3)
         carol.frame("error", code="muted", ref=3)
         alice.send("/unmute carol")
-        alice.until("mute: carol")
+        alice.until("you unmuted carol")
         carol.send_json(type="say", text="back", ref=4)
         carol.frame("msg", text="back")
 
@@ -159,11 +162,11 @@ def test_an_op_kicks_mutes_and_bans_and_others_are_forbidden() -> None:
         alice.send("/ban carol 0 trolling")
         carol.frame("error", code="banned")
         assert carol.closed()
-        alice.until("ban: carol")
+        alice.until("you banned carol until /unban")
         again = hello(port, "CAROL")  # a look-alike of a banned name
         again.frame("error", code="banned")
         alice.send("/unban carol")
-        alice.until("unban: carol")
+        alice.until("you lifted the ban of carol")
         logged_in(port, "carol").close()
         alice.close()
         err = stop(proc)
@@ -189,14 +192,14 @@ def test_a_ban_survives_a_restart(tmp_path: Path) -> None:
         register(port, "alice")
         alice = text_login(port, f"login alice {PASSWORD}")
         alice.send("/ban mallory 60 spam")
-        alice.until("ban: mallory for 60 min")
+        alice.until("you banned mallory for 60 min")
     with serve_process("--store", store, "--op", "alice") as (_, port):
         refused = hello(port, "mallory")
         refused.frame("error", code="banned")
         assert refused.closed()
         alice = text_login(port, f"login alice {PASSWORD}")
         alice.send("/unban mallory")
-        alice.until("unban: mallory")
+        alice.until("you lifted the ban of mallory")
         logged_in(port, "mallory").close()
 
 
@@ -395,7 +398,7 @@ def test_passwords_never_reach_the_log_or_a_transcript(tmp_path: Path, dms: bool
         alice.send(f"/password {PASSWORD} {PASSWORD}-2")
         alice.until("password is changed")
         alice.send("/kick bob bye")
-        alice.until("kick: bob")
+        alice.until("you kicked bob")
     finally:
         err = stop(proc)
     files = list(record.iterdir())

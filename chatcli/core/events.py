@@ -484,13 +484,15 @@ def _ready(event: Ready, options: LineOptions) -> list[Line]:
     lines = [line for message in event.history for line in _msg(message, options)]
     more = " (older messages were not kept)" if event.truncated else ""
     you = ("you are ", name(event.name), " in ", event.room)
-    lines.append(notice(None, options, *you, "; here: ", *names(event.users), more))
+    op = " (you are an operator)" if event.op else ""
+    lines.append(notice(None, options, *you, "; here: ", *names(event.users), more, op))
     return lines
 
 
 def _users(event: Users, options: LineOptions) -> list[Line]:
     here = names(event.users) or [Span("nobody")]
-    return [notice(None, options, "in ", event.room, ": ", *here)]
+    ops: tuple[str | Span, ...] = ("; operators: ", *names(event.ops)) if event.ops else ()
+    return [notice(None, options, "in ", event.room, ": ", *here, *ops)]
 
 
 def _rooms(event: RoomList, options: LineOptions) -> list[Line]:
@@ -520,9 +522,25 @@ def _password_changed(event: PasswordChanged, options: LineOptions) -> list[Line
     return [notice(None, options, "your password is changed")]
 
 
+#: how an operator is told its action was done: (words before the name, after it)
+_MODERATED: Final = {
+    "kick": "kicked",
+    "ban": "banned",
+    "unban": "lifted the ban of",
+    "mute": "muted",
+}
+
+
 def _moderated(event: Moderated, options: LineOptions) -> list[Line]:
-    time = f" for {event.minutes} min" if event.minutes else ""
-    return [notice(None, options, f"{clean_text(event.action)}: ", name(event.name), time)]
+    action = clean_text(event.action)
+    done = _MODERATED.get(action, action)
+    if action == "mute" and not event.minutes:
+        done = "unmuted"
+    if event.minutes:
+        time = f" for {event.minutes} min"
+    else:
+        time = " until /unban" if action == "ban" else ""
+    return [notice(None, options, f"you {done} ", name(event.name), time)]
 
 
 def _welcome(event: Welcome, options: LineOptions) -> list[Line]:
