@@ -90,7 +90,8 @@ def join(
     """Join a chat server as NAME (NAME, host and port default to the last ones used).
 
     In a terminal it is interactive: type to talk, /help lists the commands
-    (/who .l, /msg, /me, /join, /rooms, /time .t, /record .r, /quit .q).
+    (/who .l, /msg, /me, /join, /rooms, /nick, /register, /password, /ignore,
+    /time .t, /record .r, /quit .q; operators: /kick, /ban, /unban, /mute).
     With stdin not a terminal, it sends each input line, prints what arrives as plain
     lines (or JSON with --json) and exits once its messages are acknowledged.
     A registered name's password is asked (hidden), or taken from CHATCLI_PASSWORD

@@ -258,7 +258,8 @@ class JoinSession:
             return False
         if key not in self._noted:
             self._noted.add(key)
-            self.output.notice(f"(a message from {clean_text(event.from_)} hidden: /ignore)")
+            who = clean_text(event.from_)
+            self.output.notice(f"(messages from {who} are hidden here; /unignore {who} shows them)")
         return True
 
     def _account_event(self, event: ServerEvent) -> None:
