@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import EXIT_TIMEOUT, HOST, chatcli, run_join, serve_process
+from processes import EXIT_TIMEOUT, HOST, Terminal, chatcli, run_join, serve_process
 
 PASSWORD = "correct-horse-42"
 SERVER_PASSWORD = "let-me-in-2026"
@@ -331,6 +331,38 @@ def test_piped_join_logs_in_to_a_registered_name_with_chatcli_password(
         )
         assert again.returncode == 0, again.stderr
         assert "<josé> otra vez" in again.stdout.decode()
+
+
+def test_interactive_join_asks_for_the_password_hidden_and_registers_twice_asked(
+    tmp_path: Path,
+) -> None:
+    env = {"CHATCLI_CONFIG_DIR": str(tmp_path), "LC_ALL": "C.UTF-8"}
+    with serve_process("--store", "memory", "--op", "田中さん") as (_, port):
+        with Terminal("join", "田中さん", "--port", str(port), env=env) as term:
+            term.read_until("田中さん>".encode())
+            term.type(b"/register\r")
+            term.read_until(b"password for your name:")
+            term.type(PASSWORD.encode() + b"\r")
+            term.read_until(b"again:")
+            term.type(b"not-the-same-one\r")
+            term.read_until(b"the two passwords differ; nothing sent")
+            term.type(b"/register\r")
+            term.read_until(b"password for your name:")
+            term.type(PASSWORD.encode() + b"\r")
+            term.read_until(b"again:")
+            term.type(PASSWORD.encode() + b"\r")
+            term.read_until(b"is registered to you")
+            term.type(b"/quit\r")
+            assert term.proc.wait(EXIT_TIMEOUT) == 0
+        assert PASSWORD.encode() not in term.screen and b"not-the-same" not in term.screen
+        with Terminal("join", "田中さん", "--port", str(port), env=env) as term:
+            term.read_until(b"password for ")
+            term.type(PASSWORD.encode() + b"\r")
+            term.read_until(b"(you are an operator)")
+            term.type(b"/quit\r")
+            assert term.proc.wait(EXIT_TIMEOUT) == 0
+        assert PASSWORD.encode() not in term.screen
+        assert b"*" * len(PASSWORD) in term.screen  # typed, shown as stars
 
 
 def test_piped_join_nick_is_seen_by_the_room(tmp_path: Path) -> None:

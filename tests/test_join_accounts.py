@@ -221,3 +221,24 @@ def test_an_audit_line_says_who_did_what_and_escapes_what_clients_typed() -> Non
     assert audit_line(AuditRecord("alice", "mute", "bob", 0)) == "operator alice unmute bob"
     forged = audit_line(AuditRecord("alice", "kick", "bob", None, "x\nINFO fake line"))
     assert "\n" not in forged
+
+
+def test_colours_are_the_same_for_case_and_composition_variants() -> None:
+    from chatcli.ui.render import user_colour
+
+    assert user_colour("José") == user_colour("JOSÉ") == user_colour("jose\u0301")
+    assert user_colour("田中さん") == user_colour("田中さん")
+
+
+def test_a_wide_name_takes_two_cells_per_character_on_screen() -> None:
+    from rich.cells import cell_len
+
+    screen = io.StringIO()
+    renderer = Renderer(me="José")
+    console = Console(file=screen, width=24, color_system=None)
+    RichOutput(renderer, console).show(
+        Msg(id=1, room="lobby", from_="田中さん", text="こんにちは、みなさん", ts=0.0)
+    )
+    lines = screen.getvalue().splitlines()
+    assert lines[0].startswith("<田中さん> ")
+    assert all(cell_len(line) <= 24 for line in lines), lines  # wrapped by cells, not len()
