@@ -427,6 +427,10 @@ def test_passwords_never_reach_the_log_or_a_transcript(tmp_path: Path, dms: bool
         bob.frame("dm", text="a private word")
         bob.send_json(type="hello", name="x", password=PASSWORD)  # refused: logged in
         bob.frame("error")
+        too_long = Peer(port)  # a password the decoder refuses is not quoted back
+        too_long.send_json(type="hello", name="eve", password=PASSWORD * 20)
+        refusal = too_long.frame("error", code="bad_request")
+        assert PASSWORD not in refusal["message"]
         alice.send(f"/password {PASSWORD} {PASSWORD}-2")
         alice.until("password is changed")
         alice.send("/kick bob bye")
