@@ -203,6 +203,20 @@ def test_a_ban_survives_a_restart(tmp_path: Path) -> None:
         logged_in(port, "mallory").close()
 
 
+def test_an_action_sent_before_ready_is_logged_too(tmp_path: Path) -> None:
+    # with a store file the login waits for the store: the kick is an early frame,
+    # acted on when the store answers, and logged then (not at the op's next frame)
+    with serve_process("--store", str(tmp_path / "s.db"), "--op", "alice") as (proc, port):
+        register(port, "alice")
+        bob = logged_in(port, "bob")
+        alice = Peer(port)
+        alice.send(f"login alice {PASSWORD}\n/kick bob now")
+        bob.frame("error", code="kicked")
+        alice.until("you kicked bob")
+        err = stop(proc)
+    assert "operator alice kick bob reason now" in err
+
+
 # ------------------------------------------------------------------- passwords
 
 
@@ -379,6 +393,15 @@ def test_piped_join_nick_is_seen_by_the_room(tmp_path: Path) -> None:
         watcher.frame("nick", old="alice", name="alicia")
         watcher.frame("msg", text="hi as alicia")
         assert "alice is now known as alicia" in done.stdout.decode()
+        refused = run_join(
+            "bob",
+            "--port",
+            str(port),
+            stdin=b"/kick watcher\n",
+            env={"CHATCLI_CONFIG_DIR": str(tmp_path)},
+        )
+        assert refused.returncode == 1  # a script's refused request fails it
+        assert "forbidden" in refused.stdout.decode()
 
 
 def test_piped_join_with_the_server_password(tmp_path: Path) -> None:

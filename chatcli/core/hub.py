@@ -252,9 +252,6 @@ class Hub:
             conn.refuse(exc)
             return
         self._apply(effects)
-        if relay.audit:
-            for record in relay.take_audit():
-                log.warning("%s", audit_line(record))
 
     def _apply(self, effects: Iterable[Effect]) -> None:
         """The one place relay output goes: intents to the store, deliveries to targets.
@@ -269,6 +266,9 @@ class Hub:
         deep as the room is large.
         """
         ready = self.pipeline.run(effects)
+        if self.relay.audit:  # operator actions, also those acted on after a store answer
+            for record in self.relay.take_audit():
+                log.warning("%s", audit_line(record))
         if self._applying:
             self._backlog.extend(ready)
             return

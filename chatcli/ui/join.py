@@ -129,6 +129,8 @@ class JoinSession:
         self._noted: set[str] = set()
         #: passwords of /register and /password sent, by ref, kept once the server agrees
         self._secrets: dict[str, str] = {}
+        #: refs of account and operator requests sent: a refusal of one counts as refused
+        self._asked: set[str] = set()
 
     # -- input -------------------------------------------------------------------------
 
@@ -183,7 +185,13 @@ class JoinSession:
         return True
 
     async def request(self, event: ClientEvent) -> None:
-        """Send a request that is answered (or refused) by a reply of its own."""
+        """Send a request that is answered (or refused) by a reply of its own.
+
+        A refusal of one that carries a ``ref`` counts as refused (a script's exit code).
+        """
+        ref = getattr(event, "ref", None)
+        if isinstance(ref, str):
+            self._asked.add(ref)
         try:
             await self.client.send(event)
         except NotConnected as exc:
@@ -265,12 +273,18 @@ class JoinSession:
     def _account_event(self, event: ServerEvent) -> None:
         """Keep what the server agreed to: a new password (for reconnects), a new name."""
         state = self.client.state
+        ref = getattr(event, "ref", None)
+        if not isinstance(event, Error) and ref is not None:
+            self._asked.discard(str(ref))
         if isinstance(event, (Registered, PasswordChanged)) and event.ref is not None:
             password = self._secrets.pop(str(event.ref), None)
             if password is not None:
                 state.password = password
         elif isinstance(event, Error) and event.ref is not None:
             self._secrets.pop(str(event.ref), None)
+            if str(event.ref) in self._asked:
+                self._asked.discard(str(event.ref))
+                self.refused += 1
         elif isinstance(event, Renamed):
             old_key = name_key(event.old)
             if old_key in self.ignored:  # an ignored user stays ignored under a new name
