@@ -242,3 +242,17 @@ def test_a_wide_name_takes_two_cells_per_character_on_screen() -> None:
     lines = screen.getvalue().splitlines()
     assert lines[0].startswith("<田中さん> ")
     assert all(cell_len(line) <= 24 for line in lines), lines  # wrapped by cells, not len()
+
+
+def test_a_password_typed_on_the_line_is_not_kept_in_the_input_history(
+    tmp_path: Path,
+) -> None:
+    from chatcli.ui.join import _private_history
+
+    path = tmp_path / "input-history"
+    history = _private_history(str(path))
+    for line in ("hello", "/register hunter2hunter2", "/PASSWORD old new-one-1", "/register"):
+        history.append_string(line)
+    kept = path.read_text()
+    assert "hello" in kept and "/register" in kept and "hunter2" not in kept
+    assert "new-one" not in kept

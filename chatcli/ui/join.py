@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from chatcli.client.acks import (
     DEFAULT_ACK_TIMEOUT,
@@ -69,6 +69,9 @@ from chatcli.ui.input_lines import expand_line
 from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
 from chatcli.ui.passwords import Ask, log_in, new_password, terminal_asker
 from chatcli.ui.render import Renderer
+
+if TYPE_CHECKING:
+    from prompt_toolkit.history import FileHistory
 
 __all__ = ["JoinOptions", "JoinSession", "run_join"]
 
@@ -496,14 +499,16 @@ async def run_join(options: JoinOptions, interactive: bool) -> int:
 async def _interactive(session: JoinSession) -> int:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.formatted_text import FormattedText
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.history import InMemoryHistory
     from prompt_toolkit.patch_stdout import patch_stdout
 
     from chatcli.config import config_dir
 
     try:
         config_dir().mkdir(parents=True, exist_ok=True)
-        history: FileHistory | InMemoryHistory = FileHistory(str(config_dir() / "input-history"))
+        history: FileHistory | InMemoryHistory = _private_history(
+            str(config_dir() / "input-history")
+        )
     except OSError:
         history = InMemoryHistory()
 
@@ -741,3 +746,22 @@ def _named_event(command: Command, ref: str) -> ClientEvent:
         minutes = DEFAULT_MUTE_MINUTES if command.minutes is None else command.minutes
         return Mute(name=name, minutes=minutes, ref=ref)
     return Mute(name=name, minutes=0, ref=ref)
+
+
+def _keeps_a_secret(line: str) -> bool:
+    """True for ``/register ...`` or ``/password ...`` with something after the verb: the
+    user typed a password on the line (join refuses it), which must not be kept."""
+    word, _, rest = line.strip().partition(" ")
+    return word.lower() in ("/register", "/password") and bool(rest.strip())
+
+
+def _private_history(path: str) -> FileHistory:
+    """prompt_toolkit's file history that never keeps a line holding a password."""
+    from prompt_toolkit.history import FileHistory
+
+    class PrivateHistory(FileHistory):
+        def append_string(self, string: str) -> None:
+            if not _keeps_a_secret(string):
+                super().append_string(string)
+
+    return PrivateHistory(path)
