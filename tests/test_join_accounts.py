@@ -112,6 +112,11 @@ async def test_log_in_asks_for_the_server_password_first(tmp_path: Path) -> None
         await log_in(client, ask)
         assert ask.prompts == [f"server password for 127.0.0.1:{port}: "]
         await client.close()
+        client = ResumingClient("127.0.0.1", port, ResumeState("bea"))
+        ask = Asker("mistyped", "server-secret")  # a wrong one is asked again, not the account's
+        await log_in(client, ask)
+        assert ask.prompts == [f"server password for 127.0.0.1:{port}: "] * 2
+        await client.close()
 
 
 @async_test

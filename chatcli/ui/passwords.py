@@ -44,11 +44,15 @@ async def log_in(
 ) -> None:
     """Start ``client``'s session, asking for passwords while the server says auth_failed.
 
-    ``ask`` None (a script) raises the refusal at once, with a hint about the
-    environment variables. ``tell`` shows why a password is asked (the server's words).
+    The server password is asked when the welcome lists ``server_password`` and none was
+    given, or again when the one just typed was refused for the server ("this server
+    needs its password"); otherwise the account's. ``ask`` None (a script) raises the
+    refusal at once, with a hint about the environment variables. ``tell`` shows why a
+    password is asked (the server's words).
     """
     state = client.state
     asked = 0
+    asked_server = False  # the last password asked was the server's
     while True:
         try:
             await client.start()
@@ -56,7 +60,10 @@ async def log_in(
         except ServerRefused as exc:
             if exc.code != "auth_failed":
                 raise
-            server = _wants_server_password(client) and state.server_password is None
+            server = _wants_server_password(client) and (
+                state.server_password is None
+                or (asked_server and "server" in exc.message.casefold())
+            )
             if ask is None:
                 hint = (
                     "give --server-password-file or CHATCLI_SERVER_PASSWORD"
@@ -75,6 +82,7 @@ async def log_in(
                 secret = await ask(f"password for {state.name}: ")
             if not secret:
                 raise
+            asked_server = server
             if server:
                 state.server_password = secret
             else:
