@@ -6,12 +6,13 @@ them as named parameters instead of hiding numbers in the middle of functions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatcli.core.protocol import DEFAULT_MAX_FRAME
+from chatcli.core.relay import DEFAULT_MAX_PER_IP
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ServerSettings"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_MAX_PER_IP", "DEFAULT_PORT", "ServerSettings"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7777
@@ -56,3 +57,13 @@ class ServerSettings:
     store: str | None = None
     #: messages kept per room in the store (the oldest are dropped first)
     retain: int = 100_000
+    #: names that are operators once logged in with their account's password (``--op``)
+    ops: tuple[str, ...] = ()
+    #: the server password every hello must carry (None: none); never shown by repr()
+    server_password: str | None = field(default=None, repr=False)
+    #: connections one address may hold (more get server_full)
+    max_per_ip: int = DEFAULT_MAX_PER_IP
+    #: addresses or networks the per-address limit skips; None: loopback ones, (): none
+    max_per_ip_exempt: tuple[str, ...] | None = None
+    #: with ``record_dir``: record direct messages too (private: off unless asked)
+    record_dms: bool = False

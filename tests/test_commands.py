@@ -80,7 +80,9 @@ def test_bare_words_are_text_mode_only() -> None:
     assert parse_command("look", "text") == Command("who")
     assert parse_command("logout", "text") == Command("quit")
     assert parse_command("login bob", "text") == Command("login", arg="bob")
-    assert parse_command("login", "text") == Command("login", error="!! usage: login NAME")
+    assert parse_command("login", "text") == Command(
+        "login", error="!! usage: login NAME [PASSWORD]"
+    )
     assert parse_command("say  hi ", "text") == Command("say", text="hi")
     # a bare word that takes no argument, followed by more words, is chat
     assert parse_command("look at this", "text") == Command("say", text="look at this")
@@ -99,4 +101,6 @@ def test_help_texts_come_from_the_table() -> None:
         if "text" in verb.modes:
             assert verb.usage in TEXT_HELP or verb.word in TEXT_HELP
     assert "login" not in HELP and "/time" not in TEXT_HELP
-    assert TEXT_HELP.startswith("commands: login NAME | say TEXT | look | logout | /help")
+    assert TEXT_HELP.startswith(
+        "commands: login NAME [PASSWORD] | pass PASSWORD | say TEXT | look | logout"
+    )

@@ -51,7 +51,7 @@ def test_completions_of_names_and_commands() -> None:
     assert completions("ca", names) == ("ca", ["Carol: ", "carl: "])
     assert completions("hi CARO", names) == ("CARO", ["Carol"])
     assert completions("/wh", names) == ("/wh", ["/who"])
-    assert completions("/", names)[1][:2] == ["/?", "/bye"]
+    assert completions("/", names)[1][:2] == ["/?", "/ban"]
     assert completions("hi ", names) == ("", [])
 
 

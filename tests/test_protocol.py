@@ -594,7 +594,7 @@ def test_text_lines_that_merely_start_with_a_bare_command_word_are_said(line: st
 def test_parse_text_line_before_login() -> None:
     assert parse_text_line("login alice", logged_in=False) == Hello(name="alice")
     assert parse_text_line("LOGIN  alice ", logged_in=False) == Hello(name="alice")
-    assert parse_text_line("login", logged_in=False) == "!! usage: login NAME"
+    assert parse_text_line("login", logged_in=False) == "!! usage: login NAME [PASSWORD]"
     assert parse_text_line("help", logged_in=False) == TEXT_HELP
     assert parse_text_line("logout", logged_in=False) == Bye()
     for line in ("hi there", "say hi", "/who", "look", "/msg bob hi", "/join dev"):

@@ -66,6 +66,13 @@ __all__ = ["join"]
     metavar="SECONDS",
     help="When the connection drops, keep reconnecting this long before giving up.",
 )
+@click.option(
+    "--server-password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Send the server password in this file (its first line); or set "
+    "CHATCLI_SERVER_PASSWORD. Asked (hidden) when needed and not given.",
+)
 def join(
     name: str | None,
     host: str | None,
@@ -78,13 +85,17 @@ def join(
     bell: bool,
     json_output: bool,
     retry_for: float,
+    server_password_file: Path | None,
 ) -> None:
     """Join a chat server as NAME (NAME, host and port default to the last ones used).
 
     In a terminal it is interactive: type to talk, /help lists the commands
-    (/who .l, /msg, /me, /join, /rooms, /time .t, /record .r, /quit .q).
+    (/who .l, /msg, /me, /join, /rooms, /nick, /register, /password, /ignore,
+    /time .t, /record .r, /quit .q; operators: /kick, /ban, /unban, /mute).
     With stdin not a terminal, it sends each input line, prints what arrives as plain
     lines (or JSON with --json) and exits once its messages are acknowledged.
+    A registered name's password is asked (hidden), or taken from CHATCLI_PASSWORD
+    (the only way in a script); reconnects send it again without asking.
     A dropped connection or a restarted server is resumed by itself: nothing typed is
     lost or said twice; it gives up (exit 1) after --retry-for seconds without one.
 
@@ -120,6 +131,19 @@ def join(
         remembered.append(f"host {last.host}")
     if not port and last and last.port != DEFAULT_PORT:
         remembered.append(f"port {last.port}")
+    from chatcli.cli.secrets import (
+        PASSWORD_ENV,
+        SERVER_PASSWORD_ENV,
+        password_from_env,
+        read_password_file,
+    )
+
+    server_password: str | None
+    if server_password_file is not None:
+        server_password = read_password_file(server_password_file, "--server-password-file")
+    else:
+        server_password = password_from_env(SERVER_PASSWORD_ENV)
+    password = password_from_env(PASSWORD_ENV)
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_output
     options = JoinOptions(
         host=parse_host(host) if host else (last.host if last else DEFAULT_HOST),
@@ -135,6 +159,8 @@ def join(
         bell=bell,
         # a script or a pipe never overwrites what a person at the terminal remembered
         remember=sys.stdin.isatty(),
+        password=password,
+        server_password=server_password,
     )
     try:
         code = run(run_join(options, interactive))

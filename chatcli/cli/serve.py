@@ -9,9 +9,12 @@ from typing import BinaryIO
 
 import click
 
-from chatcli.settings import DEFAULT_HOST, DEFAULT_PORT, ServerSettings
+from chatcli.settings import DEFAULT_HOST, DEFAULT_MAX_PER_IP, DEFAULT_PORT, ServerSettings
 
 __all__ = ["serve"]
+
+#: what ``--max-per-ip-exempt`` takes to exempt nothing
+NO_EXEMPTION = "none"
 
 _DEFAULTS = ServerSettings()
 
@@ -151,6 +154,45 @@ _DEFAULTS = ServerSettings()
     envvar="CHATCLI_RETAIN",
     help="Messages kept per room in the store file (oldest dropped first).",
 )
+@click.option(
+    "--record-dms",
+    is_flag=True,
+    envvar="CHATCLI_RECORD_DMS",
+    help="With --record: record direct messages too (to <stamp>.dm.jsonl). They are "
+    "private: off by default, and a warning says so at start-up.",
+)
+@click.option(
+    "--op",
+    "ops",
+    metavar="NAME",
+    multiple=True,
+    help="Make NAME an operator (kick, ban, unban, mute) once it logs in with its "
+    "account's password; repeatable. The name must be registered: register it first.",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Require the server password in this file (its first line) from every client; "
+    "or set CHATCLI_SERVER_PASSWORD.",
+)
+@click.option(
+    "--max-per-ip",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=DEFAULT_MAX_PER_IP,
+    show_default=True,
+    envvar="CHATCLI_MAX_PER_IP",
+    help="Connections one address may hold; more are told server_full.",
+)
+@click.option(
+    "--max-per-ip-exempt",
+    "exempt",
+    metavar="CIDR",
+    multiple=True,
+    help="An address or network the --max-per-ip limit skips; repeatable. Default: "
+    "loopback (127.0.0.0/8, ::1); 'none' exempts nothing.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
     "--ready-fd",
@@ -176,6 +218,11 @@ def serve(
     record_dir: Path | None,
     store: str | None,
     retain: int,
+    record_dms: bool,
+    ops: tuple[str, ...],
+    password_file: Path | None,
+    max_per_ip: int,
+    exempt: tuple[str, ...],
     quiet: bool,
     ready_fd: int | None,
 ) -> None:
@@ -192,6 +239,7 @@ def serve(
       chatcli serve --rate-limit 0 --history 200 --record recordings/
       chatcli serve --store team.db --retain 1000000
       chatcli serve --store memory               # keep nothing across restarts
+      chatcli serve --op alice --password-file team.pass --max-per-ip 4
     """
     from chatcli.addresses import format_address, parse_host
     from chatcli.logs import console_err, setup_logging
@@ -201,6 +249,13 @@ def serve(
     host = parse_host(host)
     if record_dir is not None:
         _check_writable(record_dir)
+    if record_dms and record_dir is None:
+        from chatcli.cli.common import EXIT_USAGE, fail
+
+        fail("--record-dms needs --record DIR", EXIT_USAGE)
+    server_password = _server_password(password_file)
+    checked_ops = _checked_ops(ops)
+    exempt_networks = _exempt(exempt)
     ready = _ready_file(ready_fd) if ready_fd is not None else None
     settings = ServerSettings(
         host=host,
@@ -218,8 +273,14 @@ def serve(
         record_dir=record_dir,
         store=store,
         retain=retain,
+        ops=checked_ops,
+        server_password=server_password,
+        max_per_ip=max_per_ip,
+        max_per_ip_exempt=exempt_networks,
+        record_dms=record_dms,
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
+    _log_access(settings)
 
     def listening(addresses: list[tuple[str, int]]) -> None:
         where = ", ".join(format_address(h, p) for h, p in addresses)
@@ -285,3 +346,77 @@ def _check_writable(directory: Path) -> None:
     except OSError as exc:
         why = exc.strerror or str(exc)
         fail(f"--record {directory}: cannot write there ({why})", EXIT_USAGE)
+
+
+def _server_password(path: Path | None) -> str | None:
+    """The server password from ``--password-file`` (its first line) or the environment.
+
+    An unreadable or empty file exits 2 with one line; the password itself is never
+    printed, logged or put in an error message.
+    """
+    from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.cli.secrets import SERVER_PASSWORD_ENV, password_from_env, read_password_file
+    from chatcli.errors import UsageError
+
+    try:
+        if path is not None:
+            return read_password_file(path, "--password-file")
+        return password_from_env(SERVER_PASSWORD_ENV)
+    except UsageError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _checked_ops(ops: tuple[str, ...]) -> tuple[str, ...]:
+    """``--op`` names in their kept (NFKC) form; exit 2 for one that breaks the name rule."""
+    from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.core.names import name_error, normalize
+
+    checked = []
+    for op in ops:
+        name = normalize(op)
+        problem = name_error(name)
+        if problem is not None:
+            fail(f"--op {op!r}: {problem}", EXIT_USAGE)
+        checked.append(name)
+    return tuple(checked)
+
+
+def _exempt(given: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``--max-per-ip-exempt`` values: None (loopback) when none given, () for ``none``."""
+    import ipaddress
+
+    from chatcli.cli.common import EXIT_USAGE, fail
+
+    if not given:
+        return None
+    if any(value.lower() == NO_EXEMPTION for value in given):
+        if len(given) > 1:
+            fail(f"--max-per-ip-exempt {NO_EXEMPTION} cannot be combined with others", EXIT_USAGE)
+        return ()
+    for value in given:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            fail(f"--max-per-ip-exempt {value!r}: not an address or network", EXIT_USAGE)
+    return given
+
+
+def _log_access(settings: ServerSettings) -> None:
+    """Say at start-up who may do what: operators, the server password, DM recording.
+
+    Never the password itself.
+    """
+    log = logging.getLogger("chatcli.server")
+    if settings.ops:
+        log.info(
+            "operators: %s (each gets its powers when it logs in with its account's "
+            "password; an op name nobody registered yet goes to whoever registers it first)",
+            ", ".join(settings.ops),
+        )
+    if settings.server_password is not None:
+        log.info("clients need the server password")
+    if settings.record_dms:
+        log.warning(
+            "recording direct messages too (--record-dms): private conversations are kept in %s",
+            settings.record_dir,
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from chatcli.core.client import MAX_SERVER_FRAME, ClientConnection, ClientState
 from chatcli.core.protocol import Bye, ClientEvent, Hello, LineFramer, Ready, ServerEvent, Welcome
@@ -165,11 +165,14 @@ async def connect(
     since: int | None = None,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
     hello: Hello | None = None,
+    on_welcome: Callable[[Welcome], None] | None = None,
 ) -> ChatClient:
     """Connect, log in as ``name`` and return the client once ``ready`` arrived.
 
     ``hello`` replaces the login frame made of the other arguments (a resume sends
-    ``epoch`` and ``resume`` too).
+    ``epoch`` and ``resume`` too). ``on_welcome`` gets the server's welcome when one
+    came, even when the login is refused: its ``features`` tell a front end whether the
+    server wants its password (``server_password``).
 
     Raises ConnectionFailed when the server cannot be reached, ServerRefused when it
     refuses the login (``name_taken``, ``name_invalid``, ...).
@@ -193,5 +196,9 @@ async def connect(
         raise ConnectionFailed(f"no answer from {address} within {timeout:g} s") from exc
     except BaseException:
         await client.close(bye=False)
+        if on_welcome is not None and client.welcome is not None:
+            on_welcome(client.welcome)
         raise
+    if on_welcome is not None and client.welcome is not None:
+        on_welcome(client.welcome)
     return client

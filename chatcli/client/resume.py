@@ -148,6 +148,10 @@ class ResumeState:
         self.lost_at: float | None = None
         #: logged in at least once: later logins are reconnects
         self.logged_in = False
+        #: the account's password and the server's, sent with every login (a reconnect
+        #: too, so nobody is asked again); never shown by repr()
+        self.password: str | None = None
+        self.server_password: str | None = None
 
     # -- logging in ------------------------------------------------------------------
 
@@ -155,13 +159,22 @@ class ResumeState:
         """The ``hello`` for the next login: same name and room, what was seen, the token."""
         room = self._rooms.get(self.room) if self.room else None
         if not self.logged_in or room is None:
-            return Hello(name=self.name, room=self.room, history=self.history, resume=self.token)
+            return Hello(
+                name=self.name,
+                room=self.room,
+                history=self.history,
+                resume=self.token,
+                password=self.password,
+                server_password=self.server_password,
+            )
         return Hello(
             name=self.name,
             room=self.room,
             since=room.last or 0,
             epoch=room.epoch,
             resume=self.token,
+            password=self.password,
+            server_password=self.server_password,
         )
 
     def ready(self, ready: Ready) -> Caught:

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
+
 from chatcli.client.connection import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
 from chatcli.client.resume import FINAL_CODES, ResumeState
 from chatcli.core.protocol import (
@@ -132,6 +134,12 @@ class ResumingClient:
     def name(self) -> str:
         return self.ready.name if self.ready is not None else self.state.name
 
+    def renamed(self, name: str) -> None:
+        """The server renamed this session (``nick``): log in as ``name`` from now on."""
+        self.state.name = name
+        if self.ready is not None:
+            self.ready = msgspec.structs.replace(self.ready, name=name)
+
     def next_ref(self) -> str:
         """A fresh ``ref``, unique across connections, for matching a message with its ack."""
         return f"c-{next(self._refs)}"
@@ -141,7 +149,6 @@ class ResumingClient:
     async def start(self) -> Ready:
         """The first login; raises ConnectionFailed or ServerRefused as :func:`connect`."""
         client = await self._connect()
-        self.welcome = client.welcome
         assert client.ready is not None
         self.state.ready(client.ready)
         self._up(client)
@@ -155,7 +162,12 @@ class ResumingClient:
             self.state.room,
             timeout=self.connect_timeout,
             hello=self.state.hello(),
+            on_welcome=self._welcomed,
         )
+
+    def _welcomed(self, welcome: Welcome) -> None:
+        """Keep the latest welcome (a refused login's too: it says what the server wants)."""
+        self.welcome = welcome
 
     def _up(self, client: ChatClient) -> None:
         self.client = client

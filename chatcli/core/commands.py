@@ -9,8 +9,12 @@ The two modes differ only where the table says so:
 - ``join`` also has the client-only commands ``/time`` and ``/record`` and the dot
   shortcuts (``.q``, ``.l``...); a text session answers ``/time`` as an unknown command
   and says ``.q`` to the room, since it has no clock display or recorder to toggle.
-- text mode also has bare words: ``login NAME``, ``say TEXT``, ``look``, ``logout``,
-  ``help`` (the last three only alone on the line: ``look at this`` is chat).
+- text mode also has bare words: ``login NAME [PASSWORD]``, ``pass PASSWORD``, ``say
+  TEXT``, ``look``, ``logout``, ``help`` (the last three only alone on the line: ``look
+  at this`` is chat).
+- ``/register`` and ``/password`` take the passwords on the line in text mode; ``join``
+  asks for them with hidden input instead (and refuses them typed on the line).
+- ``join`` alone has ``/ignore`` and ``/unignore`` (hiding is done on the screen).
 
 In both, ``//text`` says ``/text`` and any other line not starting with ``/`` is said.
 Pure parsing, no I/O.
@@ -24,8 +28,10 @@ from typing import Final, Literal
 from chatcli.core.sanitize import clean_text
 
 __all__ = [
+    "DEFAULT_MUTE_MINUTES",
     "ERROR_MARK",
     "HELP",
+    "MAX_MINUTES",
     "TEXT_HELP",
     "VERBS",
     "Command",
@@ -36,8 +42,14 @@ __all__ = [
 ]
 
 Mode = Literal["join", "text"]
-#: how a verb reads the rest of its line: nothing, one word, text, or a name and text
-Operands = Literal["none", "arg", "text", "to_text"]
+#: how a verb reads the rest of its line: nothing, one word, text, a name and text, a
+#: word and optional text (``/kick NAME [REASON]``), a name and optional minutes then
+#: text (``/ban NAME [MINUTES] [REASON]``), or an optional word (``/ignore [NAME]``)
+Operands = Literal["none", "arg", "text", "to_text", "arg_rest", "minutes", "opt_arg"]
+#: the longest timed ban or mute, in minutes (the wire's limit too)
+MAX_MINUTES: Final = 10_000_000
+#: ``/mute NAME`` without minutes mutes for this long
+DEFAULT_MUTE_MINUTES: Final = 10
 #: what starts an error line in text mode, as in the layout of the ``error`` event
 ERROR_MARK: Final = "!! "
 #: unknown command words are echoed back at most this long
@@ -56,6 +68,8 @@ class Command:
     arg: str = ""
     text: str = ""
     error: str = ""
+    #: ``/ban`` and ``/mute``: the minutes given (None: the verb's default)
+    minutes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +134,89 @@ VERBS: Final[tuple[Verb, ...]] = (
     Verb("me", "/me TEXT", "say an action (* alice waves)", "text", slashes=("/me",)),
     Verb("join", "/join ROOM", "leave this room and enter ROOM", "arg", slashes=("/join",)),
     Verb("rooms", "/rooms", "list the rooms", slashes=("/rooms", "/list")),
-    Verb("login", "login NAME", "log in as NAME", "arg", word="login", modes=("text",)),
+    Verb("nick", "/nick NAME", "change your name to NAME", "arg", slashes=("/nick",)),
+    # accounts: join asks for passwords with hidden input, a text session types them
+    Verb(
+        "register",
+        "/register",
+        "claim your name: asks for a password twice (hidden)",
+        slashes=("/register",),
+        modes=("join",),
+    ),
+    Verb(
+        "register",
+        "/register PASSWORD",
+        "claim your name with PASSWORD (8-256 characters)",
+        "text",
+        slashes=("/register",),
+        modes=("text",),
+    ),
+    Verb(
+        "password",
+        "/password",
+        "change your account's password (asks, hidden)",
+        slashes=("/password",),
+        modes=("join",),
+    ),
+    Verb(
+        "password",
+        "/password OLD NEW",
+        "change your account's password",
+        "to_text",
+        slashes=("/password",),
+        modes=("text",),
+    ),
+    # operators (anyone else is told forbidden)
+    Verb("kick", "/kick NAME [REASON]", "operator: remove NAME", "arg_rest", slashes=("/kick",)),
+    Verb(
+        "ban",
+        "/ban NAME [MINUTES] [REASON]",
+        "operator: kick NAME, refuse it for MINUTES (none: until /unban)",
+        "minutes",
+        slashes=("/ban",),
+    ),
+    Verb("unban", "/unban NAME", "operator: lift NAME's ban", "arg", slashes=("/unban",)),
+    Verb(
+        "mute",
+        "/mute NAME [MINUTES]",
+        f"operator: refuse NAME's messages for MINUTES (default {DEFAULT_MUTE_MINUTES})",
+        "minutes",
+        slashes=("/mute",),
+    ),
+    Verb("unmute", "/unmute NAME", "operator: end NAME's mute", "arg", slashes=("/unmute",)),
+    # join only: hide someone on this screen
+    Verb(
+        "ignore",
+        "/ignore [NAME]",
+        "hide NAME's messages here (alone: list who is hidden)",
+        "opt_arg",
+        slashes=("/ignore",),
+        modes=("join",),
+    ),
+    Verb(
+        "unignore",
+        "/unignore NAME",
+        "show NAME's messages again",
+        "arg",
+        slashes=("/unignore",),
+        modes=("join",),
+    ),
+    Verb(
+        "login",
+        "login NAME [PASSWORD]",
+        "log in as NAME (PASSWORD: a registered name's)",
+        "arg_rest",
+        word="login",
+        modes=("text",),
+    ),
+    Verb(
+        "pass",
+        "pass PASSWORD",
+        "give the server's password, before login",
+        "text",
+        word="pass",
+        modes=("text",),
+    ),
     Verb("say", "say TEXT", "say TEXT to the room", "text", word="say", modes=("text",)),
 )
 
@@ -143,8 +239,8 @@ _SPELLINGS: Final[dict[Mode, dict[str, Verb]]] = {
 
 #: ``join``'s /help: one row per command
 HELP: Final = "\n".join(
-    [f"  {v.usage:<16} {v.dot:<3} {v.description}" for v in VERBS if "join" in v.modes]
-    + [f"  {'//TEXT':<16} {'':<3} say TEXT starting with '/'"]
+    [f"  {v.usage:<28} {v.dot:<3} {v.description}" for v in VERBS if "join" in v.modes]
+    + [f"  {'//TEXT':<28} {'':<3} say TEXT starting with '/'"]
 )
 #: a text session's help: one line, as an ``nc`` window is narrow and scrolls
 TEXT_HELP: Final = (
@@ -189,7 +285,18 @@ def _parse(line: str, mode: Mode) -> Command:
             return Command("unknown", arg=word, error=f"unknown command {_shown(word)}; try /help")
         return Command("say", text=line)
     usage = Command(verb.name, error=f"usage: {verb.usage}")
+    if verb.operands == "none" and rest and verb.name in ("register", "password"):
+        # join asks for passwords hidden: one typed on the line would show and be kept
+        why = "it asks for the password, hidden; do not type it on the line"
+        return Command(verb.name, error=f"usage: {verb.usage} ({why})")
     match verb.operands:
+        case "arg_rest":
+            first, _, more = rest.partition(" ")
+            return Command(verb.name, arg=first, text=more.strip()) if first else usage
+        case "minutes":
+            return _minutes(verb, rest, usage)
+        case "opt_arg":
+            return Command(verb.name, arg=rest.split(" ")[0] if rest else "")
         case "to_text":
             to, _, text = rest.partition(" ")
             if not to or not text.strip():
@@ -203,6 +310,26 @@ def _parse(line: str, mode: Mode) -> Command:
             arg = rest.lstrip("#") if verb.name == "join" else rest
             return Command(verb.name, arg=arg) if rest else usage
     return Command(verb.name)
+
+
+def _minutes(verb: Verb, rest: str, usage: Command) -> Command:
+    """``NAME [MINUTES] [REASON]`` (ban) or ``NAME [MINUTES]`` (mute)."""
+    name, _, more = rest.partition(" ")
+    if not name:
+        return usage
+    when, _, reason = more.strip().partition(" ")
+    minutes: int | None = None
+    if when.isdigit() and when.isascii():
+        minutes = int(when)
+        if minutes > MAX_MINUTES:
+            return replace(usage, error=f"{usage.error} (MINUTES at most {MAX_MINUTES})")
+    elif when.lower() in ("none", "forever", "0"):
+        minutes = 0
+    else:
+        reason = more.strip()
+    if verb.name == "mute" and reason:
+        return usage
+    return Command(verb.name, arg=name, text=reason.strip(), minutes=minutes)
 
 
 def parse_input(line: str) -> Command:

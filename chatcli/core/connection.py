@@ -33,11 +33,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, Protocol
 
 from chatcli.core.protocol import (
+    PASS_TAKEN,
     ClientEvent,
     Error,
     LineFramer,
     Ping,
     ServerEvent,
+    ServerPasswordLine,
     decode_client_frame,
     encode,
     format_text_event,
@@ -255,6 +257,7 @@ class ServerConnection:
         "_max_buffer",
         "_out",
         "_peer_eof_pending",
+        "_server_password",
         "_shutdown",
         "_unsent",
         "clock",
@@ -314,6 +317,8 @@ class ServerConnection:
         #: the peer's EOF was handed to the owner (which closes once the store caught up)
         self._eof_handed = False
         self._shutdown: Shutdown | None = None
+        #: a text session's ``pass`` line, carried by the hello its ``login`` line makes
+        self._server_password: str | None = None
         self._deadline_login = stamp + settings.login_timeout
         self._deadline_linger = 0.0
         self.session: Session = open_session(self)
@@ -424,10 +429,14 @@ class ServerConnection:
             # a login the store is still checking counts: the relay holds what follows it
             session = self.session
             logged_in = session.logged_in or session.claim is not None
-            parsed = parse_text_line(frame.decode("utf-8", "replace"), logged_in)
+            line = frame.decode("utf-8", "replace")
+            parsed = parse_text_line(line, logged_in, self._server_password)
         except ProtocolError as exc:
             self.refuse(exc)
             return None
+        if isinstance(parsed, ServerPasswordLine):  # kept for login, never echoed
+            self._server_password = parsed.password
+            parsed = PASS_TAKEN
         if isinstance(parsed, str):  # help or a usage hint, answered here, in line
             self.owner.reply_bytes(self, self.wire.line(parsed))
             return None

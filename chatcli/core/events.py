@@ -33,6 +33,9 @@ __all__ = [
     "FATAL_CODES",
     "LEAVE_REASONS",
     "LEAVE_REASON_TEXT",
+    "MAX_REASON",
+    "MAX_SECRET",
+    "MIN_PASSWORD",
     "RECORDED",
     "RECORDED_TYPES",
     "SERVER_TYPES",
@@ -83,12 +86,16 @@ Txn = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 #: an opaque token (room epochs, resume tokens); bounded so nobody can make us keep a novel
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
+#: password lengths (spec 1.1, section 2: 8-256 characters) and an operator's reason
+MIN_PASSWORD: Final = 8
+MAX_SECRET: Final = 256
+MAX_REASON: Final = 200
 #: a password (account or server): bounded, never shown by repr() (see _Secrets)
-Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-#: a new account password (spec 1.1, section 2: 8-256 characters)
-NewPassword = Annotated[str, msgspec.Meta(min_length=8, max_length=256)]
+Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SECRET)]
+#: a new account password
+NewPassword = Annotated[str, msgspec.Meta(min_length=MIN_PASSWORD, max_length=MAX_SECRET)]
 Minutes = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
-Reason = Annotated[str, msgspec.Meta(max_length=200)]
+Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON)]
 
 LEAVE_REASONS: Final = frozenset({"quit", "part", "lost", "timeout", "slow", "kicked"})
 #: how a leave reason reads in a line
@@ -477,13 +484,15 @@ def _ready(event: Ready, options: LineOptions) -> list[Line]:
     lines = [line for message in event.history for line in _msg(message, options)]
     more = " (older messages were not kept)" if event.truncated else ""
     you = ("you are ", name(event.name), " in ", event.room)
-    lines.append(notice(None, options, *you, "; here: ", *names(event.users), more))
+    op = " (you are an operator)" if event.op else ""
+    lines.append(notice(None, options, *you, "; here: ", *names(event.users), more, op))
     return lines
 
 
 def _users(event: Users, options: LineOptions) -> list[Line]:
     here = names(event.users) or [Span("nobody")]
-    return [notice(None, options, "in ", event.room, ": ", *here)]
+    ops: tuple[str | Span, ...] = ("; operators: ", *names(event.ops)) if event.ops else ()
+    return [notice(None, options, "in ", event.room, ": ", *here, *ops)]
 
 
 def _rooms(event: RoomList, options: LineOptions) -> list[Line]:
@@ -513,9 +522,25 @@ def _password_changed(event: PasswordChanged, options: LineOptions) -> list[Line
     return [notice(None, options, "your password is changed")]
 
 
+#: how an operator is told its action was done: (words before the name, after it)
+_MODERATED: Final = {
+    "kick": "kicked",
+    "ban": "banned",
+    "unban": "lifted the ban of",
+    "mute": "muted",
+}
+
+
 def _moderated(event: Moderated, options: LineOptions) -> list[Line]:
-    time = f" for {event.minutes} min" if event.minutes else ""
-    return [notice(None, options, f"{clean_text(event.action)}: ", name(event.name), time)]
+    action = clean_text(event.action)
+    done = _MODERATED.get(action, action)
+    if action == "mute" and not event.minutes:
+        done = "unmuted"
+    if event.minutes:
+        time = f" for {event.minutes} min"
+    else:
+        time = " until /unban" if action == "ban" else ""
+    return [notice(None, options, f"you {done} ", name(event.name), time)]
 
 
 def _welcome(event: Welcome, options: LineOptions) -> list[Line]:

@@ -31,16 +31,54 @@ from typing import Any
 
 from chatcli.core.connection import Framing, ServerConnection, State, Wire
 from chatcli.core.protocol import ClientEvent, Error, Ready, ServerEvent
-from chatcli.core.relay import Close, Delivery, Effect, Raw, Relay
+from chatcli.core.relay import AddressLimit, AuditRecord, Close, Delivery, Effect, Raw, Relay
 from chatcli.errors import ProtocolError
 from chatcli.settings import ServerSettings
 from chatcli.store.base import Store
 from chatcli.store.memory import MemoryStore
 from chatcli.store.pipeline import StorePipeline
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "audit_line", "relay_for"]
 
 log = logging.getLogger("chatcli.server")
+
+
+def relay_for(settings: ServerSettings) -> Relay:
+    """The relay ``settings`` describe: limits, operators, server password, per-address cap."""
+    exempt = settings.max_per_ip_exempt
+    return Relay(
+        history=settings.history,
+        rate_limit=settings.rate_limit,
+        rate_burst=settings.rate_burst,
+        ops=settings.ops,
+        server_password=settings.server_password,
+        address_limit=AddressLimit(settings.max_per_ip, exempt),
+    )
+
+
+def audit_line(record: AuditRecord) -> str:
+    """How an operator action reads in the server's log: who did what to whom, and why.
+
+    Names and the reason come from clients: their control characters are escaped
+    (``repr``-style) so a reason cannot forge log lines. Logged as a warning, so that
+    ``serve -q`` still keeps it.
+    """
+    action = "unmute" if record.action == "mute" and not record.minutes else record.action
+    parts = [f"operator {_shown(record.by)} {action} {_shown(record.name)}"]
+    if record.minutes:
+        parts.append(f"for {record.minutes} min")
+    elif action == "ban":
+        parts.append("until unbanned")
+    if record.address:
+        parts.append(f"address {record.address}")
+    if record.reason:
+        parts.append(f"reason {_shown(record.reason)}")
+    return " ".join(parts)
+
+
+def _shown(text: str) -> str:
+    """``text`` for a log line: as is when printable, else quoted with escapes."""
+    return text if text.isprintable() and " " not in text else repr(text)
 
 
 class Hub:
@@ -55,11 +93,7 @@ class Hub:
         store: Store | None = None,
     ) -> None:
         self.settings = settings
-        self.relay = relay or Relay(
-            history=settings.history,
-            rate_limit=settings.rate_limit,
-            rate_burst=settings.rate_burst,
-        )
+        self.relay = relay or relay_for(settings)
         self.clock = clock
         self.store: Store = store if store is not None else MemoryStore(settings.history)
         #: carries the relay's store intents out and keeps every delivery in order
@@ -104,8 +138,12 @@ class Hub:
             conn.close(Error(code="server_full", message="too many connections"), "lost")
             return conn
         log.info("connect %s", peer)
-        conn.send(relay.welcome())
-        self._apply(relay.connect(conn.session))
+        effects = relay.connect(conn.session)
+        # refused at once (too many from its address): the error alone, as for server_full
+        # above; otherwise the welcome goes first, a ban found later closes after it
+        if not any(type(effect) is Close for effect in effects):
+            conn.send(relay.welcome())
+        self._apply(effects)
         return conn
 
     def store_answered(self) -> None:
@@ -214,16 +252,6 @@ class Hub:
             conn.refuse(exc)
             return
         self._apply(effects)
-        if relay.audit:
-            for record in relay.take_audit():
-                log.info(
-                    "%s by %s: %s%s%s",
-                    record.action,
-                    record.by,
-                    record.name,
-                    f" for {record.minutes} min" if record.minutes else "",
-                    f" ({record.reason})" if record.reason else "",
-                )
 
     def _apply(self, effects: Iterable[Effect]) -> None:
         """The one place relay output goes: intents to the store, deliveries to targets.
@@ -238,6 +266,9 @@ class Hub:
         deep as the room is large.
         """
         ready = self.pipeline.run(effects)
+        if self.relay.audit:  # operator actions, also those acted on after a store answer
+            for record in self.relay.take_audit():
+                log.warning("%s", audit_line(record))
         if self._applying:
             self._backlog.extend(ready)
             return

@@ -21,32 +21,42 @@ from typing import Final
 
 import msgspec
 
-from chatcli.core.commands import TEXT_HELP, parse_command
+from chatcli.core.commands import DEFAULT_MUTE_MINUTES, TEXT_HELP, Command, parse_command
 from chatcli.core.events import (
     CLIENT_TYPES,
     ERROR_CODES,
     FATAL_CODES,
     LEAVE_REASONS,
+    MAX_REASON,
+    MAX_SECRET,
+    MIN_PASSWORD,
     SERVER_TYPES,
+    Ban,
     Bye,
+    ChangePassword,
     ClientEvent,
     DirectMessage,
     Error,
     Hello,
     Joined,
     JoinRoom,
+    Kick,
     Left,
     Me,
     Msg,
+    Mute,
+    Nick,
     Ping,
     Pong,
     Ready,
+    Register,
     RoomInfo,
     RoomList,
     RoomsRequest,
     Say,
     SendDirect,
     ServerEvent,
+    Unban,
     Users,
     Welcome,
     Who,
@@ -90,6 +100,7 @@ __all__ = [
     "Say",
     "SendDirect",
     "ServerEvent",
+    "ServerPasswordLine",
     "Users",
     "Welcome",
     "Who",
@@ -258,13 +269,42 @@ def valid_room(room: str) -> bool:
 # -------------------------------------------------------------------- text mode
 
 
-def parse_text_line(line: str, logged_in: bool) -> ClientEvent | str:
+class ServerPasswordLine:
+    """A text session's ``pass PASSWORD`` line: the connection keeps the password for the
+    ``hello`` its ``login`` line makes. Its repr never shows the password."""
+
+    __slots__ = ("password",)
+
+    def __init__(self, password: str) -> None:
+        self.password = password
+
+    def __repr__(self) -> str:
+        return "ServerPasswordLine(***)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ServerPasswordLine) and other.password == self.password
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+#: what a text session is told after ``pass`` (never the password itself)
+PASS_TAKEN: Final = "server password noted; now: login NAME [PASSWORD]"
+_PASSWORD_RULE: Final = "passwords are 8-256 characters"
+_ALREADY_IN: Final = "you are already logged in"
+
+
+def parse_text_line(
+    line: str, logged_in: bool, server_password: str | None = None
+) -> ClientEvent | ServerPasswordLine | str:
     """Translate one line of a text (nc/telnet) session into a client event.
 
     Parsing is :func:`chatcli.core.commands.parse_command`, the parser ``join`` uses too.
     Returns a string instead when the line is answered locally (help, a usage hint or an
-    unknown command) rather than acted on. Raises ProtocolError for text the spec refuses
-    and for anything but ``help``, ``login`` and ``logout`` before login.
+    unknown command) rather than acted on, and a :class:`ServerPasswordLine` for ``pass``
+    (the connection keeps it and passes it back as ``server_password`` for ``login``).
+    Raises ProtocolError for text the spec refuses and for anything but ``help``,
+    ``pass``, ``login`` and ``logout`` before login. A password on a line is never put
+    in a reply or an error message.
     """
     command = parse_command(line, "text")
     verb = command.verb
@@ -272,14 +312,27 @@ def parse_text_line(line: str, logged_in: bool) -> ClientEvent | str:
         return TEXT_HELP
     if verb == "login":
         if logged_in:
-            return "you are already logged in"
-        return command.error or Hello(name=command.arg)
+            return _ALREADY_IN
+        if command.error:
+            return command.error
+        return Hello(
+            name=command.arg, password=command.text or None, server_password=server_password
+        )
+    if verb == "pass":
+        if logged_in:  # never said to the room: it may well be a password
+            return f"{_ALREADY_IN} (pass gives the server password before login)"
+        if command.error:
+            return command.error
+        return ServerPasswordLine(command.text)
     if verb == "quit":
         return Bye()
     if not logged_in:
         raise ProtocolError("not_logged_in", "log in first: login NAME")
     if command.error:
         return command.error
+    account = _account_event(command)
+    if account is not None:
+        return account
     if verb == "who":
         return Who()
     if verb == "rooms":
@@ -291,6 +344,43 @@ def parse_text_line(line: str, logged_in: bool) -> ClientEvent | str:
     if verb == "me":
         return Me(text=checked_text(command.text))
     return Say(text=checked_text(command.text))
+
+
+def _account_event(command: Command) -> ClientEvent | None:
+    """The frame of a text-mode account, name or operator command; None for other verbs.
+
+    The fields are checked here as the JSON decoder checks them (a struct built in code
+    is not validated), with the same answers.
+    """
+    verb = command.verb
+    if verb == "register":
+        return Register(password=_new_password(command.text))
+    if verb == "password":
+        if len(command.arg) > MAX_SECRET:
+            raise ProtocolError("bad_request", _PASSWORD_RULE)
+        return ChangePassword(old=command.arg, new=_new_password(command.text))
+    if verb == "nick":
+        return Nick(name=command.arg)
+    if verb in ("kick", "ban") and len(command.text) > MAX_REASON:
+        raise ProtocolError("bad_request", f"a reason is at most {MAX_REASON} characters")
+    if verb == "kick":
+        return Kick(name=command.arg, reason=command.text)
+    if verb == "ban":
+        return Ban(name=command.arg, minutes=command.minutes or 0, reason=command.text)
+    if verb == "unban":
+        return Unban(name=command.arg)
+    if verb == "mute":
+        minutes = DEFAULT_MUTE_MINUTES if command.minutes is None else command.minutes
+        return Mute(name=command.arg, minutes=minutes)
+    if verb == "unmute":
+        return Mute(name=command.arg, minutes=0)
+    return None
+
+
+def _new_password(password: str) -> str:
+    if not MIN_PASSWORD <= len(password) <= MAX_SECRET:
+        raise ProtocolError("bad_request", _PASSWORD_RULE)
+    return password
 
 
 def format_text_event(event: ServerEvent) -> str | None:

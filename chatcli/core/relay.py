@@ -110,7 +110,10 @@ __all__ = [
 from chatcli.core.protocol import FATAL_CODES
 
 #: what this server offers beyond protocol v1 (``welcome.features``, spec 1.1)
-FEATURES = ("resume",)  # "accounts" joins once join/serve offer them (issue 9)
+FEATURES = ("resume", "accounts")
+#: added to ``welcome.features`` when every hello must carry ``server_password``, so a
+#: client can ask its user for it before logging in (docs/protocol.md)
+SERVER_PASSWORD_FEATURE = "server_password"
 #: failed-login limiting (spec 1.1, section 2): more than this many wrong passwords...
 MAX_FAILED_LOGINS = 5
 #: ...from one address within this many seconds blocks password logins from it
@@ -476,7 +479,8 @@ class Relay:
             users=self._names(self.default_room),
             rooms=room_infos(self.counts()),
             hint=WELCOME_HINT,
-            features=list(FEATURES),
+            features=list(FEATURES)
+            + ([SERVER_PASSWORD_FEATURE] if self.server_password is not None else []),
         )
 
     def login(self, session: Session, hello: Hello) -> list[Effect]:

@@ -392,7 +392,11 @@ def _start_recording(server: ChatServer) -> ServerRecorder:
     """Record every room's events to transcripts; a write failure stops recording, loudly."""
     settings = server.settings
     assert settings.record_dir is not None
-    recorder = ServerRecorder(settings.record_dir, host=f"{settings.host}:{settings.port}")
+    recorder = ServerRecorder(
+        settings.record_dir,
+        host=f"{settings.host}:{settings.port}",
+        record_dms=settings.record_dms,
+    )
 
     def record(event: ServerEvent) -> None:
         try:

@@ -18,8 +18,9 @@ import io
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from chatcli.client.acks import (
     DEFAULT_ACK_TIMEOUT,
@@ -30,11 +31,26 @@ from chatcli.client.acks import (
 )
 from chatcli.client.resume import DEFAULT_RETRY_FOR, ResumeState
 from chatcli.client.resuming import Lost, NotConnected, Resumed, ResumingClient, Status
-from chatcli.core.commands import HELP, parse_input
+from chatcli.core.commands import DEFAULT_MUTE_MINUTES, HELP, Command, parse_input
+from chatcli.core.events import (
+    Ban,
+    ChangePassword,
+    Kick,
+    Mute,
+    Nick,
+    PasswordChanged,
+    Register,
+    Registered,
+    Renamed,
+    Unban,
+)
 from chatcli.core.protocol import (
     ClientEvent,
+    DirectMessage,
+    Error,
     JoinRoom,
     Me,
+    Msg,
     Ping,
     Pong,
     Ready,
@@ -45,12 +61,17 @@ from chatcli.core.protocol import (
     Who,
     checked_text,
     clean_text,
+    name_key,
 )
 from chatcli.errors import ChatError, ProtocolError
 from chatcli.transcript import TranscriptWriter, client_filename
 from chatcli.ui.input_lines import expand_line
 from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
+from chatcli.ui.passwords import Ask, log_in, new_password, terminal_asker
 from chatcli.ui.render import Renderer
+
+if TYPE_CHECKING:
+    from prompt_toolkit.history import FileHistory
 
 __all__ = ["JoinOptions", "JoinSession", "run_join"]
 
@@ -77,6 +98,9 @@ class JoinOptions:
     bell: bool = True
     #: remember host, port and name for the next join (interactive joins only)
     remember: bool = True
+    #: the account's password (CHATCLI_PASSWORD) and the server's; never shown by repr()
+    password: str | None = field(default=None, repr=False)
+    server_password: str | None = field(default=None, repr=False)
 
 
 class JoinSession:
@@ -102,6 +126,14 @@ class JoinSession:
         self.pong = asyncio.Event()
         #: set after each reconnect: a waiter re-asks what the lost connection never answered
         self.reconnected = asyncio.Event()
+        #: who is hidden on this screen (/ignore): name key (skeleton) -> name as typed
+        self.ignored: dict[str, str] = {}
+        #: the ignored whose hidden lines were noted once already
+        self._noted: set[str] = set()
+        #: passwords of /register and /password sent, by ref, kept once the server agrees
+        self._secrets: dict[str, str] = {}
+        #: refs of account and operator requests sent: a refusal of one counts as refused
+        self._asked: set[str] = set()
 
     # -- input -------------------------------------------------------------------------
 
@@ -123,6 +155,10 @@ class JoinSession:
             self.output.notice(f"timestamps {'on' if self.renderer.timestamps else 'off'}")
         elif verb == "record":
             self.toggle_recording()
+        elif verb in ("ignore", "unignore"):
+            self.ignore(command.arg, verb == "ignore")
+        elif verb in ("register", "password"):
+            await self.secret_command(verb, None)
         elif verb in ("who", "rooms", "join"):
             request: ClientEvent
             if verb == "who":
@@ -131,10 +167,9 @@ class JoinSession:
                 request = RoomsRequest()
             else:
                 request = JoinRoom(room=command.arg)
-            try:
-                await self.client.send(request)
-            except NotConnected as exc:
-                self.output.notice(str(exc), error=True)
+            await self.request(request)
+        elif verb in _NAMED:
+            await self.request(_named_event(command, self.client.next_ref()))
         else:
             try:
                 text = checked_text(command.text)
@@ -151,6 +186,116 @@ class JoinSession:
                 event = Say(text=text, ref=ref)
             await self.send_tracked(ref, event)
         return True
+
+    async def request(self, event: ClientEvent) -> None:
+        """Send a request that is answered (or refused) by a reply of its own.
+
+        A refusal of one that carries a ``ref`` counts as refused (a script's exit code).
+        """
+        ref = getattr(event, "ref", None)
+        if isinstance(ref, str):
+            self._asked.add(ref)
+        try:
+            await self.client.send(event)
+        except NotConnected as exc:
+            self.output.notice(str(exc), error=True)
+
+    async def secret_command(self, verb: str, ask: Ask | None) -> None:
+        """``/register`` or ``/password``: ask for passwords (hidden), then send them.
+
+        Without ``ask`` (a script) ``/register`` takes CHATCLI_PASSWORD, and ``/password``
+        needs a terminal. A mismatch or a bad length is refused here, nothing sent.
+        """
+        ref = self.client.next_ref()
+        event: ClientEvent
+        if verb == "register":
+            if ask is None:
+                password = self.options.password
+                if password is None:
+                    self._refuse_locally("/register in a script takes CHATCLI_PASSWORD")
+                    return
+            else:
+                password, why = await new_password(ask, "password for your name")
+                if password is None:
+                    self._refuse_locally(f"not registered: {why}")
+                    return
+            event = Register(password=password, ref=ref)
+        else:
+            if ask is None:
+                self._refuse_locally("/password needs a terminal to ask in")
+                return
+            old = await ask("current password: ")
+            if not old:
+                self._refuse_locally("password not changed: cancelled")
+                return
+            password, why = await new_password(ask)
+            if password is None:
+                self._refuse_locally(f"password not changed: {why}")
+                return
+            event = ChangePassword(old=old, new=password, ref=ref)
+        self._secrets[ref] = password
+        await self.request(event)
+
+    def ignore(self, name: str, hide: bool) -> None:
+        """``/ignore NAME`` hides NAME's messages and direct messages on this screen;
+        ``/unignore`` shows them again; ``/ignore`` alone lists who is hidden.
+
+        Names compare by the skeleton the server uses, so a look-alike is hidden too.
+        """
+        if not name:
+            hidden = ", ".join(clean_text(n) for n in self.ignored.values())
+            self.output.notice(f"ignoring: {hidden}" if hidden else "ignoring nobody")
+            return
+        key = name_key(name)
+        shown = clean_text(name)
+        if hide:
+            if self.renderer.is_me(name):
+                self._refuse_locally("you cannot ignore yourself")
+                return
+            self.ignored[key] = name
+            self._noted.discard(key)
+            self.output.notice(f"ignoring {shown} here (/unignore {shown} shows them again)")
+        elif self.ignored.pop(key, None) is None:
+            self._refuse_locally(f"you are not ignoring {shown}")
+        else:
+            self.output.notice(f"no longer ignoring {shown}")
+
+    def _hidden(self, event: ServerEvent) -> bool:
+        """True for a message or DM from someone ignored (noted, dim, the first time)."""
+        if not self.ignored or not isinstance(event, (Msg, DirectMessage)):
+            return False
+        key = name_key(event.from_)
+        if key not in self.ignored:
+            return False
+        if key not in self._noted:
+            self._noted.add(key)
+            who = clean_text(event.from_)
+            self.output.notice(f"(messages from {who} are hidden here; /unignore {who} shows them)")
+        return True
+
+    def _account_event(self, event: ServerEvent) -> None:
+        """Keep what the server agreed to: a new password (for reconnects), a new name."""
+        state = self.client.state
+        ref = getattr(event, "ref", None)
+        if not isinstance(event, Error) and ref is not None:
+            self._asked.discard(str(ref))
+        if isinstance(event, (Registered, PasswordChanged)) and event.ref is not None:
+            password = self._secrets.pop(str(event.ref), None)
+            if password is not None:
+                state.password = password
+        elif isinstance(event, Error) and event.ref is not None:
+            self._secrets.pop(str(event.ref), None)
+            if str(event.ref) in self._asked:
+                self._asked.discard(str(event.ref))
+                self.refused += 1
+        elif isinstance(event, Renamed):
+            old_key = name_key(event.old)
+            if old_key in self.ignored:  # an ignored user stays ignored under a new name
+                del self.ignored[old_key]
+                self.ignored[name_key(event.name)] = event.name
+            if self.renderer.is_me(event.old):
+                self.client.renamed(event.name)
+                self.renderer.me = event.name
 
     def _refuse_locally(self, why: str) -> None:
         """A line that cannot be sent as typed: say so, and count it as refused."""
@@ -206,8 +351,11 @@ class JoinSession:
             self._settled()
         if not new:
             return
+        self._account_event(event)
         if self.recorder is not None:
             self._record(event)
+        if self._hidden(event):
+            return
         self.output.show(event)
 
     def _retry(self, retry: Retry[ClientEvent]) -> None:
@@ -309,8 +457,17 @@ class JoinSession:
 async def run_join(options: JoinOptions, interactive: bool) -> int:
     """Connect, run the chosen front end, and return the process exit code."""
     state = ResumeState(options.name, options.room, options.history, retry_for=options.retry_for)
+    state.password, state.server_password = options.password, options.server_password
     client = ResumingClient(options.host, options.port, state)
-    await client.start()
+    if interactive:
+        from chatcli.logs import console_err
+
+        def tell(why: str) -> None:
+            console_err.print(f"** {clean_text(why)}", style="dim", markup=False, highlight=False)
+
+        await log_in(client, terminal_asker(), tell)
+    else:
+        await log_in(client, None)
     renderer = Renderer(me=client.name, timestamps=options.timestamps)
     output: Output
     if interactive:
@@ -342,14 +499,16 @@ async def run_join(options: JoinOptions, interactive: bool) -> int:
 async def _interactive(session: JoinSession) -> int:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.formatted_text import FormattedText
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
+    from prompt_toolkit.history import InMemoryHistory
     from prompt_toolkit.patch_stdout import patch_stdout
 
     from chatcli.config import config_dir
 
     try:
         config_dir().mkdir(parents=True, exist_ok=True)
-        history: FileHistory | InMemoryHistory = FileHistory(str(config_dir() / "input-history"))
+        history: FileHistory | InMemoryHistory = _private_history(
+            str(config_dir() / "input-history")
+        )
     except OSError:
         history = InMemoryHistory()
 
@@ -406,6 +565,7 @@ async def _interactive(session: JoinSession) -> int:
             if prompt_session.app.is_running:
                 prompt_session.app.exit(exception=EOFError())
 
+    asker = terminal_asker()
     session.output.notice("type /help for commands, /quit to leave")
     with patch_stdout(raw=True):
         receiver = asyncio.create_task(receive())
@@ -419,6 +579,11 @@ async def _interactive(session: JoinSession) -> int:
                 except (EOFError, KeyboardInterrupt):
                     break
                 for line in typed:
+                    command = parse_input(line)
+                    if command.verb in ("register", "password") and not command.error:
+                        # asked here, between two prompts: never while the prompt runs
+                        await session.secret_command(command.verb, asker)
+                        continue
                     if not session.client.connected and line.strip():
                         session.output.notice(f"pending, sent once reconnected: {line}")
                     lines.put_nowait(line)
@@ -560,3 +725,43 @@ async def _wait_for(
 def _seconds(delay: float) -> str:
     """A pause as a person reads it: "0.5 s", "4 s"."""
     return f"{delay:.1f} s" if delay < 1.5 else f"{delay:.0f} s"
+
+
+#: the commands that name someone and become one frame each
+_NAMED: Final = frozenset({"nick", "kick", "ban", "unban", "mute", "unmute"})
+
+
+def _named_event(command: Command, ref: str) -> ClientEvent:
+    """The frame of ``/nick``, ``/kick``, ``/ban``, ``/unban``, ``/mute``, ``/unmute``."""
+    name, verb = command.arg, command.verb
+    if verb == "nick":
+        return Nick(name=name, ref=ref)
+    if verb == "kick":
+        return Kick(name=name, reason=command.text, ref=ref)
+    if verb == "ban":
+        return Ban(name=name, minutes=command.minutes or 0, reason=command.text, ref=ref)
+    if verb == "unban":
+        return Unban(name=name, ref=ref)
+    if verb == "mute":
+        minutes = DEFAULT_MUTE_MINUTES if command.minutes is None else command.minutes
+        return Mute(name=name, minutes=minutes, ref=ref)
+    return Mute(name=name, minutes=0, ref=ref)
+
+
+def _keeps_a_secret(line: str) -> bool:
+    """True for ``/register ...`` or ``/password ...`` with something after the verb: the
+    user typed a password on the line (join refuses it), which must not be kept."""
+    word, _, rest = line.strip().partition(" ")
+    return word.lower() in ("/register", "/password") and bool(rest.strip())
+
+
+def _private_history(path: str) -> FileHistory:
+    """prompt_toolkit's file history that never keeps a line holding a password."""
+    from prompt_toolkit.history import FileHistory
+
+    class PrivateHistory(FileHistory):
+        def append_string(self, string: str) -> None:
+            if not _keeps_a_secret(string):
+                super().append_string(string)
+
+    return PrivateHistory(path)
