@@ -59,6 +59,9 @@ class Hub:
             history=settings.history,
             rate_limit=settings.rate_limit,
             rate_burst=settings.rate_burst,
+            max_rooms=settings.max_rooms,
+            room_creations=settings.room_creations,
+            max_ready=settings.max_buffer // 2,
         )
         self.clock = clock
         self.store: Store = store if store is not None else MemoryStore(settings.history)
