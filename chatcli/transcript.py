@@ -14,10 +14,13 @@ bad line as ``FILE:LINE: reason``, and skips event types and fields it does not 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,14 +199,10 @@ class TranscriptWriter:
         else as ``join``) is written as that ``join``, stamped with the clock. Every other
         event (``users``, ``error``, ``ping``...) is skipped.
         """
-        if isinstance(event, Ready):
-            event = Joined(room=event.room, name=event.name, ts=self._clock())
-        entry = event_type(event)
-        if entry is None or not entry.recorded or not isinstance(event, msgspec.Struct):
+        data = _record_line(event, self._clock)
+        if data is None:
             return False
-        if getattr(event, "ref", None) is not None:
-            event = msgspec.structs.replace(event, ref=None)
-        self._write_line(encode(event))
+        self._write_line(data)
         self.events += 1
         return True
 
@@ -277,11 +276,46 @@ def server_filename(room: str, when: datetime | float) -> str:
     return f"{when.astimezone(UTC):%Y%m%d-%H%M%S}_{room}.jsonl"
 
 
+#: transcript files ``serve --record`` keeps open at once (least recently used closed)
+RECORD_OPEN_FILES: Final = 32
+#: seconds a room's transcript that failed to write waits before it is tried again
+RECORD_RETRY: Final = 30.0
+
+log = logging.getLogger("chatcli.server")
+
+
+class _RoomFile:
+    """One room's transcript for :class:`ServerRecorder`: where it is, how much of it is
+    whole lines (``size``), its open file if it has one, and its failure state."""
+
+    __slots__ = ("events", "failed", "file", "lost", "path", "retry_at", "room", "size")
+
+    def __init__(self, room: str | None, path: Path) -> None:
+        self.room = room
+        self.path = path
+        self.file: IO[bytes] | None = None
+        self.size = 0
+        self.events = 0
+        #: events not recorded while the file could not be written
+        self.lost = 0
+        #: True from a failed write until a write succeeds again (logged once)
+        self.failed = False
+        self.retry_at = 0.0
+
+
 class ServerRecorder:
     """``serve --record DIR``: one transcript per room per run, opened at the room's first event.
 
     Direct messages belong to no room; they are private, so they are recorded only with
     ``record_dms``, in their own file ``<stamp>.dm.jsonl``. :meth:`close` ends every file.
+
+    Bounded whatever clients do (issue 13): at most ``max_open`` files are open at once,
+    the least recently used closed and reopened in append mode when its room speaks
+    again. A write that fails (disk full, file removed, no descriptor left) stops only
+    that room's file: the part of a line it wrote is cut off again, the failure is logged
+    once, events meanwhile are counted as lost, and the file is tried again after
+    ``retry`` seconds. Nothing here raises to the server: recording is never worth a
+    connection.
     """
 
     def __init__(
@@ -291,18 +325,31 @@ class ServerRecorder:
         host: str | None = None,
         clock: Callable[[], float] = now,
         record_dms: bool = False,
+        max_open: int = RECORD_OPEN_FILES,
+        retry: float = RECORD_RETRY,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = Path(directory)
         self.host = host
         self.record_dms = record_dms
+        self.max_open = max(1, max_open)
+        self.retry = retry
         self._clock = clock
+        self._monotonic = monotonic
         self._run_started = clock()
-        self._writers: dict[str | None, TranscriptWriter] = {}
+        self._rooms: dict[str | None, _RoomFile] = {}
+        #: the rooms whose file is open, least recently used first
+        self._open: OrderedDict[str | None, _RoomFile] = OrderedDict()
 
     @property
     def paths(self) -> list[str]:
         """The files written so far, in the order they were opened."""
-        return [writer.path for writer in self._writers.values()]
+        return [str(track.path) for track in self._rooms.values() if track.size]
+
+    @property
+    def open_files(self) -> int:
+        """Transcript files open now (at most ``max_open``)."""
+        return len(self._open)
 
     def write(self, event: object) -> bool:
         """Record a relayed event in its room's file; True when a line was written.
@@ -315,41 +362,151 @@ class ServerRecorder:
         room = entry.room_of(event)
         if room is None and not self.record_dms:
             return False
-        writer = self._writers.get(room)
-        if writer is None:
-            writer = self._writers[room] = self._open(room)
-        return writer.write(event)
+        data = _record_line(event, self._clock)
+        if data is None:
+            return False
+        track = self._rooms.get(room)
+        if track is None:
+            track = self._rooms[room] = _RoomFile(room, self.directory / self._filename(room))
+        if track.failed and self._monotonic() < track.retry_at:
+            track.lost += 1
+            return False
+        if not self._append(track, data):
+            track.lost += 1
+            return False
+        track.events += 1
+        return True
 
-    def _open(self, room: str | None) -> TranscriptWriter:
+    def _filename(self, room: str | None) -> str:
         if room is None:
             stamp = _started(self._run_started).strftime("%Y%m%d-%H%M%S")
-            filename = f"{stamp}.dm.jsonl"
-        else:
-            filename = server_filename(room, self._run_started)
-        return TranscriptWriter.create(
-            self.directory / filename,
-            source="server",
-            room=room,
-            host=self.host,
-            clock=self._clock,
-        )
+            return f"{stamp}.dm.jsonl"
+        return server_filename(room, self._run_started)
+
+    def _append(self, track: _RoomFile, data: bytes) -> bool:
+        """Write ``data`` (one whole line) to ``track``'s file; False when it failed."""
+        try:
+            file = self._file(track)
+            _write_all(file, data)
+        except OSError as exc:
+            self._failed(track, exc)
+            return False
+        track.size += len(data)
+        if track.failed:
+            track.failed = False
+            log.warning("recording %s again (%d events lost)", track.path, track.lost)
+        return True
+
+    def _file(self, track: _RoomFile) -> IO[bytes]:
+        """``track``'s open file, opened (created with its header, or reopened to append)
+        and made the most recently used; the least recently used closes past ``max_open``."""
+        if track.file is not None:
+            self._open.move_to_end(track.room)
+            return track.file
+        while len(self._open) >= self.max_open:
+            _, oldest = self._open.popitem(last=False)
+            self._release(oldest)
+        if track.size == 0:  # a new transcript: a fresh name, never an old file
+            self.directory.mkdir(parents=True, exist_ok=True)
+            file, track.path = _open_new(track.path, unique=True)
+            track.file = file
+            self._open[track.room] = track
+            header = Header(
+                version=TRANSCRIPT_VERSION,
+                started=_started(self._clock()),
+                source="server",
+                recorder=f"chatcli {__version__}",
+                room=track.room,
+                host=self.host,
+            )
+            _write_all(file, encode(header))
+            track.size = file.tell()
+            return file
+        file = open(track.path, "ab", buffering=0)  # noqa: SIM115 - kept open on purpose
+        track.file = file
+        self._open[track.room] = track
+        if file.tell() != track.size:  # what a failed write left: cut back to whole lines
+            os.ftruncate(file.fileno(), track.size)
+        return file
+
+    def _release(self, track: _RoomFile) -> None:
+        file, track.file = track.file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError as exc:
+                self._failed(track, exc)
+
+    def _failed(self, track: _RoomFile, exc: OSError) -> None:
+        """A write to ``track`` failed: close it, cut off a partial line, retry later."""
+        if track.file is not None:
+            self._open.pop(track.room, None)
+            file, track.file = track.file, None
+            # a truncation that fails too is done again when the file is next reopened
+            # (_file checks its size); close releases the descriptor even when it errs
+            with contextlib.suppress(OSError):
+                if track.size:
+                    os.ftruncate(file.fileno(), track.size)
+            with contextlib.suppress(OSError):
+                file.close()
+        track.retry_at = self._monotonic() + self.retry
+        if not track.failed:
+            track.failed = True
+            why = exc.strerror or str(exc)
+            log.warning(
+                "recording %s stopped: %s (retried every %g s)", track.path, why, self.retry
+            )
 
     def close(self) -> None:
-        """Write ``end`` to every open transcript and close them all."""
-        errors = []
-        for writer in self._writers.values():
+        """Write ``end`` to every transcript and close them all; never raises.
+
+        Quick whatever was recorded: one reopen and one line per room that was closed to
+        stay under ``max_open``, nothing more.
+        """
+        for track in self._rooms.values():
+            if track.size == 0:
+                continue
+            end = encode(End(ts=self._clock(), events=track.events))
             try:
-                writer.close()
-            except TranscriptError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+                if track.file is None:
+                    track.file = open(track.path, "ab", buffering=0)  # noqa: SIM115
+                    if track.file.tell() != track.size:
+                        os.ftruncate(track.file.fileno(), track.size)
+                _write_all(track.file, end)
+            except OSError as exc:
+                log.warning("could not end %s: %s", track.path, exc.strerror or exc)
+                if track.file is not None:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(track.file.fileno(), track.size)
+            finally:
+                self._release(track)
+        self._open.clear()
 
     def __enter__(self) -> ServerRecorder:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _write_all(file: IO[bytes], data: bytes) -> None:
+    """Write ``data`` whole to an unbuffered file (which may take it in pieces)."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        view = view[written or len(view) :]
+
+
+def _record_line(event: object, clock: Callable[[], float]) -> bytes | None:
+    """The transcript line for ``event`` (see TranscriptWriter.write), or None to skip it."""
+    if isinstance(event, Ready):
+        event = Joined(room=event.room, name=event.name, ts=clock())
+    entry = event_type(event)
+    if entry is None or not entry.recorded or not isinstance(event, msgspec.Struct):
+        return None
+    if getattr(event, "ref", None) is not None:
+        event = msgspec.structs.replace(event, ref=None)
+    return encode(event)
 
 
 # --------------------------------------------------------------------------- parser
