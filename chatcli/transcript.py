@@ -68,6 +68,13 @@ TRANSCRIPT_VERSION: Final = 1
 DEFAULT_MAX_LINE: Final = 1 << 20
 DEFAULT_POLL_INTERVAL: Final = 0.25
 SOURCES: Final = frozenset({"server", "client"})
+#: the timestamps a transcript may hold: 1970 to the end of year 9998 (Unix seconds), so
+#: that every one converts to a date in every time zone; hostile ones (1e308, -1e18, a
+#: 400-digit integer) are bad lines, not tracebacks
+TS_MIN: Final = 0.0
+TS_MAX: Final = 253_370_764_800.0
+#: an over-long line is skipped up to its end, but no further than this many limits
+SKIP_LINES: Final = 64
 STDIN_NAME: Final = "<stdin>"
 
 
@@ -548,6 +555,8 @@ class TranscriptParser:
             raise self.error(line, f"line after the end line (line {self.end_line})")
         try:
             item = _decoder.decode(raw)
+        except RecursionError as exc:  # "[[[[..." even in a field nobody reads
+            raise self.error(line, "JSON nested too deeply") from exc
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             if unterminated and self.header is not None and not _is_json(raw):
                 self.warnings.append(
@@ -559,6 +568,9 @@ class TranscriptParser:
                 self.ignored += 1
                 return None
             raise self.error(line, reason) from exc
+        problem = _time_problem(item)
+        if problem is not None:
+            raise self.error(line, problem)
         if self.header is None:
             if not isinstance(item, Header):
                 raise self.error(line, "not a transcript: line 1 must be the transcript header")
@@ -581,6 +593,10 @@ class TranscriptParser:
             self.events += 1
         return Entry(line, item, raw)
 
+    def restart(self) -> None:
+        """The followed file was replaced (rotated): its next line must be a header."""
+        self.header, self.end, self.end_line = None, None, 0
+
     def _why_bad(self, raw: bytes, exc: Exception) -> str | None:
         """Why a line failed to decode, or None for a type to skip (slow path only)."""
         try:
@@ -589,6 +605,8 @@ class TranscriptParser:
             value = msgspec.json.decode(raw)
         except UnicodeDecodeError:
             return "not valid UTF-8"
+        except RecursionError:
+            return "JSON nested too deeply"
         except msgspec.DecodeError as err:
             detail = str(err).removeprefix("JSON is malformed: ")
             reason = f"not valid JSON ({detail[:1].lower()}{detail[1:]})"
@@ -617,9 +635,31 @@ class TranscriptParser:
 def _is_json(raw: bytes) -> bool:
     try:
         msgspec.json.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return False
     return True
+
+
+def _time_problem(item: Item) -> str | None:
+    """Why ``item``'s time cannot be shown or played (out of TS_MIN..TS_MAX), or None."""
+    if isinstance(item, Header):
+        started = item.started
+        if started.tzinfo is None:
+            return "started has no time zone"
+        try:
+            stamp = started.timestamp()
+        except (OverflowError, ValueError, OSError):
+            stamp = -1.0
+        if not TS_MIN <= stamp <= TS_MAX:
+            return f"started {started.isoformat()} is out of range (1970 to 9998)"
+        return None
+    ts = getattr(item, "ts", None)
+    if ts is None:
+        return None
+    if not isinstance(ts, (int, float)) or not TS_MIN <= ts <= TS_MAX:
+        shown = repr(ts) if len(repr(ts)) <= 24 else repr(ts)[:21] + "..."
+        return f"ts {shown} is out of range (0 to {TS_MAX:.0f})"
+    return None
 
 
 # --------------------------------------------------------------------------- reader
@@ -758,35 +798,76 @@ class TranscriptReader:
         readline = self._binary_readline()
         follow = self.follow and _seekable(self._file)
         limit = self.max_line + 2  # room for "\r\n"
-        number, pending, skipping = 0, b"", False
+        number, pending, skipping, skipped = 0, b"", False, 0
         while True:
             chunk = readline(limit)
             if not chunk:
                 if follow and self._parser.end is None:
                     self._sleep(self.poll_interval)
+                    if self._reopened():  # rotated or truncated, as tail -F sees it
+                        readline = self._binary_readline()
+                        number, pending, skipping = 0, b"", False
                     continue
-                if pending or skipping:
+                if pending:
                     number += 1
-                    yield number, None if skipping else pending, True
+                    yield number, pending, True
                 return
             if not chunk.endswith(b"\n"):
                 if skipping:
+                    # a line with no end (``/dev/zero``) is reported once, at the limit
+                    # (line 1 ends the reading there); past SKIP_LINES limits' worth of
+                    # one line the input is given up on, so no input reads forever
+                    skipped += len(chunk)
+                    if skipped > self.max_line * SKIP_LINES:
+                        return
                     continue
                 pending += chunk
                 if len(pending) > self.max_line:
-                    pending, skipping = b"", True
+                    number += 1
+                    pending, skipping, skipped = b"", True, 0
+                    yield number, None, False
                 continue
-            number += 1
             if skipping:
                 skipping = False
-                yield number, None, False
                 continue
+            number += 1
             if pending:
                 chunk, pending = pending + chunk, b""
             if len(chunk.rstrip(b"\r\n")) > self.max_line:
                 yield number, None, False
             else:
                 yield number, chunk, False
+
+    def _reopened(self) -> bool:
+        """Follow a file as ``tail -F`` does: True when it was replaced by a new file at its
+        path (rotation: read the new one from its start, which must be a transcript) or
+        cut short (truncation, copytruncate: read again from its start)."""
+        if not self._owned:
+            return False
+        try:
+            current = os.fstat(self._file.fileno())
+            named = os.stat(self.path)
+        except OSError:
+            return False  # the path is gone for now (rotated, the new file not made yet)
+        if (named.st_ino, named.st_dev) != (current.st_ino, current.st_dev):
+            try:
+                new = open(self.path, "rb")  # noqa: SIM115 - replaces the file being followed
+            except OSError:
+                return False
+            self._file.close()
+            self._file = new
+            self._parser.restart()
+            self._parser.warnings.append(
+                self._parser.error(0, "the file was replaced (rotated): reading the new one")
+            )
+            return True
+        if current.st_size < self._file.tell():
+            self._file.seek(0)
+            self._parser.warnings.append(
+                self._parser.error(0, "the file was truncated: reading it from the start")
+            )
+            return True
+        return False
 
     def _binary_readline(self) -> Callable[[int], bytes]:
         file = self._file
@@ -861,13 +942,13 @@ def last_timestamp(
     for raw in reversed(lines):
         try:
             value = msgspec.json.decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             continue
         if not isinstance(value, dict):
             continue
         if events_only and value.get("type") not in RECORDED_TYPES:
             continue
         ts = value.get("ts")
-        if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool) and TS_MIN <= ts <= TS_MAX:
             return float(ts)
     return None
