@@ -181,3 +181,31 @@ def test_invisible_characters_are_removed_but_joiners_kept() -> None:
     assert clean_text(family) == family
     assert clean_text("plain ascii") == "plain ascii"
     assert clean_text("héllo wörld") == "héllo wörld"
+
+
+# ------------------------------------------------------------ memory store bound (row 2)
+
+
+def test_the_memory_store_forgets_least_recently_used_rooms_within_its_bounds() -> None:
+    from chatcli.core.intents import Append, Recall, Recalled
+    from chatcli.store.memory import MESSAGE_OVERHEAD, MemoryStore
+
+    store = MemoryStore(50, max_rooms=100, max_bytes=60 * (16_384 + MESSAGE_OVERHEAD))
+    chat = Chat()
+    session = chat.login("hopper")
+    big = "z" * 16_384
+    for i in range(300):  # a hopper leaving one 16 KiB message in each new room
+        store.submit(Append(session, f"room{i}", "hopper", big, T0, False, None, (), 0))
+        assert store.size <= store.max_bytes
+    store.completed()
+    assert len(store._rooms) <= 60
+    # the newest rooms are kept; a forgotten one comes back with a new epoch
+    store.submit(Recall(session, "room299", 50, None, None))
+    (kept,) = store.completed()
+    assert isinstance(kept, Recalled) and len(kept.history) == 1
+    store.submit(Recall(session, "room0", 50, 1, "old-epoch"))
+    (gone,) = store.completed()
+    assert isinstance(gone, Recalled) and gone.history == [] and gone.truncated
+
+
+T0 = 1795251600.0
