@@ -265,7 +265,8 @@ def serve(
         text_idle=text_idle,
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
-    settings = _fit_open_files(settings)
+    asked = click.get_current_context().get_parameter_source("max_connections")
+    settings = _fit_open_files(settings, warn=asked is not click.core.ParameterSource.DEFAULT)
 
     def listening(addresses: list[tuple[str, int]]) -> None:
         where = ", ".join(format_address(h, p) for h, p in addresses)
@@ -304,7 +305,7 @@ def serve(
             ready.close()  # the reader sees end of file: no address is coming
 
 
-def _fit_open_files(settings: ServerSettings) -> ServerSettings:
+def _fit_open_files(settings: ServerSettings, *, warn: bool) -> ServerSettings:
     """``settings`` with --max-connections lowered (and a warning) when the open-files
     limit cannot hold that many connections and what the server needs beside them, so a
     client past the limit is told ``server_full`` instead of meeting a silent EOF."""
@@ -312,7 +313,7 @@ def _fit_open_files(settings: ServerSettings) -> ServerSettings:
 
     from chatcli.runtime import connections_that_fit
 
-    fit = connections_that_fit(settings.max_connections)
+    fit = connections_that_fit(settings.max_connections, warn=warn)
     if fit == settings.max_connections:
         return settings
     return dataclasses.replace(settings, max_connections=fit)
