@@ -83,7 +83,7 @@ def connections_that_fit(connections: int, *, warn: bool = True) -> int:
     A relay that ran out of descriptors could not accept a connection to tell it
     ``server_full``: the client saw a silent EOF. Lowering ``--max-connections`` to fit
     keeps the descriptors that telling takes. The lowering is a warning when ``warn``
-    (the number was asked for), an info line otherwise (it was only the default).
+    (the number was asked for), a debug line otherwise (it was only the default).
     """
     soft = raise_open_files_limit(connections, warn=False)
     try:
@@ -93,7 +93,7 @@ def connections_that_fit(connections: int, *, warn: bool = True) -> int:
     if soft == resource.RLIM_INFINITY or soft >= connections + OPEN_FILES_SPARE:
         return connections
     fit = max(1, soft - OPEN_FILES_SPARE)
-    (log.warning if warn else log.info)(
+    (log.warning if warn else log.debug)(
         "open-files limit is %d: --max-connections lowered from %d to %d to fit",
         soft,
         connections,
