@@ -679,6 +679,14 @@ class ServerConnection:
         self._deadline_linger = self.clock() + self.settings.close_linger
         self._set_shutdown(Shutdown.CLOSE if self.peer_eof else Shutdown.HALF_CLOSE)
 
+    def turn_away(self, error: Error) -> None:
+        """Refuse a connection the relay cannot take (``server_full``): send ``error`` and
+        close once it is written, without the half-close linger, so a crowd of refused
+        clients does not hold the descriptors the refusal was about."""
+        self.close(error, "lost")
+        if self.state is State.CLOSING:
+            self._set_shutdown(Shutdown.CLOSE)
+
     def connection_lost(self) -> None:
         """The transport is gone; a session still open ends with leave ``lost``."""
         was_closing = self.closing

@@ -107,7 +107,7 @@ class Hub:
         self.connections.add(conn)
         if len(self.connections) > self.settings.max_connections:
             log.warning("refusing %s: %d connections open", peer, len(self.connections))
-            conn.close(Error(code="server_full", message="too many connections"), "lost")
+            conn.turn_away(Error(code="server_full", message="too many connections"))
             return conn
         log.info("connect %s", peer)
         conn.send(relay.welcome())
