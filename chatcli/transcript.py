@@ -155,6 +155,8 @@ class TranscriptWriter:
         self.events = 0
         self.lines = 0
         self.closed = False
+        #: a failed write left part of a line that could not be cut off
+        self._partial = False
         self._file = file
         self._clock = clock
         self._close_file = close_file
@@ -233,6 +235,9 @@ class TranscriptWriter:
     def _write_line(self, data: bytes) -> None:
         if self.closed:
             raise TranscriptError(self.path, self.lines + 1, "transcript is closed")
+        if self._partial:
+            raise TranscriptError(self.path, self.lines + 1, "an earlier line was cut short")
+        start = self._file.tell() if self._file.seekable() else None
         try:
             # One line, written whole: an unbuffered file may take it in pieces.
             view = memoryview(data)
@@ -241,6 +246,16 @@ class TranscriptWriter:
                 view = view[written or len(view) :]  # None/0: a stream that took it all
             self._file.flush()
         except OSError as exc:
+            # never leave half a line for the next one (or ``end``) to follow: cut it off,
+            # and when that fails too, write nothing more to this file
+            if start is None:
+                self._partial = True
+            else:
+                try:
+                    self._file.truncate(start)
+                    self._file.seek(start)
+                except OSError:
+                    self._partial = True
             raise TranscriptError(self.path, self.lines + 1, f"cannot write: {_why(exc)}") from exc
         self.lines += 1
 

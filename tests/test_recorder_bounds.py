@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -85,3 +85,32 @@ def test_a_removed_directory_stops_recording_without_raising(tmp_path: Path) -> 
     (tmp_path / "rec").write_text("now a file")  # the directory cannot come back
     assert not recorder.write(msg(1, "b"))  # a new room: cannot be created
     recorder.close()  # never raises
+
+
+def test_the_client_writer_cuts_off_a_half_written_line(tmp_path: Path) -> None:
+    import io
+
+    from chatcli.errors import TranscriptError
+    from chatcli.transcript import TranscriptWriter
+
+    class HalfFull(io.BytesIO):
+        full = False
+
+        def write(self, data: Any) -> int:
+            if self.full:
+                super().write(bytes(data)[:10])
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    file = HalfFull()
+    writer = TranscriptWriter(file, source="client", close_file=False, clock=lambda: T0)
+    writer.write(msg(1, "lobby"))
+    file.full = True
+    with pytest.raises(TranscriptError, match="No space left"):
+        writer.write(msg(2, "lobby"))
+    file.full = False
+    writer.close()  # the end line follows whole lines only
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(file.getvalue())
+    result = check_transcript(path)
+    assert result.ok, result
