@@ -469,6 +469,8 @@ class ServerRecorder:
             with contextlib.suppress(OSError):
                 if track.size:
                     os.ftruncate(file.fileno(), track.size)
+                else:  # not even its header went out: the next try starts a new file
+                    track.path.unlink()
             with contextlib.suppress(OSError):
                 file.close()
         track.retry_at = self._monotonic() + self.retry
