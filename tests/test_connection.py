@@ -502,3 +502,16 @@ def test_output_across_all_clients_is_bounded_largest_cut_first() -> None:
     assert b"slow_consumer" in rig.raw(cut[0])
     rig.send(talker, {"type": "say", "text": "still serving"})
     assert rig.frames(readers[0])[-1]["text"] == "still serving"
+
+
+def test_text_mode_help_and_unknown_commands_cost_tokens() -> None:
+    clock = Clock()
+    settings = ServerSettings(rate_limit=1, rate_burst=3)
+    relay = Relay(rate_limit=1, rate_burst=3, monotonic=clock)
+    rig_hub = Hub(settings, relay, clock=clock)
+    conn = rig_hub.open(LineFraming(settings.max_frame), "127.0.0.1:1")
+    conn.data_to_send()
+    rig_hub.receive_data(conn, b"help\n" * 5)
+    lines = b"".join(conn.data_to_send()).decode().splitlines()
+    assert sum(line.startswith("commands:") for line in lines) == 3  # the burst
+    assert lines[-2:] == ["!! rate_limited: slow down: request not taken"] * 2

@@ -65,6 +65,9 @@ log = logging.getLogger("chatcli.server")
 
 #: how many refusals per connection are logged before the rest are only counted
 LOGGED_REFUSALS: Final = 3
+#: flood-control tokens a text-mode line answered here costs (help, usage, unknown
+#: command): the relay's ACTION_COSTS cover everything it handles itself
+LOCAL_REPLY_COST: Final = 1.0
 #: leave reason when a peer closes without saying bye, by session mode (text or not)
 _EOF_REASON: Final = {True: "quit", False: "lost"}
 #: a UTF-8 byte order mark some editors and Windows tools put before the first line
@@ -475,6 +478,10 @@ class ServerConnection:
             self.refuse(exc)
             return None
         if isinstance(parsed, str):  # help or a usage hint, answered here, in line
+            # a repeatable request like any other (spec 1.1, section 7): it costs a token
+            if not self.session.bucket.take(LOCAL_REPLY_COST):
+                self.refuse(ProtocolError("rate_limited", "slow down: request not taken"))
+                return None
             self.owner.reply_bytes(self, self.wire.line(parsed))
             return None
         return parsed
