@@ -209,3 +209,18 @@ def test_the_memory_store_forgets_least_recently_used_rooms_within_its_bounds() 
 
 
 T0 = 1795251600.0
+
+
+def test_the_cached_welcome_follows_joins_leaves_and_renames() -> None:
+    from chatcli.core.events import Nick
+
+    chat = Chat()
+    alice = chat.login("alice")
+    assert chat.relay.welcome().users == ["alice"]
+    chat.login("bob")
+    assert chat.relay.welcome().users == ["alice", "bob"]
+    chat.handle(alice, Nick(name="zed"))
+    assert chat.relay.welcome().users == ["bob", "zed"]
+    chat.handle(alice, JoinRoom(room="dev"))
+    welcome = chat.relay.welcome()
+    assert welcome.users == ["bob"] and welcome.user_count == 1

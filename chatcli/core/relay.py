@@ -478,6 +478,10 @@ class Relay:
         self.max_ready = max_ready
         #: the last welcome's room list and when it was made (see welcome)
         self._welcome_rooms: tuple[float, int, list[RoomInfo]] | None = None
+        #: the default room's version and the names the last welcome listed
+        self._welcome_users: tuple[tuple[int, int], list[str]] | None = None
+        #: renames so far (a name in the welcome list may have changed)
+        self._renames = 0
         self.rate_limit = rate_limit
         self.rate_burst = rate_burst
         self.clock = clock
@@ -540,17 +544,21 @@ class Relay:
         every WELCOME_REFRESH seconds, so bare connects cannot make the relay sort its
         rooms once each.
         """
-        members = self.members(self.default_room)
-        users = self._names(self.default_room)
+        lobby = self._rooms[self.default_room]
+        cached = self._welcome_users
+        stamp = (lobby.version, self._renames)
+        if cached is None or cached[0] != stamp:  # sorted once per change
+            names = self._names(self.default_room)[:WELCOME_USERS]
+            cached = self._welcome_users = (stamp, names)
         return Welcome(
             server=f"chatcli/{__version__}",
             proto=PROTOCOL_VERSION,
-            users=users[:WELCOME_USERS],
+            users=cached[1],
             rooms=self._welcome_room_list(),
             hint=WELCOME_HINT,
             features=list(FEATURES),
             room_count=len(self._rooms),
-            user_count=len(members),
+            user_count=len(lobby.members),
         )
 
     def _welcome_room_list(self) -> list[RoomInfo]:
@@ -954,6 +962,7 @@ class Relay:
         del self.users[old_key]
         session.name, session.key = intent.name, keys[0]
         self.users[keys[0]] = session
+        self._renames += 1
         if old_key in self._mutes:
             self._mutes[keys[0]] = self._mutes.pop(old_key)
         state = self._rooms[session.room]
