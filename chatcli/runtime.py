@@ -19,7 +19,14 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
-__all__ = ["OPEN_FILES_SPARE", "decode_ready", "encode_ready", "raise_open_files_limit", "run"]
+__all__ = [
+    "OPEN_FILES_SPARE",
+    "connections_that_fit",
+    "decode_ready",
+    "encode_ready",
+    "raise_open_files_limit",
+    "run",
+]
 
 T = TypeVar("T")
 
@@ -39,13 +46,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-def raise_open_files_limit(connections: int | None = None) -> int:
+def raise_open_files_limit(connections: int | None = None, *, warn: bool = True) -> int:
     """Raise this process's open-files limit to fit ``connections`` (up to the hard limit).
 
     Many systems start processes at 1024 descriptors, far below what a relay or a load
     generator with thousands of connections needs. ``None`` asks for the hard limit
     itself. Returns the soft limit now in force, and warns only when it cannot hold
-    ``connections``.
+    ``connections`` (and ``warn`` is true).
     """
     try:
         import resource
@@ -63,11 +70,37 @@ def raise_open_files_limit(connections: int | None = None) -> int:
             soft = target
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open-files limit to %d: %s", target, exc)
-    if connections is not None and soft != resource.RLIM_INFINITY and soft < connections:
+    if warn and connections is not None and soft != resource.RLIM_INFINITY and soft < connections:
         log.warning(
             "open-files limit is %d: fewer clients than --max-connections can connect", soft
         )
     return soft
+
+
+def connections_that_fit(connections: int, *, warn: bool = True) -> int:
+    """How many connections a relay may accept: ``connections`` when the open-files limit
+    can be raised to hold them plus OPEN_FILES_SPARE, else fewer, with a warning.
+
+    A relay that ran out of descriptors could not accept a connection to tell it
+    ``server_full``: the client saw a silent EOF. Lowering ``--max-connections`` to fit
+    keeps the descriptors that telling takes. The lowering is a warning when ``warn``
+    (the number was asked for), a debug line otherwise (it was only the default).
+    """
+    soft = raise_open_files_limit(connections, warn=False)
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on this platform
+        return connections
+    if soft == resource.RLIM_INFINITY or soft >= connections + OPEN_FILES_SPARE:
+        return connections
+    fit = max(1, soft - OPEN_FILES_SPARE)
+    (log.warning if warn else log.debug)(
+        "open-files limit is %d: --max-connections lowered from %d to %d to fit",
+        soft,
+        connections,
+        fit,
+    )
+    return fit
 
 
 def encode_ready(addresses: list[tuple[str, int]]) -> bytes:

@@ -67,3 +67,12 @@ class ServerSettings:
     max_per_ip_exempt: tuple[str, ...] | None = None
     #: with ``record_dir``: record direct messages too (private: off unless asked)
     record_dms: bool = False
+    #: rooms the server holds at once, the default room included (joins past it refused)
+    max_rooms: int = 10_000
+    #: rooms one connection may create a minute (0: no limit)
+    room_creations: int = 10
+    #: unsent output across all connections, in bytes; past it the largest consumers are
+    #: cut off first (0: no limit)
+    max_output_total: int = 256 * 1024 * 1024
+    #: seconds a text (nc/telnet) session may stay silent before it is closed (0: never)
+    text_idle: float = 3600.0

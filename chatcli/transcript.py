@@ -14,10 +14,13 @@ bad line as ``FILE:LINE: reason``, and skips event types and fields it does not 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +68,13 @@ TRANSCRIPT_VERSION: Final = 1
 DEFAULT_MAX_LINE: Final = 1 << 20
 DEFAULT_POLL_INTERVAL: Final = 0.25
 SOURCES: Final = frozenset({"server", "client"})
+#: the timestamps a transcript may hold: 1970 to the end of year 9998 (Unix seconds), so
+#: that every one converts to a date in every time zone; hostile ones (1e308, -1e18, a
+#: 400-digit integer) are bad lines, not tracebacks
+TS_MIN: Final = 0.0
+TS_MAX: Final = 253_370_764_800.0
+#: an over-long line is skipped up to its end, but no further than this many limits
+SKIP_LINES: Final = 64
 STDIN_NAME: Final = "<stdin>"
 
 
@@ -145,6 +155,8 @@ class TranscriptWriter:
         self.events = 0
         self.lines = 0
         self.closed = False
+        #: a failed write left part of a line that could not be cut off
+        self._partial = False
         self._file = file
         self._clock = clock
         self._close_file = close_file
@@ -196,14 +208,10 @@ class TranscriptWriter:
         else as ``join``) is written as that ``join``, stamped with the clock. Every other
         event (``users``, ``error``, ``ping``...) is skipped.
         """
-        if isinstance(event, Ready):
-            event = Joined(room=event.room, name=event.name, ts=self._clock())
-        entry = event_type(event)
-        if entry is None or not entry.recorded or not isinstance(event, msgspec.Struct):
+        data = _record_line(event, self._clock)
+        if data is None:
             return False
-        if getattr(event, "ref", None) is not None:
-            event = msgspec.structs.replace(event, ref=None)
-        self._write_line(encode(event))
+        self._write_line(data)
         self.events += 1
         return True
 
@@ -227,6 +235,9 @@ class TranscriptWriter:
     def _write_line(self, data: bytes) -> None:
         if self.closed:
             raise TranscriptError(self.path, self.lines + 1, "transcript is closed")
+        if self._partial:
+            raise TranscriptError(self.path, self.lines + 1, "an earlier line was cut short")
+        start = self._file.tell() if self._file.seekable() else None
         try:
             # One line, written whole: an unbuffered file may take it in pieces.
             view = memoryview(data)
@@ -235,6 +246,16 @@ class TranscriptWriter:
                 view = view[written or len(view) :]  # None/0: a stream that took it all
             self._file.flush()
         except OSError as exc:
+            # never leave half a line for the next one (or ``end``) to follow: cut it off,
+            # and when that fails too, write nothing more to this file
+            if start is None:
+                self._partial = True
+            else:
+                try:
+                    self._file.truncate(start)
+                    self._file.seek(start)
+                except OSError:
+                    self._partial = True
             raise TranscriptError(self.path, self.lines + 1, f"cannot write: {_why(exc)}") from exc
         self.lines += 1
 
@@ -277,11 +298,46 @@ def server_filename(room: str, when: datetime | float) -> str:
     return f"{when.astimezone(UTC):%Y%m%d-%H%M%S}_{room}.jsonl"
 
 
+#: transcript files ``serve --record`` keeps open at once (least recently used closed)
+RECORD_OPEN_FILES: Final = 32
+#: seconds a room's transcript that failed to write waits before it is tried again
+RECORD_RETRY: Final = 30.0
+
+log = logging.getLogger("chatcli.server")
+
+
+class _RoomFile:
+    """One room's transcript for :class:`ServerRecorder`: where it is, how much of it is
+    whole lines (``size``), its open file if it has one, and its failure state."""
+
+    __slots__ = ("events", "failed", "file", "lost", "path", "retry_at", "room", "size")
+
+    def __init__(self, room: str | None, path: Path) -> None:
+        self.room = room
+        self.path = path
+        self.file: IO[bytes] | None = None
+        self.size = 0
+        self.events = 0
+        #: events not recorded while the file could not be written
+        self.lost = 0
+        #: True from a failed write until a write succeeds again (logged once)
+        self.failed = False
+        self.retry_at = 0.0
+
+
 class ServerRecorder:
     """``serve --record DIR``: one transcript per room per run, opened at the room's first event.
 
     Direct messages belong to no room; they are private, so they are recorded only with
     ``record_dms``, in their own file ``<stamp>.dm.jsonl``. :meth:`close` ends every file.
+
+    Bounded whatever clients do (issue 13): at most ``max_open`` files are open at once,
+    the least recently used closed and reopened in append mode when its room speaks
+    again. A write that fails (disk full, file removed, no descriptor left) stops only
+    that room's file: the part of a line it wrote is cut off again, the failure is logged
+    once, events meanwhile are counted as lost, and the file is tried again after
+    ``retry`` seconds. Nothing here raises to the server: recording is never worth a
+    connection.
     """
 
     def __init__(
@@ -291,18 +347,31 @@ class ServerRecorder:
         host: str | None = None,
         clock: Callable[[], float] = now,
         record_dms: bool = False,
+        max_open: int = RECORD_OPEN_FILES,
+        retry: float = RECORD_RETRY,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = Path(directory)
         self.host = host
         self.record_dms = record_dms
+        self.max_open = max(1, max_open)
+        self.retry = retry
         self._clock = clock
+        self._monotonic = monotonic
         self._run_started = clock()
-        self._writers: dict[str | None, TranscriptWriter] = {}
+        self._rooms: dict[str | None, _RoomFile] = {}
+        #: the rooms whose file is open, least recently used first
+        self._open: OrderedDict[str | None, _RoomFile] = OrderedDict()
 
     @property
     def paths(self) -> list[str]:
         """The files written so far, in the order they were opened."""
-        return [writer.path for writer in self._writers.values()]
+        return [str(track.path) for track in self._rooms.values() if track.size]
+
+    @property
+    def open_files(self) -> int:
+        """Transcript files open now (at most ``max_open``)."""
+        return len(self._open)
 
     def write(self, event: object) -> bool:
         """Record a relayed event in its room's file; True when a line was written.
@@ -315,41 +384,153 @@ class ServerRecorder:
         room = entry.room_of(event)
         if room is None and not self.record_dms:
             return False
-        writer = self._writers.get(room)
-        if writer is None:
-            writer = self._writers[room] = self._open(room)
-        return writer.write(event)
+        data = _record_line(event, self._clock)
+        if data is None:
+            return False
+        track = self._rooms.get(room)
+        if track is None:
+            track = self._rooms[room] = _RoomFile(room, self.directory / self._filename(room))
+        if track.failed and self._monotonic() < track.retry_at:
+            track.lost += 1
+            return False
+        if not self._append(track, data):
+            track.lost += 1
+            return False
+        track.events += 1
+        return True
 
-    def _open(self, room: str | None) -> TranscriptWriter:
+    def _filename(self, room: str | None) -> str:
         if room is None:
             stamp = _started(self._run_started).strftime("%Y%m%d-%H%M%S")
-            filename = f"{stamp}.dm.jsonl"
-        else:
-            filename = server_filename(room, self._run_started)
-        return TranscriptWriter.create(
-            self.directory / filename,
-            source="server",
-            room=room,
-            host=self.host,
-            clock=self._clock,
-        )
+            return f"{stamp}.dm.jsonl"
+        return server_filename(room, self._run_started)
+
+    def _append(self, track: _RoomFile, data: bytes) -> bool:
+        """Write ``data`` (one whole line) to ``track``'s file; False when it failed."""
+        try:
+            file = self._file(track)
+            _write_all(file, data)
+        except OSError as exc:
+            self._failed(track, exc)
+            return False
+        track.size += len(data)
+        if track.failed:
+            track.failed = False
+            log.warning("recording %s again (%d events lost)", track.path, track.lost)
+        return True
+
+    def _file(self, track: _RoomFile) -> IO[bytes]:
+        """``track``'s open file, opened (created with its header, or reopened to append)
+        and made the most recently used; the least recently used closes past ``max_open``."""
+        if track.file is not None:
+            self._open.move_to_end(track.room)
+            return track.file
+        while len(self._open) >= self.max_open:
+            _, oldest = self._open.popitem(last=False)
+            self._release(oldest)
+        if track.size == 0:  # a new transcript: a fresh name, never an old file
+            self.directory.mkdir(parents=True, exist_ok=True)
+            file, track.path = _open_new(track.path, unique=True)
+            track.file = file
+            self._open[track.room] = track
+            header = Header(
+                version=TRANSCRIPT_VERSION,
+                started=_started(self._clock()),
+                source="server",
+                recorder=f"chatcli {__version__}",
+                room=track.room,
+                host=self.host,
+            )
+            _write_all(file, encode(header))
+            track.size = file.tell()
+            return file
+        file = open(track.path, "ab", buffering=0)  # noqa: SIM115 - kept open on purpose
+        track.file = file
+        self._open[track.room] = track
+        if file.tell() != track.size:  # what a failed write left: cut back to whole lines
+            os.ftruncate(file.fileno(), track.size)
+        return file
+
+    def _release(self, track: _RoomFile) -> None:
+        file, track.file = track.file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError as exc:
+                self._failed(track, exc)
+
+    def _failed(self, track: _RoomFile, exc: OSError) -> None:
+        """A write to ``track`` failed: close it, cut off a partial line, retry later."""
+        if track.file is not None:
+            self._open.pop(track.room, None)
+            file, track.file = track.file, None
+            # a truncation that fails too is done again when the file is next reopened
+            # (_file checks its size); close releases the descriptor even when it errs
+            with contextlib.suppress(OSError):
+                if track.size:
+                    os.ftruncate(file.fileno(), track.size)
+                else:  # not even its header went out: the next try starts a new file
+                    track.path.unlink()
+            with contextlib.suppress(OSError):
+                file.close()
+        track.retry_at = self._monotonic() + self.retry
+        if not track.failed:
+            track.failed = True
+            why = exc.strerror or str(exc)
+            log.warning(
+                "recording %s stopped: %s (retried every %g s)", track.path, why, self.retry
+            )
 
     def close(self) -> None:
-        """Write ``end`` to every open transcript and close them all."""
-        errors = []
-        for writer in self._writers.values():
+        """Write ``end`` to every transcript and close them all; never raises.
+
+        Quick whatever was recorded: one reopen and one line per room that was closed to
+        stay under ``max_open``, nothing more.
+        """
+        for track in self._rooms.values():
+            if track.size == 0:
+                continue
+            end = encode(End(ts=self._clock(), events=track.events))
             try:
-                writer.close()
-            except TranscriptError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+                if track.file is None:
+                    track.file = open(track.path, "ab", buffering=0)  # noqa: SIM115
+                    if track.file.tell() != track.size:
+                        os.ftruncate(track.file.fileno(), track.size)
+                _write_all(track.file, end)
+            except OSError as exc:
+                log.warning("could not end %s: %s", track.path, exc.strerror or exc)
+                if track.file is not None:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(track.file.fileno(), track.size)
+            finally:
+                self._release(track)
+        self._open.clear()
 
     def __enter__(self) -> ServerRecorder:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _write_all(file: IO[bytes], data: bytes) -> None:
+    """Write ``data`` whole to an unbuffered file (which may take it in pieces)."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        view = view[written or len(view) :]
+
+
+def _record_line(event: object, clock: Callable[[], float]) -> bytes | None:
+    """The transcript line for ``event`` (see TranscriptWriter.write), or None to skip it."""
+    if isinstance(event, Ready):
+        event = Joined(room=event.room, name=event.name, ts=clock())
+    entry = event_type(event)
+    if entry is None or not entry.recorded or not isinstance(event, msgspec.Struct):
+        return None
+    if getattr(event, "ref", None) is not None:
+        event = msgspec.structs.replace(event, ref=None)
+    return encode(event)
 
 
 # --------------------------------------------------------------------------- parser
@@ -391,6 +572,8 @@ class TranscriptParser:
             raise self.error(line, f"line after the end line (line {self.end_line})")
         try:
             item = _decoder.decode(raw)
+        except RecursionError as exc:  # "[[[[..." even in a field nobody reads
+            raise self.error(line, "JSON nested too deeply") from exc
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             if unterminated and self.header is not None and not _is_json(raw):
                 self.warnings.append(
@@ -402,6 +585,9 @@ class TranscriptParser:
                 self.ignored += 1
                 return None
             raise self.error(line, reason) from exc
+        problem = _time_problem(item)
+        if problem is not None:
+            raise self.error(line, problem)
         if self.header is None:
             if not isinstance(item, Header):
                 raise self.error(line, "not a transcript: line 1 must be the transcript header")
@@ -424,6 +610,10 @@ class TranscriptParser:
             self.events += 1
         return Entry(line, item, raw)
 
+    def restart(self) -> None:
+        """The followed file was replaced (rotated): its next line must be a header."""
+        self.header, self.end, self.end_line = None, None, 0
+
     def _why_bad(self, raw: bytes, exc: Exception) -> str | None:
         """Why a line failed to decode, or None for a type to skip (slow path only)."""
         try:
@@ -432,6 +622,8 @@ class TranscriptParser:
             value = msgspec.json.decode(raw)
         except UnicodeDecodeError:
             return "not valid UTF-8"
+        except RecursionError:
+            return "JSON nested too deeply"
         except msgspec.DecodeError as err:
             detail = str(err).removeprefix("JSON is malformed: ")
             reason = f"not valid JSON ({detail[:1].lower()}{detail[1:]})"
@@ -460,9 +652,31 @@ class TranscriptParser:
 def _is_json(raw: bytes) -> bool:
     try:
         msgspec.json.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return False
     return True
+
+
+def _time_problem(item: Item) -> str | None:
+    """Why ``item``'s time cannot be shown or played (out of TS_MIN..TS_MAX), or None."""
+    if isinstance(item, Header):
+        started = item.started
+        if started.tzinfo is None:
+            return "started has no time zone"
+        try:
+            stamp = started.timestamp()
+        except (OverflowError, ValueError, OSError):
+            stamp = -1.0
+        if not TS_MIN <= stamp <= TS_MAX:
+            return f"started {started.isoformat()} is out of range (1970 to 9998)"
+        return None
+    ts = getattr(item, "ts", None)
+    if ts is None:
+        return None
+    if not isinstance(ts, (int, float)) or not TS_MIN <= ts <= TS_MAX:
+        shown = repr(ts) if len(repr(ts)) <= 24 else repr(ts)[:21] + "..."
+        return f"ts {shown} is out of range (0 to {TS_MAX:.0f})"
+    return None
 
 
 # --------------------------------------------------------------------------- reader
@@ -601,35 +815,76 @@ class TranscriptReader:
         readline = self._binary_readline()
         follow = self.follow and _seekable(self._file)
         limit = self.max_line + 2  # room for "\r\n"
-        number, pending, skipping = 0, b"", False
+        number, pending, skipping, skipped = 0, b"", False, 0
         while True:
             chunk = readline(limit)
             if not chunk:
                 if follow and self._parser.end is None:
                     self._sleep(self.poll_interval)
+                    if self._reopened():  # rotated or truncated, as tail -F sees it
+                        readline = self._binary_readline()
+                        number, pending, skipping = 0, b"", False
                     continue
-                if pending or skipping:
+                if pending:
                     number += 1
-                    yield number, None if skipping else pending, True
+                    yield number, pending, True
                 return
             if not chunk.endswith(b"\n"):
                 if skipping:
+                    # a line with no end (``/dev/zero``) is reported once, at the limit
+                    # (line 1 ends the reading there); past SKIP_LINES limits' worth of
+                    # one line the input is given up on, so no input reads forever
+                    skipped += len(chunk)
+                    if skipped > self.max_line * SKIP_LINES:
+                        return
                     continue
                 pending += chunk
                 if len(pending) > self.max_line:
-                    pending, skipping = b"", True
+                    number += 1
+                    pending, skipping, skipped = b"", True, 0
+                    yield number, None, False
                 continue
-            number += 1
             if skipping:
                 skipping = False
-                yield number, None, False
                 continue
+            number += 1
             if pending:
                 chunk, pending = pending + chunk, b""
             if len(chunk.rstrip(b"\r\n")) > self.max_line:
                 yield number, None, False
             else:
                 yield number, chunk, False
+
+    def _reopened(self) -> bool:
+        """Follow a file as ``tail -F`` does: True when it was replaced by a new file at its
+        path (rotation: read the new one from its start, which must be a transcript) or
+        cut short (truncation, copytruncate: read again from its start)."""
+        if not self._owned:
+            return False
+        try:
+            current = os.fstat(self._file.fileno())
+            named = os.stat(self.path)
+        except OSError:
+            return False  # the path is gone for now (rotated, the new file not made yet)
+        if (named.st_ino, named.st_dev) != (current.st_ino, current.st_dev):
+            try:
+                new = open(self.path, "rb")  # noqa: SIM115 - replaces the file being followed
+            except OSError:
+                return False
+            self._file.close()
+            self._file = new
+            self._parser.restart()
+            self._parser.warnings.append(
+                self._parser.error(0, "the file was replaced (rotated): reading the new one")
+            )
+            return True
+        if current.st_size < self._file.tell():
+            self._file.seek(0)
+            self._parser.warnings.append(
+                self._parser.error(0, "the file was truncated: reading it from the start")
+            )
+            return True
+        return False
 
     def _binary_readline(self) -> Callable[[int], bytes]:
         file = self._file
@@ -704,13 +959,13 @@ def last_timestamp(
     for raw in reversed(lines):
         try:
             value = msgspec.json.decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             continue
         if not isinstance(value, dict):
             continue
         if events_only and value.get("type") not in RECORDED_TYPES:
             continue
         ts = value.get("ts")
-        if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool) and TS_MIN <= ts <= TS_MAX:
             return float(ts)
     return None

@@ -197,9 +197,32 @@ def test_text_sessions_are_never_pinged() -> None:
     tom = rig.connect()
     rig.send(tom, "login tom")
     assert rig.lines(tom)[-1].startswith("-- you are tom in lobby")
-    assert tom.next_deadline() is None
+    # no ping: only the generous --text-idle deadline (an hour by default)
+    assert tom.next_deadline() == rig.clock.now + 3600
     rig.tick(100)
     assert tom.state is State.OPEN and rig.raw(tom) == b""
+
+
+def test_a_text_session_idle_past_text_idle_is_closed() -> None:
+    rig = Rig(text_idle=60)
+    tom = rig.connect()
+    rig.send(tom, "login tom")
+    rig.lines(tom)
+    rig.tick(50)
+    rig.send(tom, "still here")
+    rig.lines(tom)
+    rig.tick(50)  # 50 s after its last line: still open
+    assert tom.state is State.OPEN
+    rig.tick(11)
+    assert tom.state is State.CLOSING
+    assert rig.lines(tom)[-1] == "-- idle for 60 seconds: closing"
+
+
+def test_an_idle_limit_of_zero_keeps_text_sessions_forever() -> None:
+    rig = Rig(text_idle=0)
+    tom = rig.connect()
+    rig.send(tom, "login tom")
+    assert tom.next_deadline() is None
 
 
 # ---------------------------------------------------------------------- mode detection
@@ -425,3 +448,70 @@ def test_the_connection_core_and_hub_import_no_io_library() -> None:
         "assert not bad, sorted(bad)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+# ------------------------------------------------------------- hostile input (issue 13)
+
+
+def test_telnet_negotiation_before_login_is_ignored() -> None:
+    rig = Rig()
+    putty = rig.connect()
+    # what PuTTY's telnet mode sends first: WILL/DO options and a subnegotiation
+    negotiation = b"\xff\xfb\x1f\xff\xfb\x20\xff\xfa\x18\x00xterm\xff\xf0\xff\xfd\x01"
+    rig.send(putty, negotiation + b"login tom\r\n")
+    assert rig.lines(putty)[-1].startswith("-- you are tom in lobby")
+    rig.send(putty, b"\xff\xfd\x03hello there\r\n")
+    assert rig.lines(putty)[-1].endswith("<tom> hello there")
+
+
+def test_cr_nul_ends_a_line_even_split_between_reads() -> None:
+    rig = Rig()
+    tom = rig.connect()
+    rig.send(tom, b"login tom\r\x00")
+    assert rig.lines(tom)[-1].startswith("-- you are tom in lobby")
+    rig.send(tom, b"one\r")
+    rig.send(tom, b"\x00two\r\x00")
+    lines = rig.lines(tom)
+    assert lines[0].endswith("<tom> one") and lines[1].endswith("<tom> two")
+
+
+def test_a_bom_before_a_json_hello_keeps_the_session_json() -> None:
+    rig = Rig()
+    conn = rig.connect()
+    rig.send(conn, b'\xef\xbb\xbf{"type":"hello","name":"alice"}\n')
+    assert conn.text is False
+    assert rig.frames(conn)[0]["type"] == "ready"
+
+
+def test_output_across_all_clients_is_bounded_largest_cut_first() -> None:
+    rig = Rig(max_output_total=200_000, max_buffer=150_000)
+    talker = rig.login("talker")
+    readers = [rig.login(f"r{i}") for i in range(3)]
+    sleepers = [rig.login(f"s{i}") for i in range(5)]
+    text = "x" * 4000
+    for i in range(12):
+        rig.send(talker, {"type": "say", "text": f"{i} {text}"})
+        for conn in [talker, *readers]:
+            rig.raw(conn)  # these read everything they are sent
+    # 5 sleepers x 12 messages of 4 KB would be 240 KB: the total stays bounded...
+    assert rig.hub.meter.total <= 200_000
+    cut = [s for s in sleepers if s.closing]
+    assert cut, "somebody must have been cut"
+    # ...the cut fell on those who do not read, never on the readers
+    assert not any(c.closing for c in [talker, *readers])
+    assert b"slow_consumer" in rig.raw(cut[0])
+    rig.send(talker, {"type": "say", "text": "still serving"})
+    assert rig.frames(readers[0])[-1]["text"] == "still serving"
+
+
+def test_text_mode_help_and_unknown_commands_cost_tokens() -> None:
+    clock = Clock()
+    settings = ServerSettings(rate_limit=1, rate_burst=3)
+    relay = Relay(rate_limit=1, rate_burst=3, monotonic=clock)
+    rig_hub = Hub(settings, relay, clock=clock)
+    conn = rig_hub.open(LineFraming(settings.max_frame), "127.0.0.1:1")
+    conn.data_to_send()
+    rig_hub.receive_data(conn, b"help\n" * 5)
+    lines = b"".join(conn.data_to_send()).decode().splitlines()
+    assert sum(line.startswith("commands:") for line in lines) == 3  # the burst
+    assert lines[-2:] == ["!! rate_limited: slow down: request not taken"] * 2

@@ -495,7 +495,9 @@ def test_rooms_lists_rooms_with_counts() -> None:
     chat.login("carol", room="dev")
     chat.login("dave", room="zoo")
     assert chat.handle(alice, RoomsRequest()) == {
-        "alice": [RoomList(rooms=[RoomInfo("dev", 2), RoomInfo("lobby", 1), RoomInfo("zoo", 1)])]
+        "alice": [
+            RoomList(rooms=[RoomInfo("dev", 2), RoomInfo("lobby", 1), RoomInfo("zoo", 1)], total=3)
+        ]
     }
 
 
@@ -506,7 +508,7 @@ def test_empty_rooms_are_not_listed_but_the_lobby_always_is() -> None:
     chat.deliveries(alice, JoinRoom(room="tmp"))
     chat.deliveries(alice, JoinRoom(room="dev"))
     out = chat.handle(alice, RoomsRequest())
-    assert out == {"alice": [RoomList(rooms=[RoomInfo("dev", 1), RoomInfo("lobby", 0)])]}
+    assert out == {"alice": [RoomList(rooms=[RoomInfo("dev", 1), RoomInfo("lobby", 0)], total=2)]}
 
 
 def test_ping_pong() -> None:
@@ -618,9 +620,10 @@ def test_rate_limit_refuses_with_ref_and_relays_nothing() -> None:
     assert (error.code, error.ref) == ("rate_limited", "c-3")
     error = chat.refuse(alice, SendDirect(to="bob", text="4", ref="c-4"))
     assert (error.code, error.ref) == ("rate_limited", "c-4")
-    # who, rooms and pings are not flood-controlled
-    assert chat.handle(alice, Who())
-    assert chat.handle(alice, RoomsRequest())
+    # who and rooms are flood-controlled too (spec 1.1, section 7); pings are not
+    assert chat.refuse(alice, Who(ref="c-w")).code == "rate_limited"
+    assert chat.refuse(alice, RoomsRequest()).code == "rate_limited"
+    assert chat.handle(alice, Ping())
     chat.clock.advance(1.0)
     out = chat.handle(alice, Say(text="5"))
     assert out["bob"] == [Msg(id=3, room="lobby", from_="alice", text="5", ts=T0 + 1)]

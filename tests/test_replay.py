@@ -633,7 +633,7 @@ def test_bad_lines_are_skipped_and_reported_on_stderr(tmp_path: Path, convo: Pat
     path = tmp_path / "damaged.jsonl"
     path.write_text("\n".join(lines) + "\n")
     result = invoke(str(path), "--no-timestamps")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # played around, but not valid: as --check says
     assert "<alice> morning" not in result.stdout and "<Bob> hey" in result.stdout
     assert result.stderr.splitlines() == [
         f"{path}:3: bad 'msg' line: Expected `int`, got `str` - at `$.id` (line skipped)",

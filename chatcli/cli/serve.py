@@ -193,6 +193,43 @@ _DEFAULTS = ServerSettings()
     help="An address or network the --max-per-ip limit skips; repeatable. Default: "
     "loopback (127.0.0.0/8, ::1); 'none' exempts nothing.",
 )
+@click.option(
+    "--max-rooms",
+    type=click.IntRange(min=1),
+    metavar="N",
+    default=_DEFAULTS.max_rooms,
+    show_default=True,
+    envvar="CHATCLI_MAX_ROOMS",
+    help="Rooms held at once, the default room included; joins past it are refused.",
+)
+@click.option(
+    "--room-creations",
+    type=click.IntRange(min=0),
+    metavar="N",
+    default=_DEFAULTS.room_creations,
+    show_default=True,
+    envvar="CHATCLI_ROOM_CREATIONS",
+    help="Rooms one connection may create a minute; 0: no limit.",
+)
+@click.option(
+    "--max-output-total",
+    type=click.IntRange(min=0),
+    metavar="BYTES",
+    default=_DEFAULTS.max_output_total,
+    show_default=True,
+    envvar="CHATCLI_MAX_OUTPUT_TOTAL",
+    help="Unsent output across all clients; past it the largest consumers are cut "
+    "first. 0: no limit.",
+)
+@click.option(
+    "--text-idle",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    default=_DEFAULTS.text_idle,
+    show_default=True,
+    envvar="CHATCLI_TEXT_IDLE",
+    help="Close nc/telnet sessions silent this long (they have no heartbeat). 0: never.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
     "--ready-fd",
@@ -223,6 +260,10 @@ def serve(
     password_file: Path | None,
     max_per_ip: int,
     exempt: tuple[str, ...],
+    max_rooms: int,
+    room_creations: int,
+    max_output_total: int,
+    text_idle: float,
     quiet: bool,
     ready_fd: int | None,
 ) -> None:
@@ -278,8 +319,14 @@ def serve(
         max_per_ip=max_per_ip,
         max_per_ip_exempt=exempt_networks,
         record_dms=record_dms,
+        max_rooms=max_rooms,
+        room_creations=room_creations,
+        max_output_total=max_output_total,
+        text_idle=text_idle,
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
+    asked = click.get_current_context().get_parameter_source("max_connections")
+    settings = _fit_open_files(settings, warn=asked is not click.core.ParameterSource.DEFAULT)
     _log_access(settings)
 
     def listening(addresses: list[tuple[str, int]]) -> None:
@@ -317,6 +364,20 @@ def serve(
     finally:
         if ready is not None:
             ready.close()  # the reader sees end of file: no address is coming
+
+
+def _fit_open_files(settings: ServerSettings, *, warn: bool) -> ServerSettings:
+    """``settings`` with --max-connections lowered (and a warning) when the open-files
+    limit cannot hold that many connections and what the server needs beside them, so a
+    client past the limit is told ``server_full`` instead of meeting a silent EOF."""
+    import dataclasses
+
+    from chatcli.runtime import connections_that_fit
+
+    fit = connections_that_fit(settings.max_connections, warn=warn)
+    if fit == settings.max_connections:
+        return settings
+    return dataclasses.replace(settings, max_connections=fit)
 
 
 def _ready_file(fd: int) -> BinaryIO:

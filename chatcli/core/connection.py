@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Protocol
 
@@ -55,6 +56,7 @@ __all__ = [
     "Framing",
     "Input",
     "LineFraming",
+    "OutputMeter",
     "ServerConnection",
     "Shutdown",
     "State",
@@ -65,8 +67,41 @@ log = logging.getLogger("chatcli.server")
 
 #: how many refusals per connection are logged before the rest are only counted
 LOGGED_REFUSALS: Final = 3
+#: flood-control tokens a text-mode line answered here costs (help, usage, unknown
+#: command): the relay's ACTION_COSTS cover everything it handles itself
+LOCAL_REPLY_COST: Final = 1.0
 #: leave reason when a peer closes without saying bye, by session mode (text or not)
 _EOF_REASON: Final = {True: "quit", False: "lost"}
+#: a UTF-8 byte order mark some editors and Windows tools put before the first line
+_BOM: Final = b"\xef\xbb\xbf"
+#: telnet commands (RFC 854): IAC with an option verb and its option, a subnegotiation up
+#: to IAC SE, any other two-byte command; PuTTY and telnet send them before anything typed
+_TELNET_RE: Final = re.compile(rb"\xff(?:[\xfb-\xfe].?|\xfa.*?(?:\xff\xf0|$)|.?)", re.DOTALL)
+
+
+def strip_telnet(frame: bytes) -> bytes:
+    """``frame`` without telnet negotiation bytes (a text session never needs them)."""
+    return _TELNET_RE.sub(b"", frame) if b"\xff" in frame else frame
+
+
+class OutputMeter:
+    """Unsent output across every connection of one relay, against ``--max-output-total``.
+
+    Each open connection adds what it has queued or left in its transport's buffer, as
+    that changes; a closing one stops counting (its linger bounds how long its bytes
+    live). Past ``limit`` (0: none) the owner cuts the largest consumers first.
+    """
+
+    __slots__ = ("limit", "total")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.total = 0
+
+    @property
+    def over(self) -> bool:
+        """True when the unsent output of all connections passed the limit."""
+        return 0 < self.limit < self.total
 
 
 class State(enum.Enum):
@@ -215,6 +250,10 @@ class ConnectionOwner(Protocol):
     def reply_bytes(self, conn: ServerConnection, data: bytes) -> None:
         """Queue ``data`` (already in ``conn``'s format) in line, as ``reply`` does."""
 
+    def output_over_total(self, conn: ServerConnection) -> None:
+        """The relay's unsent output across all connections passed ``--max-output-total``
+        (``conn`` queued last): cut the largest consumers until it fits again."""
+
 
 class _NoOwner:
     """The owner of a connection nobody watches (tests drive ``data_to_send`` directly)."""
@@ -237,6 +276,9 @@ class _NoOwner:
     def reply_bytes(self, conn: ServerConnection, data: bytes) -> None:
         conn.queue(data)
 
+    def output_over_total(self, conn: ServerConnection) -> None:
+        pass
+
 
 class ServerConnection:
     """The relay's side of one client connection, without I/O.
@@ -255,6 +297,7 @@ class ServerConnection:
         "_framing",
         "_input_error",
         "_max_buffer",
+        "_meter",
         "_out",
         "_peer_eof_pending",
         "_server_password",
@@ -286,8 +329,11 @@ class ServerConnection:
         peer: str = "?",
         owner: ConnectionOwner | None = None,
         link: Any = None,
+        meter: OutputMeter | None = None,
     ) -> None:
         self.settings = settings
+        #: where this connection's unsent bytes are added up with everyone's (None: nowhere)
+        self._meter = meter
         self.clock = clock
         self.peer = peer
         self.owner: ConnectionOwner = owner if owner is not None else _NoOwner()
@@ -395,11 +441,14 @@ class ServerConnection:
                     break
                 text = self.text
                 if text is None:
-                    if frame.isspace():
+                    if frame.startswith(_BOM):  # a BOM before a JSON hello keeps it JSON
+                        frame = frame[3:]
+                    frame = strip_telnet(frame)
+                    if not frame or frame.isspace():
                         continue
                     text = self._choose_mode(frame)
                 if text:
-                    event = self._text_event(frame)
+                    event = self._text_event(strip_telnet(frame))
                 else:
                     try:
                         event = decode_client_frame(frame)
@@ -438,6 +487,10 @@ class ServerConnection:
             self._server_password = parsed.password
             parsed = PASS_TAKEN
         if isinstance(parsed, str):  # help or a usage hint, answered here, in line
+            # a repeatable request like any other (spec 1.1, section 7): it costs a token
+            if not self.session.bucket.take(LOCAL_REPLY_COST):
+                self.refuse(ProtocolError("rate_limited", "slow down: request not taken"))
+                return None
             self.owner.reply_bytes(self, self.wire.line(parsed))
             return None
         return parsed
@@ -483,7 +536,10 @@ class ServerConnection:
         if state is State.HANDSHAKE:
             return self._deadline_login
         if state is State.OPEN:
-            if self.text or self.settings.ping_interval <= 0:
+            if self.text:
+                idle = self.settings.text_idle
+                return self.last_seen + idle if idle > 0 else None
+            if self.settings.ping_interval <= 0:
                 return None
             return min(self._ping_due(), self._silent_after())
         if state is State.CLOSING:
@@ -498,7 +554,10 @@ class ServerConnection:
                 message = f"no login within {self.settings.login_timeout:g} seconds"
                 self.close(Error(code="login_timeout", message=message), "lost")
         elif state is State.OPEN:
-            if self.text or self.settings.ping_interval <= 0:
+            if self.text:
+                self._check_idle(now)
+                return
+            if self.settings.ping_interval <= 0:
                 return
             if now >= self._silent_after():
                 log.info("timeout %s: silent for %.0f s", self.who, now - self.last_seen)
@@ -510,7 +569,22 @@ class ServerConnection:
             self._move(Input.LINGER_EXPIRED)
             self._set_shutdown(Shutdown.ABORT)
 
+    def _check_idle(self, now: float) -> None:
+        """Close a text session silent for ``--text-idle`` seconds (it has no heartbeat)."""
+        idle = self.settings.text_idle
+        if idle > 0 and now >= self.last_seen + idle:
+            log.info("timeout %s: idle for %.0f s", self.who, now - self.last_seen)
+            self.queue(self.wire.line(f"-- idle for {idle:g} seconds: closing"))
+            self.close(None, "timeout")
+
     # -- output -------------------------------------------------------------------------
+
+    def _set_unsent(self, nbytes: int) -> None:
+        """Change what this connection has unsent, keeping the relay-wide total right."""
+        meter = self._meter
+        if meter is not None:
+            meter.total += nbytes - self._unsent
+        self._unsent = nbytes
 
     def send(self, event: ServerEvent) -> None:
         """Queue one event for this connection alone, in its session's format."""
@@ -528,12 +602,19 @@ class ServerConnection:
         if self.closing:
             return
         self._out.append(data)
-        self._unsent += len(data)
+        size = len(data)
+        self._unsent += size
+        meter = self._meter
+        if meter is not None:
+            meter.total += size
         if self._unsent > self._max_buffer:
             self._too_slow()
-        elif not self._dirty:
-            self._dirty = True
-            self.owner.output_ready(self)
+        else:
+            if not self._dirty:
+                self._dirty = True
+                self.owner.output_ready(self)
+            if meter is not None and meter.over:
+                self.owner.output_over_total(self)
 
     def data_to_send(self) -> list[bytes]:
         """Everything queued, as chunks (one frame each), and forget it: write it now.
@@ -542,7 +623,7 @@ class ServerConnection:
         as one message.
         """
         self._dirty = False
-        self._unsent = 0  # the adapter reports what its transport still holds (buffered)
+        self._set_unsent(0)  # the adapter reports what its transport still holds (buffered)
         out = self._out
         if out:
             self._out = []
@@ -555,7 +636,7 @@ class ServerConnection:
         avoids building a list to hand out.
         """
         self._dirty = False
-        self._unsent = 0
+        self._set_unsent(0)
         out = self._out
         if not out:
             return b""
@@ -565,7 +646,7 @@ class ServerConnection:
 
     def buffered(self, nbytes: int) -> None:
         """The transport still holds ``nbytes`` unsent after a write: check the bound."""
-        self._unsent = nbytes
+        self._set_unsent(nbytes)
         if nbytes > self.settings.max_buffer and not self.closing:
             self._too_slow()
 
@@ -578,9 +659,10 @@ class ServerConnection:
         self._shutdown = action
         self.owner.must_flush(self)
 
-    def _too_slow(self) -> None:
+    def _too_slow(self, why: str | None = None) -> None:
         """Cut off a client whose unsent output passed the bound; nobody waits for it."""
-        log.warning("slow consumer %s: over %d bytes unsent", self.who, self.settings.max_buffer)
+        why = why or f"over {self.settings.max_buffer} bytes unsent"
+        log.warning("slow consumer %s: %s", self.who, why)
         self._out.clear()  # what it did not take is dropped with it; the error goes out last
         self.close(Error(code="slow_consumer", message="you are not reading"), "slow")
 
@@ -596,6 +678,8 @@ class ServerConnection:
         if self.closing:
             return
         self._move(Input.CLOSE)
+        self._set_unsent(0)  # a closing connection leaves the total: its linger bounds it
+        self._meter = None
         if self._peer_eof_pending:  # the peer's EOF came with the input just acted on
             self._peer_eof_pending = False
             self.peer_eof = True
@@ -611,14 +695,36 @@ class ServerConnection:
         self._deadline_linger = self.clock() + self.settings.close_linger
         self._set_shutdown(Shutdown.CLOSE if self.peer_eof else Shutdown.HALF_CLOSE)
 
+    def turn_away(self, error: Error) -> None:
+        """Refuse a connection the relay cannot take (``server_full``): send ``error`` and
+        close once it is written, without the half-close linger, so a crowd of refused
+        clients does not hold the descriptors the refusal was about."""
+        self.close(error, "lost")
+        if self.state is State.CLOSING:
+            self._set_shutdown(Shutdown.CLOSE)
+
     def connection_lost(self) -> None:
         """The transport is gone; a session still open ends with leave ``lost``."""
         was_closing = self.closing
         self._move(Input.LOST)
+        self._set_unsent(0)
+        self._meter = None
         self._out.clear()
         self._shutdown = None
         if not was_closing:
             self.owner.closed(self, "lost")
+
+    def cut_for_total(self) -> int:
+        """Cut this connection off as a slow consumer because the relay's unsent output
+        passed ``--max-output-total``; returns the unsent bytes that no longer count."""
+        unsent = self._unsent
+        self._too_slow(f"{unsent} bytes unsent when all clients' output passed the limit")
+        return unsent
+
+    @property
+    def unsent(self) -> int:
+        """Bytes queued or left in the transport's buffer that the peer has not taken."""
+        return self._unsent
 
     def __repr__(self) -> str:
         return f"ServerConnection({self.who}, {self.state.name})"

@@ -289,6 +289,10 @@ class Welcome(_Event, tag="welcome", frozen=True):
     hint: str
     #: what the server offers beyond v1 ("resume", ...): spec 1.1
     features: list[str] = []
+    #: rooms on the server (``rooms`` lists at most the 20 busiest): spec 1.1, section 7
+    room_count: int | None = None
+    #: people in the default room (``users`` names at most 100 of them)
+    user_count: int | None = None
 
 
 class Msg(_Event, tag="msg", frozen=True):
@@ -392,6 +396,8 @@ class RoomList(_Event, tag="rooms", frozen=True):
     """Answer to ``rooms``."""
 
     rooms: list[RoomInfo]
+    #: rooms on the server, when ``rooms`` lists only the busiest (spec 1.1, section 7)
+    total: int | None = None
 
 
 class Error(_Event, tag="error", frozen=True):
@@ -497,6 +503,8 @@ def _users(event: Users, options: LineOptions) -> list[Line]:
 
 def _rooms(event: RoomList, options: LineOptions) -> list[Line]:
     rooms = ", ".join(f"{clean_text(r.name)} ({r.users})" for r in event.rooms)
+    more = event.total - len(event.rooms) if event.total is not None else 0
+    rooms += f" and {more} more" if more > 0 else ""
     return [notice(None, options, "rooms: ", rooms or "none")]
 
 

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from chatcli.core.connection import Framing, ServerConnection, State, Wire
+from chatcli.core.connection import Framing, OutputMeter, ServerConnection, State, Wire
 from chatcli.core.protocol import ClientEvent, Error, Ready, ServerEvent
 from chatcli.core.relay import AddressLimit, AuditRecord, Close, Delivery, Effect, Raw, Relay
 from chatcli.errors import ProtocolError
@@ -53,6 +53,9 @@ def relay_for(settings: ServerSettings) -> Relay:
         ops=settings.ops,
         server_password=settings.server_password,
         address_limit=AddressLimit(settings.max_per_ip, exempt),
+        max_rooms=settings.max_rooms,
+        room_creations=settings.room_creations,
+        max_ready=settings.max_buffer // 2,
     )
 
 
@@ -112,6 +115,8 @@ class Hub:
         #: deliveries caused while a fan-out runs (a recipient cut off as slow leaves)
         self._backlog: list[Delivery | Close | Raw] = []
         self._applying = False
+        #: unsent output of every connection added up, against --max-output-total
+        self.meter = OutputMeter(settings.max_output_total)
 
     # -- what the adapter reports ---------------------------------------------------------
 
@@ -131,11 +136,12 @@ class Hub:
             peer=peer,
             owner=self,
             link=link,
+            meter=self.meter,
         )
         self.connections.add(conn)
         if len(self.connections) > self.settings.max_connections:
             log.warning("refusing %s: %d connections open", peer, len(self.connections))
-            conn.close(Error(code="server_full", message="too many connections"), "lost")
+            conn.turn_away(Error(code="server_full", message="too many connections"))
             return conn
         log.info("connect %s", peer)
         effects = relay.connect(conn.session)
@@ -231,6 +237,21 @@ class Hub:
 
     def reply_bytes(self, conn: ServerConnection, data: bytes) -> None:
         self._apply([Raw(conn.session, data)])
+
+    def output_over_total(self, conn: ServerConnection) -> None:
+        """Cut the largest consumers off until the relay's unsent output is back under
+        three quarters of ``--max-output-total`` (so one cut buys room for a while).
+
+        Those who read keep little unsent, so the cut falls on those who do not; their
+        leaves are delivered behind the current fan-out, as for any slow consumer.
+        """
+        meter = self.meter
+        target = meter.limit * 3 // 4
+        for victim in sorted(self.connections, key=lambda c: c.unsent, reverse=True):
+            if meter.total <= target or victim.unsent == 0:
+                break
+            if not victim.closing:
+                victim.cut_for_total()
 
     # -- events -----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ then closes the connection and tells the relay through :meth:`Relay.leave`.
 
 from __future__ import annotations
 
+import heapq
 import hmac
 import ipaddress
 import secrets
@@ -77,6 +78,7 @@ from chatcli.core.protocol import (
     Ping,
     Pong,
     Ready,
+    RoomInfo,
     RoomList,
     RoomsRequest,
     Say,
@@ -125,6 +127,46 @@ AUDIT_KEEP = 1000
 #: frames a client may send after its hello before the store has answered about its name
 MAX_EARLY_FRAMES = 256
 
+#: rooms a server holds at once (``serve --max-rooms``); a join past it is refused
+DEFAULT_MAX_ROOMS = 10_000
+#: rooms one connection may create a minute (``serve --room-creations``)
+DEFAULT_ROOM_CREATIONS = 10
+#: the busiest rooms ``welcome`` lists (spec 1.1, section 7), the default room among them
+WELCOME_ROOMS = 20
+#: names of the default room ``welcome`` lists at most (``user_count`` gives the total)
+WELCOME_USERS = 100
+#: rooms a ``rooms`` reply lists at most, busiest first (``total`` gives the count)
+ROOMS_LISTED = 200
+#: a ``welcome`` with more rooms than this is recomputed at most every WELCOME_REFRESH
+#: seconds, so a stream of bare connects costs O(rooms) a second, not per connect
+WELCOME_CACHE_ROOMS = 100
+WELCOME_REFRESH = 1.0
+
+#: Flood-control tokens each client action costs (spec 1.1, section 7): the one bucket of
+#: a connection (``--rate-limit`` a second, ``--rate-burst`` saved up) pays for everything
+#: a client can repeat, so a join/part or ``rooms`` flood is throttled like a message
+#: flood. A refused action gets ``rate_limited`` and changes nothing. Types missing here
+#: cost nothing (ping, pong, bye); a connection's first ``hello`` is free, retries cost.
+#: Board frames (draw, erase, move, clear) must get a row
+#: when they land. Re-joining the room one is in resends its history: REJOIN_COST more.
+ACTION_COSTS: dict[type, float] = {
+    Say: 1.0,
+    Me: 1.0,
+    SendDirect: 1.0,
+    Hello: 1.0,
+    JoinRoom: 1.0,
+    Who: 1.0,
+    RoomsRequest: 2.0,
+    Nick: 1.0,
+    Register: 1.0,
+    ChangePassword: 1.0,
+    Kick: 1.0,
+    Ban: 1.0,
+    Unban: 1.0,
+    Mute: 1.0,
+}
+REJOIN_COST = 2.0
+
 WELCOME_HINT = 'type  login YOURNAME  (or send {"type":"hello","name":"YOURNAME"})'
 
 
@@ -152,17 +194,20 @@ class TokenBucket:
         self._tokens = float(self.burst)
         self._stamp = clock()
 
-    def take(self) -> bool:
-        """Spend one token if there is one; False means the message must be refused."""
-        if self.rate <= 0:
+    def take(self, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens if there are that many; False means refuse the action.
+
+        A refused action spends nothing, so a client that waits gets served again.
+        """
+        if self.rate <= 0 or cost <= 0:
             return True
         stamp = self._clock()
         tokens = min(self.burst, self._tokens + (stamp - self._stamp) * self.rate)
         self._stamp = stamp
-        if tokens < 1.0:
+        if tokens < cost:
             self._tokens = tokens
             return False
-        self._tokens = tokens - 1.0
+        self._tokens = tokens - cost
         return True
 
 
@@ -293,7 +338,9 @@ class Session:
         "bucket",
         "claim",
         "counted",
+        "creations",
         "early",
+        "hellos",
         "key",
         "link",
         "name",
@@ -321,6 +368,10 @@ class Session:
         self.early: list[ClientEvent] = []
         #: counted against its address's connection limit (released at leave)
         self.counted = False
+        #: the rooms it may still create (``Relay.room_creations`` a minute), made on first use
+        self.creations: TokenBucket | None = None
+        #: hellos it sent: every one after the first costs tokens (spec 1.1, section 7)
+        self.hellos = 0
 
     @property
     def logged_in(self) -> bool:
@@ -416,8 +467,24 @@ class Relay:
         server_password: str | None = None,
         failed_logins: FailedLogins | None = None,
         address_limit: AddressLimit | None = None,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+        room_creations: int = DEFAULT_ROOM_CREATIONS,
+        max_ready: int | None = None,
     ) -> None:
         self.history_limit = history
+        #: rooms held at once (the default room counts), and rooms a session may create a
+        #: minute (0: no limit)
+        self.max_rooms = max_rooms
+        self.room_creations = room_creations
+        #: the largest ``ready`` frame (bytes) a client is sent: older history is left out
+        #: past it (spec 1.1, section 7); None: no bound
+        self.max_ready = max_ready
+        #: the last welcome's room list and when it was made (see welcome)
+        self._welcome_rooms: tuple[float, int, list[RoomInfo]] | None = None
+        #: the default room's version and the names the last welcome listed
+        self._welcome_users: tuple[tuple[int, int], list[str]] | None = None
+        #: renames so far (a name in the welcome list may have changed)
+        self._renames = 0
         self.rate_limit = rate_limit
         self.rate_burst = rate_burst
         self.clock = clock
@@ -472,16 +539,76 @@ class Relay:
         return records
 
     def welcome(self) -> Welcome:
-        """The greeting every new connection gets before it says anything."""
+        """The greeting every new connection gets before it says anything.
+
+        Of constant size whatever other clients did (spec 1.1, section 7): the busiest
+        WELCOME_ROOMS rooms with ``room_count``, at most WELCOME_USERS names of the default
+        room with ``user_count``. On a server with many rooms the list is remade at most
+        every WELCOME_REFRESH seconds, so bare connects cannot make the relay sort its
+        rooms once each.
+        """
+        lobby = self._rooms[self.default_room]
+        cached = self._welcome_users
+        stamp = (lobby.version, self._renames)
+        if cached is None or cached[0] != stamp:  # sorted once per change
+            names = self._names(self.default_room)[:WELCOME_USERS]
+            cached = self._welcome_users = (stamp, names)
         return Welcome(
             server=f"chatcli/{__version__}",
             proto=PROTOCOL_VERSION,
-            users=self._names(self.default_room),
-            rooms=room_infos(self.counts()),
+            users=cached[1],
+            rooms=self._welcome_room_list(),
             hint=WELCOME_HINT,
             features=list(FEATURES)
             + ([SERVER_PASSWORD_FEATURE] if self.server_password is not None else []),
+            room_count=len(self._rooms),
+            user_count=len(lobby.members),
         )
+
+    def _welcome_room_list(self) -> list[RoomInfo]:
+        stamp, count = self.monotonic(), len(self._rooms)
+        cached = self._welcome_rooms
+        if (
+            cached is not None
+            and count > WELCOME_CACHE_ROOMS
+            and cached[1] > WELCOME_CACHE_ROOMS
+            and stamp - cached[0] < WELCOME_REFRESH
+        ):
+            return cached[2]
+        rooms = room_infos(self.busiest(WELCOME_ROOMS))
+        self._welcome_rooms = (stamp, count, rooms)
+        return rooms
+
+    def busiest(self, limit: int) -> list[tuple[str, int]]:
+        """(room, members) of the ``limit`` busiest rooms, the default room always among them."""
+        default = self.default_room
+        counts = (
+            (name, len(room.members)) for name, room in self._rooms.items() if name != default
+        )
+        top = heapq.nlargest(max(0, limit - 1), counts, key=lambda item: item[1])
+        return [(default, len(self.members(default))), *top]
+
+    def _charge(self, session: Session, cost: float, ref: Ref) -> None:
+        """Spend ``cost`` flood-control tokens of ``session``, or refuse with rate_limited."""
+        if not session.bucket.take(cost):
+            raise ProtocolError("rate_limited", "slow down: request not taken", ref)
+
+    def _check_new_room(self, session: Session, room: str, ref: Ref) -> None:
+        """Refuse (rate_limited, nothing changes) a room this server or session may not
+        create now: past ``max_rooms`` rooms, or past ``room_creations`` a minute."""
+        if room in self._rooms:
+            return
+        if self.max_rooms and len(self._rooms) >= self.max_rooms:
+            message = f"this server holds its limit of {self.max_rooms} rooms: join one that exists"
+            raise ProtocolError("rate_limited", message, ref)
+        if self.room_creations:
+            bucket = session.creations
+            if bucket is None:
+                rate = self.room_creations / 60.0
+                bucket = session.creations = TokenBucket(rate, self.room_creations, self.monotonic)
+            if not bucket.take():
+                message = f"you may create {self.room_creations} rooms a minute: wait a little"
+                raise ProtocolError("rate_limited", message, ref)
 
     def login(self, session: Session, hello: Hello) -> list[Effect]:
         """Check a ``hello`` and ask the store about the name; :meth:`complete` logs in.
@@ -490,6 +617,9 @@ class Relay:
         guessing limit) raise at once; the name is held while the store looks it up.
         """
         ref = hello.ref
+        session.hellos += 1
+        if session.hellos > 1:  # a retry after an error (or a stray one): it costs
+            self._charge(session, ACTION_COSTS[Hello], ref)
         if session.logged_in or session.claim is not None:
             raise ProtocolError("bad_request", "already logged in", ref)
         address = session.address
@@ -507,6 +637,7 @@ class Relay:
         room = self.default_room if hello.room is None else hello.room
         if not valid_room(room):
             raise ProtocolError("bad_request", _ROOM_RULE, ref)
+        self._check_new_room(session, room, ref)
         keys = name_keys(name)
         holder = self._holder(keys)
         if holder is not None:
@@ -666,6 +797,10 @@ class Relay:
                 session.early.append(event)
                 return []
             raise ProtocolError("not_logged_in", _LOGIN_FIRST, ref)
+        kind = type(event)
+        if kind is not Say and kind is not Me and kind is not SendDirect:
+            # messages are charged after the mute check, in _say and _direct
+            self._charge(session, ACTION_COSTS.get(kind, 0.0), ref)
         if isinstance(event, Say):
             return self._say(session, event.text, ref, False, event.txn)
         if isinstance(event, Me):
@@ -678,7 +813,8 @@ class Relay:
             ops = sorted((s.name for s in self.members(room) if s.op and s.name), key=str.lower)
             return [Delivery((session,), Users(room=room, users=self._names(room), ops=ops))]
         if isinstance(event, RoomsRequest):
-            return [Delivery((session,), RoomList(rooms=room_infos(self.counts())))]
+            rooms = room_infos(self.busiest(ROOMS_LISTED))
+            return [Delivery((session,), RoomList(rooms=rooms, total=len(self._rooms)))]
         if isinstance(event, JoinRoom):
             return self._switch(session, event.room, ref)
         if isinstance(event, Bye):
@@ -830,6 +966,7 @@ class Relay:
         del self.users[old_key]
         session.name, session.key = intent.name, keys[0]
         self.users[keys[0]] = session
+        self._renames += 1
         if old_key in self._mutes:
             self._mutes[keys[0]] = self._mutes.pop(old_key)
         state = self._rooms[session.room]
@@ -917,7 +1054,7 @@ class Relay:
         if room is None:
             raise ProtocolError("not_logged_in", _LOGIN_FIRST, ref)
         self._muted(session, ref)
-        if not session.bucket.take():
+        if not session.bucket.take(ACTION_COSTS[Me if action else Say]):
             raise ProtocolError("rate_limited", "slow down: message not sent", ref)
         assert session.name is not None
         state = self._rooms[room]
@@ -954,7 +1091,7 @@ class Relay:
         if target is None:
             raise ProtocolError("no_such_user", f"no user named {event.to!r} is online", event.ref)
         self._muted(session, event.ref)
-        if not session.bucket.take():
+        if not session.bucket.take(ACTION_COSTS[SendDirect]):
             raise ProtocolError("rate_limited", "slow down: message not sent", event.ref)
         assert session.name is not None and target.name is not None
         dm = DirectMessage(from_=session.name, to=target.name, text=event.text, ts=self.clock())
@@ -965,8 +1102,10 @@ class Relay:
     def _switch(self, session: Session, room: str, ref: Ref) -> list[Effect]:
         if not valid_room(room):
             raise ProtocolError("bad_request", _ROOM_RULE, ref)
-        if room == session.room:
+        if room == session.room:  # its history again: the join's cost and then some
+            self._charge(session, REJOIN_COST, ref)
             return [self._recall(session, None, None, None)]
+        self._check_new_room(session, room, ref)
         out: list[Effect] = [*self._exit(session, "part")]
         return out + self._enter(session, room, None, None, None)
 
@@ -1016,6 +1155,8 @@ class Relay:
             resume=session.resume,
             op=session.op,
         )
+        if self.max_ready is not None and history:
+            ready = fit_ready(ready, self.max_ready)
         return [Delivery((session,), ready)]
 
     def _exit(self, session: Session, reason: str) -> list[Delivery]:
@@ -1035,6 +1176,28 @@ class Relay:
 
     def _names(self, room: str) -> list[str]:
         return sorted((s.name for s in self.members(room) if s.name), key=str.lower)
+
+
+_size_encoder = msgspec.json.Encoder()
+
+
+def fit_ready(ready: Ready, limit: int) -> Ready:
+    """``ready`` with its oldest history left out until it encodes to at most ``limit``
+    bytes, marked ``truncated`` when anything was (spec 1.1, section 7).
+
+    A room whose history grew past what a client may be sent at once (``--max-buffer``)
+    stays joinable: the joiner gets the newest messages that fit, never a cut as a slow
+    consumer for output it had no chance to read.
+    """
+    size = len(_size_encoder.encode(ready))
+    if size <= limit:
+        return ready
+    history = ready.history
+    keep = len(history)
+    while keep and size > limit:
+        keep -= 1
+        size -= len(_size_encoder.encode(history[len(history) - keep - 1])) + 1
+    return msgspec.structs.replace(ready, history=history[len(history) - keep :], truncated=True)
 
 
 def _with_ref(event: Msg | DirectMessage, ref: Ref) -> Msg | DirectMessage:

@@ -26,12 +26,25 @@ from chatcli.core.intents import (
 from chatcli.core.protocol import Msg
 from chatcli.store.accounts import answer
 
-__all__ = ["TXN_KEEP_COUNT", "TXN_KEEP_SECONDS", "MemoryBook", "MemoryStore", "new_epoch"]
+__all__ = [
+    "MEMORY_BYTES",
+    "MEMORY_ROOMS",
+    "TXN_KEEP_COUNT",
+    "TXN_KEEP_SECONDS",
+    "MemoryBook",
+    "MemoryStore",
+    "new_epoch",
+]
 
 #: a user's txns are remembered for at least this long...
 TXN_KEEP_SECONDS = 24 * 3600.0
 #: ...or for at least this many of its latest messages, whichever is more (spec 1.1)
 TXN_KEEP_COUNT = 1000
+#: rooms whose messages the memory store keeps (least recently used forgotten past it)...
+MEMORY_ROOMS = 10_000
+#: ...and the bytes of message text it keeps in all, counted with MESSAGE_OVERHEAD each
+MEMORY_BYTES = 256 * 1024 * 1024
+MESSAGE_OVERHEAD = 200
 
 
 def new_epoch() -> str:
@@ -42,12 +55,14 @@ def new_epoch() -> str:
 class _RoomLog:
     """One room's kept messages, the next id to give and the epoch they belong to."""
 
-    __slots__ = ("epoch", "messages", "next_id")
+    __slots__ = ("epoch", "messages", "next_id", "size")
 
     def __init__(self, keep: int) -> None:
         self.messages: deque[Msg] = deque(maxlen=keep)
         self.next_id = 1
         self.epoch = new_epoch()
+        #: what the kept messages cost, as counted against MEMORY_BYTES
+        self.size = 0
 
 
 class MemoryBook:
@@ -92,16 +107,33 @@ class MemoryBook:
 
 
 class MemoryStore:
-    """Keeps the last ``keep`` messages of every room in memory; ids never restart.
+    """Keeps the last ``keep`` messages of every room in memory, within bounds.
 
     A room's log is kept once it has had a message, even when nobody is in it, so that its
-    ids never begin again at 1 while the process lives.
+    ids do not begin again at 1 while it is remembered. What is kept is bounded whatever
+    clients do (issue 13): at most ``max_rooms`` rooms' logs and ``max_bytes`` of
+    messages, the least recently used room forgotten first. A forgotten room that comes
+    back gets a new epoch, exactly as after a restart, so a client that resumes with old
+    ids is told its history may be incomplete (spec 1.1, section 1) instead of being
+    given ids that mean something else.
     """
 
-    def __init__(self, keep: int = 50, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        keep: int = 50,
+        clock: Callable[[], float] = time.time,
+        *,
+        max_rooms: int = MEMORY_ROOMS,
+        max_bytes: int = MEMORY_BYTES,
+    ) -> None:
         self.keep = keep
         self.clock = clock
-        self._rooms: dict[str, _RoomLog] = {}
+        self.max_rooms = max(1, max_rooms)
+        self.max_bytes = max_bytes
+        #: message bytes kept in all rooms (as counted against max_bytes)
+        self.size = 0
+        #: rooms' logs, least recently used first
+        self._rooms: OrderedDict[str, _RoomLog] = OrderedDict()
         self._done: list[Completion] = []
         #: user -> txn -> (when, the message it was stored as), oldest first
         self._txns: dict[str, OrderedDict[str, tuple[float, Msg]]] = {}
@@ -148,7 +180,18 @@ class MemoryStore:
         log = self._rooms.get(room)
         if log is None:
             log = self._rooms[room] = _RoomLog(self.keep)
+            self._forget(self.max_rooms, self.max_bytes)
+        else:
+            self._rooms.move_to_end(room)
         return log
+
+    def _forget(self, rooms: int, size: int) -> None:
+        """Forget least recently used rooms until at most ``rooms`` and ``size`` bytes are
+        kept; the most recently used room always stays."""
+        kept = self._rooms
+        while len(kept) > 1 and (len(kept) > rooms or self.size > size):
+            _, log = kept.popitem(last=False)
+            self.size -= log.size
 
     def _remember(self, user: str, txn: str, msg: Msg) -> None:
         txns = self._txns.setdefault(user, OrderedDict())
@@ -165,7 +208,20 @@ class MemoryStore:
         log = self._log(append.room)
         msg = append.message(log.next_id)
         log.next_id += 1
-        log.messages.append(msg)
+        messages = log.messages
+        if messages.maxlen is not None and len(messages) == messages.maxlen:
+            if messages:
+                dropped = len(messages[0].text) + MESSAGE_OVERHEAD
+                log.size -= dropped
+                self.size -= dropped
+            else:  # keep 0: nothing is kept
+                return msg
+        messages.append(msg)
+        cost = len(msg.text) + MESSAGE_OVERHEAD
+        log.size += cost
+        self.size += cost
+        if self.size > self.max_bytes:
+            self._forget(self.max_rooms, self.max_bytes)
         return msg
 
     def history(self, room: str, limit: int, since: int | None) -> tuple[list[Msg], bool]:

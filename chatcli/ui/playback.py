@@ -200,8 +200,10 @@ def run_playback(
             playback.play(output, controls)
     else:
         playback.play(output)
-    said = [f"{line} (line skipped)" for line in playback.problems] + playback.warnings
+    problems = playback.problems
+    said = [f"{line} (line skipped)" for line in problems] + playback.warnings
     output.flush()
     for line in said:
         output.notice(line)
-    return 0
+    # bad lines were played around, but the file is not what --check calls valid: say so
+    return 1 if problems else 0
