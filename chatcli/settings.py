@@ -56,3 +56,6 @@ class ServerSettings:
     store: str | None = None
     #: messages kept per room in the store (the oldest are dropped first)
     retain: int = 100_000
+    #: TLS: the certificate chain and private key (PEM) that make the port speak TLS only
+    tls_cert: Path | None = None
+    tls_key: Path | None = None

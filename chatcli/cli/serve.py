@@ -151,6 +151,20 @@ _DEFAULTS = ServerSettings()
     envvar="CHATCLI_RETAIN",
     help="Messages kept per room in the store file (oldest dropped first).",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    envvar="CHATCLI_TLS_CERT",
+    help="Speak TLS only, with this PEM certificate chain (needs --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    envvar="CHATCLI_TLS_KEY",
+    help="The PEM private key of --tls-cert.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
     "--ready-fd",
@@ -176,6 +190,8 @@ def serve(
     record_dir: Path | None,
     store: str | None,
     retain: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     quiet: bool,
     ready_fd: int | None,
 ) -> None:
@@ -192,6 +208,7 @@ def serve(
       chatcli serve --rate-limit 0 --history 200 --record recordings/
       chatcli serve --store team.db --retain 1000000
       chatcli serve --store memory               # keep nothing across restarts
+      chatcli serve --tls-cert cert.pem --tls-key key.pem   # TLS only
     """
     from chatcli.addresses import format_address, parse_host
     from chatcli.logs import console_err, setup_logging
@@ -199,6 +216,7 @@ def serve(
     from chatcli.transports.tcp import run_server
 
     host = parse_host(host)
+    _check_tls(tls_cert, tls_key)
     if record_dir is not None:
         _check_writable(record_dir)
     ready = _ready_file(ready_fd) if ready_fd is not None else None
@@ -218,12 +236,15 @@ def serve(
         record_dir=record_dir,
         store=store,
         retain=retain,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
 
     def listening(addresses: list[tuple[str, int]]) -> None:
         where = ", ".join(format_address(h, p) for h, p in addresses)
-        click.echo(f"chatcli serve listening on {where}", err=False)
+        tls = " (TLS)" if tls_cert is not None else ""
+        click.echo(f"chatcli serve listening on {where}{tls}", err=False)
         if ready is not None:
             with ready:
                 ready.write(encode_ready(addresses))
@@ -236,6 +257,8 @@ def serve(
                 join += f" --host {host}"
             if port != DEFAULT_PORT:
                 join += f" --port {port}"
+            if tls_cert is not None:
+                join += " --tls"
             console_err.print(f"Ctrl-C stops it; join with: {join}", style="dim", markup=False)
 
     store_lines: list[str] = []
@@ -266,6 +289,24 @@ def _ready_file(fd: int) -> BinaryIO:
         return os.fdopen(fd, "wb", buffering=0)
     except OSError as exc:
         raise UsageError(f"--ready-fd {fd}: {exc.strerror or exc}") from exc
+
+
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    """Exit 2 with one line unless --tls-cert and --tls-key come together and can be used.
+
+    Checked before the store opens or the port is taken, like a bad ``--record``.
+    """
+    from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.tls import TlsError, server_context
+
+    if (cert is None) != (key is None):
+        given, missing = ("--tls-cert", "--tls-key") if key is None else ("--tls-key", "--tls-cert")
+        fail(f"{given} needs {missing}: TLS takes a certificate and its private key", EXIT_USAGE)
+    if cert is not None and key is not None:
+        try:
+            server_context(cert, key)
+        except TlsError as exc:
+            fail(str(exc), EXIT_USAGE)
 
 
 def _check_writable(directory: Path) -> None:

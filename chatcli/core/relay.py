@@ -434,6 +434,8 @@ class Relay:
         self._mutes: dict[str, float] = {}
         #: operator actions for the adapter to log (take_audit)
         self.audit: deque[AuditRecord] = deque(maxlen=AUDIT_KEEP)
+        #: ``welcome.features``; an adapter adds what its transport offers ("tls")
+        self.features: tuple[str, ...] = FEATURES
 
     # -- sessions -----------------------------------------------------------------
 
@@ -476,7 +478,7 @@ class Relay:
             users=self._names(self.default_room),
             rooms=room_infos(self.counts()),
             hint=WELCOME_HINT,
-            features=list(FEATURES),
+            features=list(self.features),
         )
 
     def login(self, session: Session, hello: Hello) -> list[Effect]:

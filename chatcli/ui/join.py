@@ -20,6 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chatcli.client.acks import (
     DEFAULT_ACK_TIMEOUT,
@@ -47,6 +48,7 @@ from chatcli.core.protocol import (
     clean_text,
 )
 from chatcli.errors import ChatError, ProtocolError
+from chatcli.tls import ClientTls
 from chatcli.transcript import TranscriptWriter, client_filename
 from chatcli.ui.input_lines import expand_line
 from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
@@ -77,6 +79,8 @@ class JoinOptions:
     bell: bool = True
     #: remember host, port and name for the next join (interactive joins only)
     remember: bool = True
+    #: speak TLS (None: plain TCP); remembered with the host, --insecure excepted
+    tls: ClientTls | None = None
 
 
 class JoinSession:
@@ -306,10 +310,19 @@ class JoinSession:
 # ------------------------------------------------------------------------- front ends
 
 
+def _tls_memory(options: JoinOptions) -> dict[str, Any]:
+    """What the next join remembers of this one's TLS: on or off, and the --ca file."""
+    tls = options.tls
+    if tls is None:
+        return {"tls": False, "ca": None}
+    return {"tls": True, "ca": str(tls.ca) if tls.ca is not None and not tls.insecure else None}
+
+
 async def run_join(options: JoinOptions, interactive: bool) -> int:
     """Connect, run the chosen front end, and return the process exit code."""
     state = ResumeState(options.name, options.room, options.history, retry_for=options.retry_for)
-    client = ResumingClient(options.host, options.port, state)
+    tls = options.tls.context() if options.tls is not None else None
+    client = ResumingClient(options.host, options.port, state, tls=tls)
     await client.start()
     renderer = Renderer(me=client.name, timestamps=options.timestamps)
     output: Output
@@ -323,7 +336,9 @@ async def run_join(options: JoinOptions, interactive: bool) -> int:
     from chatcli.config import LastJoin, save_last_join
 
     if options.remember:
-        save_last_join(LastJoin(options.host, options.port, client.name, options.room))
+        save_last_join(
+            LastJoin(options.host, options.port, client.name, options.room, **_tls_memory(options))
+        )
     if options.json_output and client.welcome is not None:
         output.show(client.welcome)
     assert client.ready is not None
