@@ -27,6 +27,7 @@ __all__ = [
     "ClientTls",
     "TlsError",
     "client_failure",
+    "client_reason",
     "server_context",
     "server_failure",
 ]
@@ -113,23 +114,25 @@ class ClientTls:
 
 def client_failure(exc: OSError, address: str) -> str:
     """One line saying why a TLS connection to ``address`` failed, and what to do."""
-    prefix = f"cannot connect to {address} over TLS"
+    return f"cannot connect to {address} over TLS: {client_reason(exc)}"
+
+
+def client_reason(exc: OSError) -> str:
+    """Why a client's TLS handshake failed, and what to do about it (no address)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         why = (exc.verify_message or _words(_reason(exc)) or str(exc)).rstrip(".")
         if "mismatch" in why.lower():
-            return f"{prefix}: its certificate is not for this address ({why})"
+            return f"its certificate is not for this address ({why})"
         return (
-            f"{prefix}: its certificate is not trusted ({why}); give --ca FILE with the CA "
-            "that signed it, or --insecure to skip the check"
+            f"its certificate is not trusted ({why}); give --ca FILE with the CA that "
+            "signed it, or --insecure to skip the check"
         )
     if isinstance(exc, ssl.SSLError):
         reason = _reason(exc)
         if reason in _NOT_TLS:
-            return (
-                f"{prefix}: the server does not speak TLS ({_words(reason)}); connect without TLS"
-            )
-        return f"{prefix}: {_words(reason) or exc}"
-    return f"{prefix}: the handshake failed ({exc.strerror or exc or type(exc).__name__})"
+            return f"the server does not speak TLS ({_words(reason)}); connect without TLS"
+        return _words(reason) or str(exc)
+    return f"the handshake failed ({exc.strerror or exc or type(exc).__name__})"
 
 
 def server_failure(exc: BaseException, handshake_timeout: float) -> str:

@@ -33,6 +33,7 @@ def client_tls_options(*, negatable: bool = False, scope: str = "") -> Callable[
                 click.option(
                     "--tls/--no-tls" if negatable else "--tls",
                     "tls",
+                    is_flag=True,
                     default=None if negatable else False,
                     help=f"{scope}Speak TLS, checking the server's certificate"
                     + (" [default: as remembered for this host]" if negatable else "."),
