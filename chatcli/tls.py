@@ -15,6 +15,7 @@ instead of OpenSSL's reason codes alone.
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +65,10 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
         reason = _reason(exc)
         if reason == "KEY_VALUES_MISMATCH":
             why = "the key does not belong to the certificate"
-        elif "PEM" in reason or reason in ("NO_START_LINE", "BAD_END_LINE"):
-            why = f"not a PEM certificate and key ({_words(reason)})"
+        elif "PEM" in reason or "PEM" in str(exc) or reason in ("NO_START_LINE", "BAD_END_LINE"):
+            why = f"not a PEM certificate and key ({_words(reason) or _plain(exc)})"
         else:
-            why = _words(reason) or str(exc)
+            why = _words(reason) or _plain(exc)
         raise TlsError(f"--tls-cert {cert} / --tls-key {key}: {why}") from exc
     except OSError as exc:  # read between the check above and now, or a directory
         raise TlsError(f"--tls-cert {cert} / --tls-key {key}: {exc.strerror or exc}") from exc
@@ -131,7 +132,7 @@ def client_reason(exc: OSError) -> str:
         reason = _reason(exc)
         if reason in _NOT_TLS:
             return f"the server does not speak TLS ({_words(reason)}); connect without TLS"
-        return _words(reason) or str(exc)
+        return _words(reason) or _plain(exc)
     return f"the handshake failed ({exc.strerror or exc or type(exc).__name__})"
 
 
@@ -147,7 +148,7 @@ def server_failure(exc: BaseException, handshake_timeout: float) -> str:
             return "the client offers no TLS version this server accepts (TLS 1.2 or later)"
         if "ALERT" in reason:
             return f"the client refused the handshake ({_words(reason)})"
-        return _words(reason) or str(exc)
+        return _words(reason) or _plain(exc)
     if isinstance(exc, ConnectionAbortedError | TimeoutError):
         return f"no TLS handshake within {handshake_timeout:g} s"
     if isinstance(exc, ConnectionError | EOFError):
@@ -169,6 +170,12 @@ def _unreadable(path: Path) -> str | None:
     except OSError as exc:
         return f"cannot read it ({exc.strerror or exc})"
     return None
+
+
+def _plain(exc: ssl.SSLError) -> str:
+    """OpenSSL's message without its ``[LIB]`` prefix and ``(_ssl.c:123)`` suffix."""
+    text = re.sub(r"^\[\w+\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(exc.strerror or exc))
+    return text or type(exc).__name__
 
 
 def _reason(exc: ssl.SSLError) -> str:
