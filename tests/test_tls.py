@@ -333,8 +333,14 @@ def errors_of(done: subprocess.CompletedProcess[bytes]) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_serve_logs_one_line_per_plaintext_client_and_nothing_else(certs: Certs) -> None:
+def test_serve_logs_one_line_per_plaintext_client_and_nothing_else(
+    certs: Certs, config: dict[str, str]
+) -> None:
     with tls_serve(certs) as (proc, port, log):
+        chat = run_join(
+            "logan", "--port", str(port), "--ca", str(certs.ca), stdin=b"hi\n", env=config
+        )  # says bye and closes its TLS cleanly: nothing for the log but its leave
+        assert chat.returncode == 0, chat.stderr
         import socket
 
         for payload in (b'{"type":"hello","name":"mallory"}\n', b"login mallory\n"):
