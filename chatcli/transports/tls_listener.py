@@ -116,7 +116,12 @@ class TlsListener:
             self.loop.add_reader(listener.fileno(), self._accept, listener)
 
     async def _handshake(self, conn: socket.socket, peer: str) -> None:
-        """Hand ``conn`` to the loop's TLS transport; one log line if the handshake fails."""
+        """Hand ``conn`` to the loop's TLS transport; one log line if the handshake fails.
+
+        The socket is the loop's from here on: on a failure (or a cancellation) its
+        transport closes it (uvloop detaches ``conn`` then), so closing ``conn`` here as
+        well could close a descriptor number already given to another connection.
+        """
         try:
             await self.loop.connect_accepted_socket(
                 self.factory,
@@ -125,16 +130,9 @@ class TlsListener:
                 ssl_handshake_timeout=self.handshake_timeout,
                 ssl_shutdown_timeout=self.shutdown_timeout,
             )
-        except asyncio.CancelledError:
-            conn.close()
-            raise
         except (OSError, EOFError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            log.info(
-                "TLS handshake failed from %s: %s",
-                peer,
-                server_failure(exc, self.handshake_timeout),
-            )
-            conn.close()
+            why = server_failure(exc, self.handshake_timeout)
+            log.info("TLS handshake failed from %s: %s", peer, why)
 
     def close(self) -> None:
         """Stop listening and abandon the handshakes under way (as ``Server.close``)."""
