@@ -570,3 +570,32 @@ def test_replay_to_a_tls_server(certs: Certs, tls_server: int) -> None:
     )
     assert plain.returncode == 2
     assert errors_of(plain) == ["chatcli: --tls goes with --to HOST:PORT"]
+
+
+@pytest.mark.e2e
+def test_replay_insecure_to_a_tls_server_warns(tls_server: int) -> None:
+    done = subprocess.run(
+        [*_python_chatcli(), "replay", str(RECORDING), "--to", f"127.0.0.1:{tls_server}",
+         "--instant", "--prefix", "tls3-", "--insecure"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    assert errors_of(done) == [
+        "chatcli: warning: --insecure: the server's certificate is not checked, so anyone "
+        "on the way can read and change this chat"
+    ]
+
+
+@pytest.mark.e2e
+def test_bench_own_relay_refuses_ca_and_insecure(certs: Certs) -> None:
+    for option in (["--insecure"], ["--ca", str(certs.ca)]):
+        done = subprocess.run(
+            [*_python_chatcli(), "bench", "--duration", "1", *option],
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert errors_of(done) == [
+            "chatcli: --ca and --insecure go with --target: the relay bench starts gets a "
+            "throwaway certificate that its clients trust"
+        ]

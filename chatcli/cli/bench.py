@@ -287,7 +287,7 @@ def bench(
         thresholds=tuple(parse_thresholds(threshold_exprs)),
         baseline=read_report(baseline) if baseline else None,
         max_regression=parse_tolerance(max_regression),
-        tls=client_tls(tls, ca, insecure),
+        tls=client_tls(tls or None, ca, insecure, warn=target is not None),
     )
     options.check()
     console = Console(stderr=True)

@@ -255,7 +255,7 @@ def replay(
     if target is not None:
         from chatcli.cli.tls_options import client_tls
 
-        client = client_tls(tls, ca, insecure, warn=not dry_run)
+        client = client_tls(tls or None, ca, insecure, warn=not dry_run)
         sys.exit(_inject(source, options, target, prefix, loop, dry_run, ack_timeout, client))
 
     from chatcli.ui.playback import run_playback

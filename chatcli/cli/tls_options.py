@@ -63,6 +63,8 @@ def client_tls(
 ) -> ClientTls | None:
     """What the options ask for: None for plain TCP, else the TLS to speak.
 
+    ``tls`` is True (``--tls``), False (``--no-tls``, given) or None (neither given).
+
     Raises UsageError for contradictions and TlsError (exit 2 as well) for a CA file that
     cannot be used; prints the ``--insecure`` warning on stderr when ``warn``.
     """
