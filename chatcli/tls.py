@@ -59,8 +59,15 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
             raise TlsError(f"{what} {path}: {problem}")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+
+    def no_passphrase() -> str:  # OpenSSL would otherwise ask on the terminal, and wait
+        raise TlsError(
+            f"--tls-key {key}: the key is encrypted; give it unencrypted "
+            "(openssl pkey -in KEY -out KEY.plain, kept readable by the server only)"
+        )
+
     try:
-        context.load_cert_chain(cert, key)
+        context.load_cert_chain(cert, key, password=no_passphrase)
     except ssl.SSLError as exc:
         reason = _reason(exc)
         if reason == "KEY_VALUES_MISMATCH":

@@ -599,3 +599,19 @@ def test_bench_own_relay_refuses_ca_and_insecure(certs: Certs) -> None:
             "chatcli: --ca and --insecure go with --target: the relay bench starts gets a "
             "throwaway certificate that its clients trust"
         ]
+
+
+def test_encrypted_key_is_one_line_not_a_passphrase_prompt(certs: Certs, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(certs.key.read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(TlsError, match=r"^--tls-key .*encrypted.pem: the key is encrypted;"):
+        server_context(certs.cert, encrypted)
