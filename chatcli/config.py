@@ -37,12 +37,19 @@ def data_dir() -> Path:
 
 @dataclass(frozen=True)
 class LastJoin:
-    """The server and name of the last successful ``chatcli join``."""
+    """The server and name of the last successful ``chatcli join``.
+
+    ``tls`` and ``ca`` belong to the host: a join to another host does not inherit them.
+    ``--insecure`` is never remembered (skipping verification is chosen each time).
+    """
 
     host: str
     port: int
     name: str
     room: str | None = None
+    tls: bool = False
+    #: the --ca file (an absolute path) the server's certificate was checked against
+    ca: str | None = None
 
 
 def _last_path() -> Path:
@@ -58,6 +65,8 @@ def load_last_join() -> LastJoin | None:
             port=int(data["port"]),
             name=str(data["name"]),
             room=data.get("room") if isinstance(data.get("room"), str) else None,
+            tls=data.get("tls") is True,
+            ca=data.get("ca") if isinstance(data.get("ca"), str) else None,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a missing or damaged file just means nothing is remembered

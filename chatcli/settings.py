@@ -76,3 +76,6 @@ class ServerSettings:
     max_output_total: int = 256 * 1024 * 1024
     #: seconds a text (nc/telnet) session may stay silent before it is closed (0: never)
     text_idle: float = 3600.0
+    #: TLS: the certificate chain and private key (PEM) that make the port speak TLS only
+    tls_cert: Path | None = None
+    tls_key: Path | None = None

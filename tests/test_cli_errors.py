@@ -93,7 +93,7 @@ def test_bench_against_an_unreachable_target_is_invalid_exit_3(free_port: int) -
     errors = [line for line in done.stderr.decode().splitlines() if line.startswith("chatcli:")]
     assert errors == [
         f"chatcli: no client could connect and log in to 127.0.0.1:{free_port}: "
-        "nothing was measured"
+        "nothing was measured (first failure: connection refused)"
     ]
 
 

@@ -38,6 +38,8 @@ class Connected:
 
     connected: int
     failures: int
+    #: why the worker's first failed connection failed (None: none failed)
+    first_failure: str | None = None
 
 
 @dataclass(frozen=True)

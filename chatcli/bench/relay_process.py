@@ -24,8 +24,10 @@ from typing import IO, Any
 
 import psutil
 
+from chatcli.bench.certificate import self_signed
 from chatcli.errors import ChatError
 from chatcli.runtime import decode_ready
+from chatcli.tls import ClientTls
 
 __all__ = ["RelayProcess"]
 
@@ -37,10 +39,24 @@ STDERR_LINES_KEPT = 20
 
 
 class RelayProcess:
-    """A ``chatcli serve`` on a free port of ``host`` (loopback), started and stopped by bench."""
+    """A ``chatcli serve`` on a free port of ``host`` (loopback), started and stopped by bench.
 
-    def __init__(self, extra_args: list[str] | None = None, host: str = "127.0.0.1") -> None:
+    With ``tls`` it speaks TLS with a certificate made for this run; ``client_tls`` says
+    how its clients verify it.
+    """
+
+    def __init__(
+        self, extra_args: list[str] | None = None, host: str = "127.0.0.1", tls: bool = False
+    ) -> None:
         extra_args = list(extra_args or [])
+        #: with ``tls``: a throwaway certificate for ``host``, and how clients trust it
+        self._cert_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.client_tls: ClientTls | None = None
+        if tls:
+            self._cert_dir = tempfile.TemporaryDirectory(prefix="chatcli-bench-tls-")
+            cert, key = self_signed(Path(self._cert_dir.name), host)
+            extra_args += ["--tls-cert", str(cert), "--tls-key", str(key)]
+            self.client_tls = ClientTls(ca=cert)
         #: the relay's throwaway store (unless the caller chose one), removed at stop
         self._store_dir: tempfile.TemporaryDirectory[str] | None = None
         if "--store" not in extra_args:
@@ -123,9 +139,10 @@ class RelayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT)
-        if self._store_dir is not None:
-            self._store_dir.cleanup()
-            self._store_dir = None
+        for directory in (self._store_dir, self._cert_dir):
+            if directory is not None:
+                directory.cleanup()
+        self._store_dir = self._cert_dir = None
 
 
 def _read_line(fd: int, deadline: float) -> bytes:

@@ -45,6 +45,7 @@ from chatcli.bench.timeline import (
 )
 from chatcli.bench.worker import WorkerSpec, worker_main
 from chatcli.errors import ChatError, UsageError
+from chatcli.tls import ClientTls
 
 __all__ = ["SCENARIOS", "BenchOptions", "Progress", "TargetUnreachable", "run_bench"]
 
@@ -92,6 +93,9 @@ class BenchOptions:
     thresholds: tuple[Threshold, ...] = field(default=())
     baseline: BenchReport | None = None
     max_regression: float = 0.10
+    #: speak TLS: to --target, verified as this says; bench's own relay gets a
+    #: throwaway certificate that its clients verify (so only a bare ClientTls() fits it)
+    tls: ClientTls | None = None
 
     def check(self) -> None:
         """Refuse combinations that cannot produce a meaningful run."""
@@ -109,6 +113,11 @@ class BenchOptions:
             raise UsageError(f"--closed does not combine with --scenario {self.scenario}")
         if self.scenario not in SCENARIOS:
             raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}")
+        if self.target is None and self.tls is not None and self.tls != ClientTls():
+            raise UsageError(
+                "--ca and --insecure go with --target: the relay bench starts gets a "
+                "throwaway certificate that its clients trust"
+            )
 
     def params(self) -> dict[str, Any]:
         """The parameters as written to the JSON report."""
@@ -117,6 +126,12 @@ class BenchOptions:
             data.pop(key)
         data["target"] = format_address(*self.target) if self.target else None
         data["relay_args"] = list(self.relay_args)
+        if self.tls is None:
+            del data["tls"]  # plaintext runs keep comparing with baselines older than TLS
+        elif self.target is None:
+            data["tls"] = "verified against a throwaway certificate"
+        else:
+            data["tls"] = self.tls.describe()
         return data
 
 
@@ -143,7 +158,9 @@ View = Callable[[Progress], None]
 class _Workers:
     """The worker processes and their pipes."""
 
-    def __init__(self, options: BenchOptions, host: str, port: int) -> None:
+    def __init__(
+        self, options: BenchOptions, host: str, port: int, tls: ClientTls | None = None
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs: list[Any] = []
@@ -165,6 +182,7 @@ class _Workers:
                 closed=options.closed,
                 churn=options.scenario == "churn",
                 name_prefix=options.name_prefix,
+                tls=tls,
             )
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker_main, args=(child, spec), daemon=True)
@@ -233,16 +251,18 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
         if options.target is None:
             progress.phase = "starting relay"
             show(progress)
-            relay = RelayProcess(list(options.relay_args))
+            relay = RelayProcess(list(options.relay_args), tls=options.tls is not None)
             host, port = relay.host, relay.port
+            tls = relay.client_tls
             relay_sampler = RelaySampler(relay)
         else:
             host, port = options.target
+            tls = options.tls
         rss_before = relay.rss() if relay else None
 
         progress.phase = "connecting"
         show(progress)
-        workers = _Workers(options, host, port)
+        workers = _Workers(options, host, port, tls)
         ramp_time = options.clients / options.spawn_rate if options.spawn_rate else 0.0
         connected = workers.collect(
             Connected, ramp_time + CONNECT_GRACE, tick=relay.sample if relay else None
@@ -250,9 +270,10 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
         progress.connected = sum(c.connected for c in connected)
         connect_failures = sum(c.failures for c in connected)
         if not progress.connected:
+            why = next((c.first_failure for c in connected if c.first_failure), None)
             raise TargetUnreachable(
                 f"no client could connect and log in to {format_address(host, port)}: "
-                "nothing was measured"
+                "nothing was measured" + (f" (first failure: {why})" if why else "")
             )
         mem_per_conn = None
         if relay is not None and rss_before is not None and progress.connected:

@@ -65,6 +65,8 @@ def _progress_line(p: Progress) -> str:
 def run_header(options: BenchOptions) -> str:
     """One line that says what this run is, printed before the live view and in logs."""
     where = format_address(*options.target) if options.target else "a relay started for this run"
+    if options.tls is not None:
+        where += " over TLS"
     seed = options.seed if options.seed is not None else "random"
     return (
         f"chatcli bench: target {where}, clients {options.clients}, rooms {options.rooms}, "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -38,6 +39,7 @@ from chatcli.core.client import ClientConnection
 from chatcli.core.protocol import Bye, ClientEvent, Error, Hello, LineFramer
 from chatcli.errors import ChatError, FrameTooLarge, ProtocolError, ServerRefused
 from chatcli.runtime import raise_open_files_limit, run
+from chatcli.tls import ClientTls, client_reason
 
 __all__ = ["WorkerSpec", "worker_main"]
 
@@ -88,6 +90,8 @@ class WorkerSpec:
     connect_timeout: float = 10.0
     drain_quiet: float = 0.5
     drain_max: float = 5.0
+    #: speak TLS, verifying the relay as this says (None: plain TCP)
+    tls: ClientTls | None = None
 
 
 class BenchClient(asyncio.Protocol):
@@ -284,6 +288,10 @@ class Worker:
     sent_in_window: int = 0
     schedule: Schedule | None = None
     next_due_us: int = NEVER
+    #: the TLS context of every connection (made once from ``spec.tls``)
+    tls: ssl.SSLContext | None = None
+    #: why the first connection that failed did, for the report when none connects
+    first_failure: str | None = None
 
     # -- connecting ----------------------------------------------------------------------
 
@@ -291,13 +299,19 @@ class Worker:
         room = f"r{room_of(index, self.spec.rooms)}"
         client = BenchClient(self, index, room)
         started = now_us()
+        spec = self.spec
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {"ssl": self.tls, "ssl_handshake_timeout": spec.connect_timeout}
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: client, self.spec.host, self.spec.port),
-                self.spec.connect_timeout,
+                self.loop.create_connection(lambda: client, spec.host, spec.port, **tls),
+                spec.connect_timeout,
             )
-            await asyncio.wait_for(client.ready, self.spec.connect_timeout)
-        except (TimeoutError, OSError, ConnectionError):
+            await asyncio.wait_for(client.ready, spec.connect_timeout)
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            if self.first_failure is None:
+                self.first_failure = _failure(exc, bool(tls))
             self.connect_failures += 1
             if client.transport is not None:
                 client.transport.abort()
@@ -493,10 +507,19 @@ class Worker:
 async def _run(conn: Connection, spec: WorkerSpec) -> None:
     loop = asyncio.get_running_loop()
     worker = Worker(spec, loop)
+    if spec.tls is not None:
+        worker.tls = spec.tls.context()
     for index in spec.clients:
         worker.logs[index] = ClientLog(index)
     await worker.connect_all()
-    _say(conn, Connected(connected=len(worker.clients), failures=worker.connect_failures))
+    _say(
+        conn,
+        Connected(
+            connected=len(worker.clients),
+            failures=worker.connect_failures,
+            first_failure=worker.first_failure,
+        ),
+    )
     try:
         message: CoordinatorMessage = await loop.run_in_executor(None, conn.recv)
     except EOFError:
@@ -534,6 +557,15 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
         if client.transport is not None:
             client.transport.abort()
     _say(conn, worker.result(cpu, wall, sampler.rows))
+
+
+def _failure(exc: BaseException, tls: bool) -> str:
+    """A few words on why a connection failed (TLS failures as every client words them)."""
+    if tls and isinstance(exc, ssl.SSLError | ConnectionError):
+        return f"TLS: {client_reason(exc)}"
+    if isinstance(exc, TimeoutError):
+        return "no login in time"
+    return str(getattr(exc, "strerror", None) or exc or type(exc).__name__).lower()
 
 
 def _say(conn: Connection, message: WorkerMessage) -> None:

@@ -17,6 +17,8 @@ from types import FrameType
 import click
 from click.core import ParameterSource
 
+from chatcli.cli.tls_options import client_tls_options
+
 __all__ = ["bench", "report"]
 
 _OUTPUT = click.Path(dir_okay=False, path_type=Path)
@@ -183,6 +185,7 @@ def _target(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Compare with an earlier --json report.",
 )
+@client_tls_options(scope="Clients: ")
 @click.option(
     "--max-regression",
     default="10%",
@@ -214,6 +217,9 @@ def bench(
     relay_store: str,
     baseline: Path | None,
     max_regression: str,
+    tls: bool,
+    ca: Path | None,
+    insecure: bool,
 ) -> None:
     """Stress a chat relay with simulated clients and report what it really does.
 
@@ -222,7 +228,9 @@ def bench(
     coordinated omission); every message must reach every member of its room exactly
     once, in order, and whatever did not is counted. Exit codes: 0 pass, 1 a threshold
     or the baseline failed, 2 usage error, 3 the run was invalid (the generator, not
-    the relay, was the limit).
+    the relay, was the limit). With --tls every client speaks TLS and verifies the
+    relay: the one bench starts gets a throwaway certificate made for the run; a
+    --target is checked against the system's CAs or --ca FILE (--insecure: not at all).
 
     \b
     Examples:
@@ -233,6 +241,8 @@ def bench(
       chatcli bench -t 'p99<50ms' -t 'loss==0' --json bench.json
       chatcli bench --baseline main.json --max-regression 10%
       chatcli bench --relay-store memory          # the relay without durability
+      chatcli bench --tls                         # the cost of TLS (own relay)
+      chatcli bench --target 127.0.0.1:7777 --tls --ca ca.pem
       chatcli bench --report bench.html --junit bench.xml --summary-md summary.md
       chatcli bench report bench.json --baseline main.json --html bench.html
     """
@@ -248,6 +258,7 @@ def bench(
     from chatcli.bench.thresholds import parse_thresholds
     from chatcli.bench.view import LiveView, render_summary, run_header
     from chatcli.cli.common import fail
+    from chatcli.cli.tls_options import client_tls
 
     json_to_stdout = json_path == Path("-")  # `--json -`: the report on stdout
     outputs = ReportFiles(
@@ -276,6 +287,7 @@ def bench(
         thresholds=tuple(parse_thresholds(threshold_exprs)),
         baseline=read_report(baseline) if baseline else None,
         max_regression=parse_tolerance(max_regression),
+        tls=client_tls(tls or None, ca, insecure, warn=target is not None),
     )
     options.check()
     console = Console(stderr=True)

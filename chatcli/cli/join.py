@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from chatcli.cli.tls_options import client_tls_options
 from chatcli.settings import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from chatcli.config import LastJoin
+    from chatcli.tls import ClientTls
 
 __all__ = ["join"]
 
@@ -73,6 +79,7 @@ __all__ = ["join"]
     help="Send the server password in this file (its first line); or set "
     "CHATCLI_SERVER_PASSWORD. Asked (hidden) when needed and not given.",
 )
+@client_tls_options(negatable=True)
 def join(
     name: str | None,
     host: str | None,
@@ -86,6 +93,9 @@ def join(
     json_output: bool,
     retry_for: float,
     server_password_file: Path | None,
+    tls: bool | None,
+    ca: Path | None,
+    insecure: bool,
 ) -> None:
     """Join a chat server as NAME (NAME, host and port default to the last ones used).
 
@@ -98,6 +108,7 @@ def join(
     (the only way in a script); reconnects send it again without asking.
     A dropped connection or a restarted server is resumed by itself: nothing typed is
     lost or said twice; it gives up (exit 1) after --retry-for seconds without one.
+    --tls (and its --ca FILE) is remembered with the host; --insecure never is.
 
     \b
     Examples:
@@ -105,6 +116,8 @@ def join(
       chatcli join bob --host 192.168.1.20 --port 7777 --room dev
       printf 'hello\\n/me waves\\n' | chatcli join bot
       chatcli join watcher --json < /dev/null
+      chatcli join carol --host chat.example.org --tls
+      chatcli join dave --host 127.0.0.1 --tls --ca ca.pem
     """
     from chatcli.addresses import parse_host
     from chatcli.cli.common import fail
@@ -144,6 +157,8 @@ def join(
     else:
         server_password = password_from_env(SERVER_PASSWORD_ENV)
     password = password_from_env(PASSWORD_ENV)
+
+    client_tls = _join_tls(host, last, tls, ca, insecure, remembered)
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_output
     options = JoinOptions(
         host=parse_host(host) if host else (last.host if last else DEFAULT_HOST),
@@ -161,6 +176,7 @@ def join(
         remember=sys.stdin.isatty(),
         password=password,
         server_password=server_password,
+        tls=client_tls,
     )
     try:
         code = run(run_join(options, interactive))
@@ -168,6 +184,42 @@ def join(
         if not remembered or not str(exc).startswith("cannot connect"):
             raise
         what = " and ".join(remembered)
-        flags = " / ".join(f"--{item.split()[0]}" for item in remembered)
+        flags = " / ".join(
+            "--no-tls" if item == "TLS" else f"--{item.split()[0]}" for item in remembered
+        )
         fail(f"{exc}; {what} remembered from your last join; give {flags} to change it")
     sys.exit(code)
+
+
+def _join_tls(
+    host: str | None,
+    last: LastJoin | None,
+    tls: bool | None,
+    ca: Path | None,
+    insecure: bool,
+    remembered: list[str],
+) -> ClientTls | None:
+    """The TLS of this join: as given, else as remembered for the same host.
+
+    Adds "TLS" to ``remembered`` when it came from the last join (said if connecting
+    fails); a remembered --ca file that is gone is one line and exit 2.
+    """
+    from chatcli.addresses import parse_host
+    from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.cli.tls_options import client_tls
+    from chatcli.tls import TlsError
+
+    same_host = last is not None and (not host or parse_host(host) == last.host)
+    remembered_ca = False
+    if last is not None and same_host and last.tls and tls is not False and not insecure:
+        if tls is None and ca is None:
+            tls = True
+            remembered.append("TLS")
+        if ca is None and last.ca:
+            ca, remembered_ca = Path(last.ca), True
+    try:
+        return client_tls(tls, ca, insecure)
+    except TlsError as exc:
+        if not remembered_ca:
+            raise
+        fail(f"{exc} (remembered from your last join: give --ca FILE or --no-tls)", EXIT_USAGE)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from chatcli.cli.tls_options import client_tls_options
+
 if TYPE_CHECKING:
     from chatcli.replay.player import TimeSpec
+    from chatcli.tls import ClientTls
     from chatcli.transcript import Source
 
 __all__ = ["replay"]
 
-_INJECT_ONLY = ("prefix", "loop", "dry_run", "ack_timeout")
+_INJECT_ONLY = ("prefix", "loop", "dry_run", "ack_timeout", "tls", "ca", "insecure")
 _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
 
 
@@ -92,6 +96,7 @@ _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
     metavar="SECONDS",
     help="--to: how long to wait for the server's answers at the end.",
 )
+@client_tls_options(scope="--to: ")
 @click.pass_context
 def replay(
     ctx: click.Context,
@@ -118,6 +123,9 @@ def replay(
     loop: int,
     dry_run: bool,
     ack_timeout: float,
+    tls: bool,
+    ca: Path | None,
+    insecure: bool,
 ) -> None:
     """Play a transcript (FILE, or - for stdin) as it happened, shown as join shows it.
 
@@ -170,6 +178,7 @@ def replay(
       chatcli replay --check recordings/*.jsonl
       chatcli replay chat.jsonl --to 127.0.0.1:7777 --prefix re- --speed 50
       chatcli replay chat.jsonl --to 127.0.0.1:7777 --dry-run --max-idle 1
+      chatcli replay chat.jsonl --to chat.example.org:7777 --tls
       chatcli replay chatcli.db --list-rooms
       chatcli replay chatcli.db --room lobby --format jsonl > lobby.jsonl
     """
@@ -244,7 +253,10 @@ def replay(
 
         source = open_room(files[0], choose_room(files[0], rooms))
     if target is not None:
-        sys.exit(_inject(source, options, target, prefix, loop, dry_run, ack_timeout))
+        from chatcli.cli.tls_options import client_tls
+
+        client = client_tls(tls or None, ca, insecure, warn=not dry_run)
+        sys.exit(_inject(source, options, target, prefix, loop, dry_run, ack_timeout, client))
 
     from chatcli.ui.playback import run_playback
 
@@ -303,6 +315,7 @@ def _inject(
     loops: int,
     dry: bool,
     ack_timeout: float,
+    tls: ClientTls | None = None,
 ) -> int:
     """``--to``: plan, then print the plan (--dry-run) or carry it out and report."""
     from chatcli.cli.common import EXIT_INTERRUPTED, fail
@@ -328,7 +341,14 @@ def _inject(
         dry_run(steps, planner, timeline, sys.stdout)
         source.report(sys.stderr)
         return 0
-    injector = Injector(host, port, timeline, ack_timeout=ack_timeout, loops=loops)
+    injector = Injector(
+        host,
+        port,
+        timeline,
+        ack_timeout=ack_timeout,
+        loops=loops,
+        tls=tls.context() if tls is not None else None,
+    )
     live = sys.stderr.isatty()
 
     def progress(report: InjectReport) -> None:

@@ -230,6 +230,20 @@ _DEFAULTS = ServerSettings()
     envvar="CHATCLI_TEXT_IDLE",
     help="Close nc/telnet sessions silent this long (they have no heartbeat). 0: never.",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    envvar="CHATCLI_TLS_CERT",
+    help="Speak TLS only, with this PEM certificate chain (needs --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    envvar="CHATCLI_TLS_KEY",
+    help="The PEM private key of --tls-cert.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
     "--ready-fd",
@@ -264,6 +278,8 @@ def serve(
     room_creations: int,
     max_output_total: int,
     text_idle: float,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     quiet: bool,
     ready_fd: int | None,
 ) -> None:
@@ -281,6 +297,7 @@ def serve(
       chatcli serve --store team.db --retain 1000000
       chatcli serve --store memory               # keep nothing across restarts
       chatcli serve --op alice --password-file team.pass --max-per-ip 4
+      chatcli serve --tls-cert cert.pem --tls-key key.pem   # TLS only
     """
     from chatcli.addresses import format_address, parse_host
     from chatcli.logs import console_err, setup_logging
@@ -288,6 +305,7 @@ def serve(
     from chatcli.transports.tcp import run_server
 
     host = parse_host(host)
+    _check_tls(tls_cert, tls_key)
     if record_dir is not None:
         _check_writable(record_dir)
     if record_dms and record_dir is None:
@@ -323,6 +341,8 @@ def serve(
         room_creations=room_creations,
         max_output_total=max_output_total,
         text_idle=text_idle,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
     asked = click.get_current_context().get_parameter_source("max_connections")
@@ -331,7 +351,8 @@ def serve(
 
     def listening(addresses: list[tuple[str, int]]) -> None:
         where = ", ".join(format_address(h, p) for h, p in addresses)
-        click.echo(f"chatcli serve listening on {where}", err=False)
+        tls = " (TLS)" if tls_cert is not None else ""
+        click.echo(f"chatcli serve listening on {where}{tls}", err=False)
         if ready is not None:
             with ready:
                 ready.write(encode_ready(addresses))
@@ -344,6 +365,8 @@ def serve(
                 join += f" --host {host}"
             if port != DEFAULT_PORT:
                 join += f" --port {port}"
+            if tls_cert is not None:
+                join += " --tls"
             console_err.print(f"Ctrl-C stops it; join with: {join}", style="dim", markup=False)
 
     store_lines: list[str] = []
@@ -388,6 +411,24 @@ def _ready_file(fd: int) -> BinaryIO:
         return os.fdopen(fd, "wb", buffering=0)
     except OSError as exc:
         raise UsageError(f"--ready-fd {fd}: {exc.strerror or exc}") from exc
+
+
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    """Exit 2 with one line unless --tls-cert and --tls-key come together and can be used.
+
+    Checked before the store opens or the port is taken, like a bad ``--record``.
+    """
+    from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.tls import TlsError, server_context
+
+    if (cert is None) != (key is None):
+        given, missing = ("--tls-cert", "--tls-key") if key is None else ("--tls-key", "--tls-cert")
+        fail(f"{given} needs {missing}: TLS takes a certificate and its private key", EXIT_USAGE)
+    if cert is not None and key is not None:
+        try:
+            server_context(cert, key)
+        except TlsError as exc:
+            fail(str(exc), EXIT_USAGE)
 
 
 def _check_writable(directory: Path) -> None:

@@ -11,15 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from chatcli.core.client import MAX_SERVER_FRAME, ClientConnection, ClientState
 from chatcli.core.protocol import Bye, ClientEvent, Hello, LineFramer, Ready, ServerEvent, Welcome
 from chatcli.errors import ConnectionFailed
+from chatcli.tls import client_failure
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "MAX_SERVER_FRAME", "ChatClient", "connect"]
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
+#: seconds a TLS close waits for the server's close_notify before dropping the connection
+TLS_SHUTDOWN_TIMEOUT = 5.0
 _READ_CHUNK = 65536
 
 
@@ -37,6 +42,7 @@ class ChatClient:
         writer: asyncio.StreamWriter,
         address: str,
         max_frame: int = MAX_SERVER_FRAME,
+        tls: bool = False,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -45,6 +51,8 @@ class ChatClient:
         self._closing = False
         self._refs = itertools.count(1)
         self.address = address
+        #: whether the connection speaks TLS (a plaintext one closed at once hints at TLS)
+        self.tls = tls
 
     @property
     def welcome(self) -> Welcome | None:
@@ -99,17 +107,27 @@ class ChatClient:
         if conn.failure is not None:
             raise conn.failure
         if conn.state is ClientState.CLOSED:
-            raise ConnectionFailed(f"the server at {self.address} closed the connection")
+            raise ConnectionFailed(
+                f"the server at {self.address} closed the connection{self._tls_hint()}"
+            )
         try:
             data = await self._reader.read(_READ_CHUNK)
         except (ConnectionError, OSError) as exc:
-            raise ConnectionFailed(f"connection to {self.address} lost: {exc}") from exc
+            hint = self._tls_hint()
+            raise ConnectionFailed(f"connection to {self.address} lost: {exc}{hint}") from exc
         if data:
             conn.receive_data(data)
         else:
             conn.receive_eof()
         self._pending[:0] = reversed(conn.events_received())
         await self._flush()  # pongs
+
+    def _tls_hint(self) -> str:
+        """What a plaintext client cut off before any welcome is told: a TLS-only server
+        drops it so, having failed to find a TLS handshake in its first bytes."""
+        if self.connection.welcome is None and not self.tls:
+            return " before its welcome (if it speaks TLS only, add --tls)"
+        return ""
 
     async def events(self) -> AsyncIterator[ServerEvent]:
         """Yield server events until the session ends."""
@@ -166,20 +184,29 @@ async def connect(
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
     hello: Hello | None = None,
     on_welcome: Callable[[Welcome], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> ChatClient:
     """Connect, log in as ``name`` and return the client once ``ready`` arrived.
 
     ``hello`` replaces the login frame made of the other arguments (a resume sends
     ``epoch`` and ``resume`` too). ``on_welcome`` gets the server's welcome when one
     came, even when the login is refused: its ``features`` tell a front end whether the
-    server wants its password (``server_password``).
+    server wants its password (``server_password``). With ``tls`` the connection speaks
+    TLS, checking the server's certificate for ``host`` as the context says.
 
-    Raises ConnectionFailed when the server cannot be reached, ServerRefused when it
-    refuses the login (``name_taken``, ``name_invalid``, ...).
+    Raises ConnectionFailed when the server cannot be reached (or its TLS cannot be
+    trusted), ServerRefused when it refuses the login (``name_taken``, ...).
     """
     address = f"{host}:{port}"
+    options: dict[str, Any] = {}
+    if tls is not None:
+        options = {"ssl": tls, "ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT}
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, **options), timeout
+        )
+    except ssl.SSLError as exc:  # before OSError, which it is
+        raise ConnectionFailed(client_failure(exc, address)) from exc
     except TimeoutError as exc:
         raise ConnectionFailed(f"cannot connect to {address}: timed out") from exc
     except ConnectionRefusedError as exc:
@@ -187,8 +214,10 @@ async def connect(
             f"cannot connect to {address}: connection refused (is `chatcli serve` running?)"
         ) from exc
     except OSError as exc:
+        if tls is not None and isinstance(exc, ConnectionError):  # reset in the handshake
+            raise ConnectionFailed(client_failure(exc, address)) from exc
         raise ConnectionFailed(f"cannot connect to {address}: {exc.strerror or exc}") from exc
-    client = ChatClient(reader, writer, address)
+    client = ChatClient(reader, writer, address, tls=tls is not None)
     try:
         await asyncio.wait_for(client.login(name, room, history, since, hello), timeout)
     except TimeoutError as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -102,8 +103,11 @@ class ResumingClient:
         idle: float = KEEPALIVE_IDLE,
         ping_timeout: float = KEEPALIVE_TIMEOUT,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        #: every connection, the reconnects too, speaks TLS with this context when set
+        self.tls = tls
         self.port = port
         self.state = state
         self.connect_timeout = connect_timeout
@@ -163,6 +167,7 @@ class ResumingClient:
             timeout=self.connect_timeout,
             hello=self.state.hello(),
             on_welcome=self._welcomed,
+            tls=self.tls,
         )
 
     def _welcomed(self, welcome: Welcome) -> None:

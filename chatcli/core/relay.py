@@ -504,6 +504,8 @@ class Relay:
         self._mutes: dict[str, float] = {}
         #: operator actions for the adapter to log (take_audit)
         self.audit: deque[AuditRecord] = deque(maxlen=AUDIT_KEEP)
+        #: ``welcome.features``; an adapter adds what its transport offers ("tls")
+        self.features: tuple[str, ...] = FEATURES
 
     # -- sessions -----------------------------------------------------------------
 
@@ -559,7 +561,7 @@ class Relay:
             users=cached[1],
             rooms=self._welcome_room_list(),
             hint=WELCOME_HINT,
-            features=list(FEATURES)
+            features=list(self.features)
             + ([SERVER_PASSWORD_FEATURE] if self.server_password is not None else []),
             room_count=len(self._rooms),
             user_count=len(lobby.members),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -422,8 +423,11 @@ class Injector:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
         loops: int = 1,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        #: every sender's connection speaks TLS with this context when set
+        self.tls = tls
         self.port = port
         self.timeline = timeline
         self.ack_timeout = ack_timeout
@@ -547,6 +551,7 @@ class Injector:
                 action.room,
                 history=0,
                 timeout=self.connect_timeout,
+                tls=self.tls,
             )
         except ServerRefused as exc:  # the server's words are untrusted text
             hint = "; use --prefix" if exc.code in ("name_taken", "name_invalid") else ""

@@ -20,6 +20,7 @@ import logging
 import math
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -34,7 +35,9 @@ from chatcli.settings import ServerSettings
 from chatcli.store import open_store
 from chatcli.store.base import Store
 from chatcli.store.sqlite import SQLiteStore
+from chatcli.tls import server_context
 from chatcli.transcript import ServerRecorder
+from chatcli.transports.tls_listener import TlsListener
 
 __all__ = ["ChatServer", "Connection", "keep_alive", "raise_open_files_limit", "run_server"]
 
@@ -87,7 +90,9 @@ class Connection(asyncio.Protocol):
         assert core is not None
         self.server.hub.receive_eof(core)
         self.server.settle(self)
-        return True  # the core decides when the transport closes
+        # the core decides when the transport closes; a TLS transport closes after the
+        # peer's close_notify whatever is returned (and warns about True)
+        return self.server.tls is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.deadline = None  # its entry in the timer heap is stale now
@@ -211,7 +216,11 @@ class ChatServer:
         self._flush_handle: asyncio.Handle | None = None
         #: whether the pending flush runs at the end of this loop turn (not on a timer)
         self._flush_soon = False
-        self._server: asyncio.base_events.Server | None = None
+        self._server: asyncio.base_events.Server | TlsListener | None = None
+        #: the port speaks TLS only when the settings name a certificate
+        self.tls = _tls_context(settings)
+        if self.tls is not None:
+            self.relay.features = (*self.relay.features, "tls")
 
     @property
     def connections(self) -> set[ServerConnection]:
@@ -224,6 +233,10 @@ class ChatServer:
 
     async def start(self) -> tuple[str, int]:
         """Listen and return the address actually bound (``port=0`` picks a free one)."""
+        if self.tls is not None:
+            self._server = await _listen_tls(self, self.tls)
+            host, port = self._server.sockets[0].getsockname()[:2]
+            return host, port
         self._server = await self.loop.create_server(
             lambda: Connection(self),
             self.settings.host,
@@ -386,6 +399,29 @@ def keep_alive(sock: socket.socket | None) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, option, value)
     except OSError as exc:  # e.g. a socket already reset by the peer
         log.debug("no keepalive on %s: %s", sock, exc)
+
+
+def _tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    """The server's TLS context when ``--tls-cert``/``--tls-key`` are set (TlsError if bad)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return server_context(settings.tls_cert, settings.tls_key)
+
+
+async def _listen_tls(server: ChatServer, context: ssl.SSLContext) -> TlsListener:
+    """Listen for TLS connections: the handshake has the login timeout, a failed one is
+    logged once (see :mod:`chatcli.transports.tls_listener`)."""
+    settings = server.settings
+    return await TlsListener.open(
+        settings.host,
+        settings.port,
+        lambda: Connection(server),
+        context,
+        handshake_timeout=settings.login_timeout,
+        # the core resets a closing peer after close_linger; TLS's close_notify wait, too
+        shutdown_timeout=max(settings.close_linger, 0.1),
+        max_pending=settings.max_connections,
+    )
 
 
 def _start_recording(server: ChatServer) -> ServerRecorder:

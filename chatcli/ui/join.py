@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from chatcli.client.acks import (
     DEFAULT_ACK_TIMEOUT,
@@ -64,6 +64,7 @@ from chatcli.core.protocol import (
     name_key,
 )
 from chatcli.errors import ChatError, ProtocolError
+from chatcli.tls import ClientTls
 from chatcli.transcript import TranscriptWriter, client_filename
 from chatcli.ui.input_lines import expand_line
 from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
@@ -101,6 +102,8 @@ class JoinOptions:
     #: the account's password (CHATCLI_PASSWORD) and the server's; never shown by repr()
     password: str | None = field(default=None, repr=False)
     server_password: str | None = field(default=None, repr=False)
+    #: speak TLS (None: plain TCP); remembered with the host, --insecure excepted
+    tls: ClientTls | None = None
 
 
 class JoinSession:
@@ -454,11 +457,20 @@ class JoinSession:
 # ------------------------------------------------------------------------- front ends
 
 
+def _tls_memory(options: JoinOptions) -> dict[str, Any]:
+    """What the next join remembers of this one's TLS: on or off, and the --ca file."""
+    tls = options.tls
+    if tls is None:
+        return {"tls": False, "ca": None}
+    return {"tls": True, "ca": str(tls.ca) if tls.ca is not None and not tls.insecure else None}
+
+
 async def run_join(options: JoinOptions, interactive: bool) -> int:
     """Connect, run the chosen front end, and return the process exit code."""
     state = ResumeState(options.name, options.room, options.history, retry_for=options.retry_for)
     state.password, state.server_password = options.password, options.server_password
-    client = ResumingClient(options.host, options.port, state)
+    tls = options.tls.context() if options.tls is not None else None
+    client = ResumingClient(options.host, options.port, state, tls=tls)
     if interactive:
         from chatcli.logs import console_err
 
@@ -480,7 +492,9 @@ async def run_join(options: JoinOptions, interactive: bool) -> int:
     from chatcli.config import LastJoin, save_last_join
 
     if options.remember:
-        save_last_join(LastJoin(options.host, options.port, client.name, options.room))
+        save_last_join(
+            LastJoin(options.host, options.port, client.name, options.room, **_tls_memory(options))
+        )
     if options.json_output and client.welcome is not None:
         output.show(client.welcome)
     assert client.ready is not None
