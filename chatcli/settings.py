@@ -56,3 +56,7 @@ class ServerSettings:
     store: str | None = None
     #: messages kept per room in the store (the oldest are dropped first)
     retain: int = 100_000
+    #: where the web page and its WebSocket listen (``serve --web``); None: no web port
+    web: tuple[str, int] | None = None
+    #: page origins besides the page's own allowed to open the WebSocket (``--web-origin``)
+    web_origins: tuple[str, ...] = ()

@@ -151,6 +151,24 @@ _DEFAULTS = ServerSettings()
     envvar="CHATCLI_RETAIN",
     help="Messages kept per room in the store file (oldest dropped first).",
 )
+@click.option(
+    "--web",
+    "web",
+    metavar="[HOST:]PORT",
+    default=None,
+    envvar="CHATCLI_WEB",
+    show_envvar=True,
+    help="Also serve the browser page and its WebSocket (/ws) on this port "
+    "(HOST defaults to --host).",
+)
+@click.option(
+    "--web-origin",
+    "web_origins",
+    metavar="ORIGIN",
+    multiple=True,
+    help="Another page origin (like https://chat.example.org) allowed to open the "
+    "WebSocket; repeatable. The page's own origin always is.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
     "--ready-fd",
@@ -176,6 +194,8 @@ def serve(
     record_dir: Path | None,
     store: str | None,
     retain: int,
+    web: str | None,
+    web_origins: tuple[str, ...],
     quiet: bool,
     ready_fd: int | None,
 ) -> None:
@@ -192,6 +212,7 @@ def serve(
       chatcli serve --rate-limit 0 --history 200 --record recordings/
       chatcli serve --store team.db --retain 1000000
       chatcli serve --store memory               # keep nothing across restarts
+      chatcli serve --web 8080                   # and the browser page on port 8080
     """
     from chatcli.addresses import format_address, parse_host
     from chatcli.logs import console_err, setup_logging
@@ -199,6 +220,7 @@ def serve(
     from chatcli.transports.tcp import run_server
 
     host = parse_host(host)
+    web_address = _web_address(web, host) if web is not None else None
     if record_dir is not None:
         _check_writable(record_dir)
     ready = _ready_file(ready_fd) if ready_fd is not None else None
@@ -218,6 +240,8 @@ def serve(
         record_dir=record_dir,
         store=store,
         retain=retain,
+        web=web_address,
+        web_origins=tuple(_origin(origin) for origin in web_origins),
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
 
@@ -227,6 +251,8 @@ def serve(
         if ready is not None:
             with ready:
                 ready.write(encode_ready(addresses))
+        if servers and servers[0].relay.web_url:
+            click.echo(f"chatcli web page at {servers[0].relay.web_url}")
         if not quiet:
             for line in store_lines:
                 console_err.print(f"store: {line}", style="dim", markup=False, soft_wrap=True)
@@ -239,6 +265,7 @@ def serve(
             console_err.print(f"Ctrl-C stops it; join with: {join}", style="dim", markup=False)
 
     store_lines: list[str] = []
+    servers: list[ChatServer] = []
 
     def opened(store: Store) -> None:
         store_lines.append(describe_store(store))
@@ -246,9 +273,10 @@ def serve(
     from chatcli.cli.common import EXIT_USAGE, fail
     from chatcli.errors import StoreError
     from chatcli.store import Store, describe_store
+    from chatcli.transports.tcp import ChatServer
 
     try:
-        run(run_server(settings, on_listening=listening, on_store=opened))
+        run(run_server(settings, on_listening=listening, on_store=opened, setup=servers.append))
     except StoreError as exc:
         fail(str(exc), EXIT_USAGE)
     except OSError as exc:
@@ -285,3 +313,30 @@ def _check_writable(directory: Path) -> None:
     except OSError as exc:
         why = exc.strerror or str(exc)
         fail(f"--record {directory}: cannot write there ({why})", EXIT_USAGE)
+
+
+def _web_address(text: str, host: str) -> tuple[str, int]:
+    """``--web [HOST:]PORT`` as (host, port); the host defaults to ``--host``.
+
+    Port 0 picks a free port, as ``--port 0`` does (the one address parser wants 1-65535).
+    """
+    from chatcli.addresses import parse_address, parse_host
+
+    head, colon, port = text.strip().rpartition(":")
+    if port == "0" and (not colon or not head.endswith(":")):
+        return (parse_host(head, "--web") if head else host), 0
+    return parse_address(text, option="--web", default_host=host)
+
+
+def _origin(text: str) -> str:
+    """``--web-origin`` as the browser sends it: scheme://host[:port], no path."""
+    from urllib.parse import urlsplit
+
+    from chatcli.errors import UsageError
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise UsageError(
+            f"--web-origin wants scheme://host[:port] (like https://chat.example.org), not {text!r}"
+        )
+    return f"{parts.scheme}://{parts.netloc}"

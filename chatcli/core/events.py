@@ -282,6 +282,8 @@ class Welcome(_Event, tag="welcome", frozen=True):
     hint: str
     #: what the server offers beyond v1 ("resume", ...): spec 1.1
     features: list[str] = []
+    #: the URL of the server's web page when it offers "web" (``serve --web``)
+    web: str | None = None
 
 
 class Msg(_Event, tag="msg", frozen=True):

@@ -434,6 +434,8 @@ class Relay:
         self._mutes: dict[str, float] = {}
         #: operator actions for the adapter to log (take_audit)
         self.audit: deque[AuditRecord] = deque(maxlen=AUDIT_KEEP)
+        #: the page's URL when a web port serves this relay (``welcome.web``)
+        self.web_url: str | None = None
 
     # -- sessions -----------------------------------------------------------------
 
@@ -476,7 +478,8 @@ class Relay:
             users=self._names(self.default_room),
             rooms=room_infos(self.counts()),
             hint=WELCOME_HINT,
-            features=list(FEATURES),
+            features=[*FEATURES, "web"] if self.web_url else list(FEATURES),
+            web=self.web_url,
         )
 
     def login(self, session: Session, hello: Hello) -> list[Effect]:
