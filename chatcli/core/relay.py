@@ -1112,7 +1112,16 @@ class Relay:
             if event.all and not session.op:
                 raise ProtocolError("forbidden", "only operators may clear the whole board", ref)
             shapes = board.projected.shapes.values()
-            ids = [s.id for s in shapes if event.all or name_key(s.from_) == session.key]
+            if event.all:
+                ids = [s.id for s in shapes]
+            else:  # a name's key is computed once, not once per shape (ICU is not free)
+                keys: dict[str, str] = {}
+                ids = [
+                    s.id
+                    for s in shapes
+                    if (keys.get(s.from_) or keys.setdefault(s.from_, name_key(s.from_)))
+                    == session.key
+                ]
             write = board.clear(room, ids)
             out = Cleared(room=room, by=session.name, all=event.all, ts=ts)
         board.write(write)
