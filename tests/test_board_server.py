@@ -86,6 +86,17 @@ async def test_the_board_survives_a_restart_on_a_store_file(tmp_path: Path) -> N
             store.close()
 
     assert await session(draw=True) == []
+    # the store file can be drawn while the server is down, too
+    from click.testing import CliRunner
+
+    from chatcli.cli import cli
+
+    out = tmp_path / "store.svg"
+    result = CliRunner().invoke(cli, ["replay", str(path), "--board", str(out)])
+    assert result.exit_code == 0 and "2 shapes in lobby" in result.output, result.output
+    assert out.read_text().count("data-id=") == 2
+    refused = CliRunner().invoke(cli, ["replay", str(path), "--board", str(out), "--at", "5"])
+    assert refused.exit_code == 2 and "--at needs a transcript" in refused.output
     board = await session(draw=False)
     assert [s["id"] for s in board] == [1, 2]
     assert board[1]["shape"]["points"] == [[0.0, 310.0], [100.0, 360.0]]
