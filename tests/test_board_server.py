@@ -149,3 +149,16 @@ async def test_the_bench_draw_mix_draws_and_is_acknowledged() -> None:
         async with asyncio.timeout(5.0):
             while len(srv.server.relay.board("r0").committed):
                 await asyncio.sleep(0.05)
+
+
+def test_the_draw_mix_against_a_target_needs_its_web_port() -> None:
+    import pytest
+
+    from chatcli.bench.runner import BenchOptions
+    from chatcli.errors import UsageError
+
+    with pytest.raises(UsageError, match="--draw-target"):
+        BenchOptions(draw_clients=2, target=("127.0.0.1", 7777)).check()
+    BenchOptions(draw_clients=2, target=("127.0.0.1", 7777), draw_target=(HOST, 8080)).check()
+    params = BenchOptions(draw_clients=2, draw_target=(HOST, 8080)).params()
+    assert params["draw_clients"] == 2 and params["draw_target"] == "127.0.0.1:8080"
