@@ -38,6 +38,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from chatcli.core.connection import JSON_LINES, Wire
 from chatcli.errors import FrameTooLarge, ProtocolError
@@ -115,10 +116,15 @@ class MessageFraming:
 class MessageTransport:
     """The few ``asyncio.Transport`` verbs ``tcp.Connection`` uses, over one WebSocket.
 
-    ``write`` takes newline-ended frames and queues each as one message; a writer task
-    (``run``) sends them in order. ``close`` sends the close frame once the queue is out;
-    ``abort`` drops the socket. ``get_write_buffer_size`` counts the queue and the
-    socket's buffer: the bytes the peer has not taken yet.
+    ``write`` takes newline-ended frames and makes each one text message. While the
+    socket keeps up, that happens at once: the messages are framed by the library's
+    sans-I/O protocol and written with one ``transport.write``, as a TCP flush is (no
+    task switch, no await per message). Once the socket's buffer is over its high-water
+    mark (the peer reads slowly), frames queue up for the writer task (``run``), which
+    waits for the socket to drain, so messages keep their order. ``close`` sends the
+    close frame once the queue is out; ``abort`` drops the socket.
+    ``get_write_buffer_size`` counts the queue and the socket's buffer: the bytes the
+    peer has not taken yet, which the core holds against the slow-consumer bound.
     """
 
     def __init__(self, ws: ServerConnection) -> None:
@@ -127,13 +133,42 @@ class MessageTransport:
         self._queued = 0
         self._wake = asyncio.Event()
         self._closing = False
+        #: the writer task is in the middle of a batch: later frames queue behind it
+        self._sending = False
 
     def write(self, data: bytes) -> None:
         frames = data.split(b"\n")
         frames.pop()  # what follows the last newline: nothing
+        ws = self.ws
+        if (
+            not self._queue
+            and not self._sending
+            and not ws.paused
+            and ws.protocol.state is State.OPEN
+            and not ws.transport.is_closing()
+        ):
+            self._frame(frames)
+            return
         self._queue.extend(frames)
         self._queued += len(data)
         self._wake.set()
+
+    def _frame(self, frames: list[bytes]) -> None:
+        """Frame ``frames`` as text messages and write them to the socket in one go."""
+        ws = self.ws
+        protocol = ws.protocol
+        for frame in frames:
+            protocol.send_text(frame)
+        chunks = protocol.data_to_send()
+        if all(chunks):
+            if chunks:
+                ws.transport.write(b"".join(chunks))
+        else:  # an empty chunk asks for the end of the stream: as the library does it
+            for chunk in chunks:
+                if chunk:
+                    ws.transport.write(chunk)
+                elif ws.transport.can_write_eof():
+                    ws.transport.write_eof()
 
     def get_write_buffer_size(self) -> int:
         return self._queued + self.ws.transport.get_write_buffer_size()
@@ -152,15 +187,10 @@ class MessageTransport:
         self.ws.transport.abort()
 
     async def run(self) -> None:
-        """Send what is queued, in order, until closed; then send the close frame.
-
-        Everything queued goes out together: each frame becomes one text message of the
-        sans-I/O protocol and the lot is written, then drained, once (``send_context``,
-        the library's own way of writing from a connection's owner), instead of one
-        ``send`` and one drain per message. A library without it gets ``send`` each.
-        """
+        """Send what queued while the socket was full, in order, waiting for it to drain
+        (``send_context``, the library's own way of writing from a connection's owner,
+        which drains on the way out); once closed, send the close frame."""
         ws, queue = self.ws, self._queue
-        batched = hasattr(ws, "send_context") and hasattr(ws.protocol, "send_text")
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await self._wake.wait()
@@ -169,13 +199,12 @@ class MessageTransport:
                     frames = list(queue)
                     queue.clear()
                     self._queued -= sum(len(frame) + 1 for frame in frames)
-                    if batched:
+                    self._sending = True
+                    try:
                         async with ws.send_context():
-                            for frame in frames:
-                                ws.protocol.send_text(frame)
-                    else:  # pragma: no cover - websockets without send_context
-                        for frame in frames:
-                            await ws.send(frame, text=True)
+                            self._frame(frames)
+                    finally:
+                        self._sending = False
                 if self._closing:
                     await ws.close()
                     return
