@@ -126,6 +126,7 @@ def test_a_version_2_store_is_upgraded_with_empty_boards(tmp_path: Path) -> None
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert db.execute("SELECT text FROM messages").fetchall() == [("kept",)]
     assert db.execute("SELECT count(*) FROM shapes").fetchone() == (0,)
+    assert db.execute("SELECT name, next_id, board_next FROM rooms").fetchall() == [("lobby", 2, 1)]
     db.close()
 
 
