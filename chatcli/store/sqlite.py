@@ -367,14 +367,14 @@ class SQLiteStore:
                         (board_next, room),
                     )
             for room, next_id in touched.items():
-                board_next = next_ids.get(room)
-                if board_next is None:
+                shape_next = next_ids.get(room)
+                if shape_next is None:
                     db.execute("UPDATE rooms SET next_id = ? WHERE name = ?", (next_id + 1, room))
                 else:  # messages and draws in one room: both ids in one statement
                     db.execute(
                         "UPDATE rooms SET next_id = ?, board_next = max(board_next, ?) "
                         "WHERE name = ?",
-                        (next_id + 1, board_next, room),
+                        (next_id + 1, shape_next, room),
                     )
                 cut = next_id - self.retain
                 if cut > 0:
