@@ -79,3 +79,7 @@ class ServerSettings:
     #: TLS: the certificate chain and private key (PEM) that make the port speak TLS only
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: where the web page and its WebSocket listen (``serve --web``); None: no web port
+    web: tuple[str, int] | None = None
+    #: page origins besides the page's own allowed to open the WebSocket (``--web-origin``)
+    web_origins: tuple[str, ...] = ()

@@ -54,7 +54,7 @@ async def test_welcome_on_connect() -> None:
             "proto": 1,
             "users": [],
             "rooms": [{"name": "lobby", "users": 0}],
-            "features": ["resume", "accounts"],
+            "features": ["resume", "accounts", "board"],
             "room_count": 1,
             "user_count": 0,
         }

@@ -244,6 +244,24 @@ _DEFAULTS = ServerSettings()
     envvar="CHATCLI_TLS_KEY",
     help="The PEM private key of --tls-cert.",
 )
+@click.option(
+    "--web",
+    "web",
+    metavar="[HOST:]PORT",
+    default=None,
+    envvar="CHATCLI_WEB",
+    show_envvar=True,
+    help="Also serve the browser page and its WebSocket (/ws) on this port "
+    "(HOST defaults to --host).",
+)
+@click.option(
+    "--web-origin",
+    "web_origins",
+    metavar="ORIGIN",
+    multiple=True,
+    help="Another page origin (like https://chat.example.org) allowed to open the "
+    "WebSocket; repeatable. The page's own origin always is.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
     "--ready-fd",
@@ -280,6 +298,8 @@ def serve(
     text_idle: float,
     tls_cert: Path | None,
     tls_key: Path | None,
+    web: str | None,
+    web_origins: tuple[str, ...],
     quiet: bool,
     ready_fd: int | None,
 ) -> None:
@@ -298,6 +318,7 @@ def serve(
       chatcli serve --store memory               # keep nothing across restarts
       chatcli serve --op alice --password-file team.pass --max-per-ip 4
       chatcli serve --tls-cert cert.pem --tls-key key.pem   # TLS only
+      chatcli serve --web 8080                   # and the browser page on port 8080
     """
     from chatcli.addresses import format_address, parse_host
     from chatcli.logs import console_err, setup_logging
@@ -306,6 +327,7 @@ def serve(
 
     host = parse_host(host)
     _check_tls(tls_cert, tls_key)
+    web_address = _web_address(web, host) if web is not None else None
     if record_dir is not None:
         _check_writable(record_dir)
     if record_dms and record_dir is None:
@@ -343,6 +365,8 @@ def serve(
         text_idle=text_idle,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        web=web_address,
+        web_origins=tuple(_origin(origin) for origin in web_origins),
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
     asked = click.get_current_context().get_parameter_source("max_connections")
@@ -356,6 +380,8 @@ def serve(
         if ready is not None:
             with ready:
                 ready.write(encode_ready(addresses))
+        if servers and servers[0].relay.web_url:
+            click.echo(f"chatcli web page at {servers[0].relay.web_url}")
         if not quiet:
             for line in store_lines:
                 console_err.print(f"store: {line}", style="dim", markup=False, soft_wrap=True)
@@ -370,6 +396,7 @@ def serve(
             console_err.print(f"Ctrl-C stops it; join with: {join}", style="dim", markup=False)
 
     store_lines: list[str] = []
+    servers: list[ChatServer] = []
 
     def opened(store: Store) -> None:
         store_lines.append(describe_store(store))
@@ -377,9 +404,10 @@ def serve(
     from chatcli.cli.common import EXIT_USAGE, fail
     from chatcli.errors import StoreError
     from chatcli.store import Store, describe_store
+    from chatcli.transports.tcp import ChatServer
 
     try:
-        run(run_server(settings, on_listening=listening, on_store=opened))
+        run(run_server(settings, on_listening=listening, on_store=opened, setup=servers.append))
     except StoreError as exc:
         fail(str(exc), EXIT_USAGE)
     except OSError as exc:
@@ -522,3 +550,30 @@ def _log_access(settings: ServerSettings) -> None:
             "recording direct messages too (--record-dms): private conversations are kept in %s",
             settings.record_dir,
         )
+
+
+def _web_address(text: str, host: str) -> tuple[str, int]:
+    """``--web [HOST:]PORT`` as (host, port); the host defaults to ``--host``.
+
+    Port 0 picks a free port, as ``--port 0`` does (the one address parser wants 1-65535).
+    """
+    from chatcli.addresses import parse_address, parse_host
+
+    head, colon, port = text.strip().rpartition(":")
+    if port == "0" and (not colon or not head.endswith(":")):
+        return (parse_host(head, "--web") if head else host), 0
+    return parse_address(text, option="--web", default_host=host)
+
+
+def _origin(text: str) -> str:
+    """``--web-origin`` as the browser sends it: scheme://host[:port], no path."""
+    from urllib.parse import urlsplit
+
+    from chatcli.errors import UsageError
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise UsageError(
+            f"--web-origin wants scheme://host[:port] (like https://chat.example.org), not {text!r}"
+        )
+    return f"{parts.scheme}://{parts.netloc}"

@@ -28,6 +28,11 @@ upgraded in place when an older one is opened; a file from a newer chatcli, or n
 chatcli store at all, is refused at start-up. An advisory lock on ``PATH.lock`` keeps a
 second server off a store that is in use.
 
+Boards (schema 3: ``rooms.board_next`` for each room's next shape id, ``shapes`` for the shapes as
+their ``draw`` frames in JSON) are written like everything else, in order, in the group's
+transaction: a board change is answered only once it is committed. The relay reads
+every board once at start-up (:meth:`SQLiteStore.boards`).
+
 Accounts and bans (schema 2) are kept here too and answered on the same writer thread, in
 order with everything else: the slow password hashing of a login never runs on the event
 loop (see chatcli.store.accounts).
@@ -48,9 +53,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import msgspec
+
+from chatcli.core.board import Board, BoardWrite
+from chatcli.core.events import Drawn
 from chatcli.core.intents import (
     Append,
     BanRecord,
+    BoardChange,
+    BoardSaved,
     Completion,
     Failed,
     Intent,
@@ -78,7 +89,7 @@ __all__ = [
 log = logging.getLogger("chatcli.store")
 
 #: the schema this code writes; older files are upgraded by MIGRATIONS
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: messages kept per room in the file by default (oldest dropped first)
 DEFAULT_RETAIN = 100_000
 #: most messages a ``since`` catch-up returns (the newest of them; older ones are truncated)
@@ -142,8 +153,24 @@ CREATE INDEX bans_by_alike ON bans (alike);
 CREATE INDEX bans_by_address ON bans (address);
 """
 
+#: rooms' whiteboards (protocol 1.1, section 4): each shape is its ``draw`` frame as JSON
+#: (the next shape id lives beside the next message id, so that a group with messages and
+#: draws in one room updates both with one statement: statements, not bytes, are what a
+#: group costs, and every statement delays the messages committed with it)
+_SCHEMA_V3 = """
+ALTER TABLE rooms ADD COLUMN board_next INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE shapes (
+    room     TEXT NOT NULL,
+    id       INTEGER NOT NULL,
+    data     TEXT NOT NULL,
+    PRIMARY KEY (room, id)
+) WITHOUT ROWID;
+"""
+
 #: version -> statements that bring a store of version-1 up to it
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+_shape_encoder = msgspec.json.Encoder()
+_shape_decoder = msgspec.json.Decoder(Drawn)
 
 
 #: a room's next id is written to its row once every this many ids (and at close)
@@ -275,6 +302,10 @@ class SQLiteStore:
             self._db.close()
         _unlock(self._lock_file)
 
+    def boards(self) -> dict[str, Board]:
+        """Every room's board as kept (read once, at start-up, before any intent)."""
+        return read_boards(self._db)
+
     # -- reads for tools (replay, export) ---------------------------------------------------
 
     def rooms(self) -> list[str]:
@@ -315,6 +346,7 @@ class SQLiteStore:
         users: dict[str, int] = {}
         rows: list[_Row] = []
         txn_rows: list[tuple[object, ...]] = []
+        next_ids: dict[str, int] = {}  # boards changed: room -> the next shape id
         try:
             db.execute("BEGIN IMMEDIATE")
             kept = self._kept_all(group)
@@ -338,9 +370,20 @@ class SQLiteStore:
                 elif isinstance(intent, Recall):
                     self._flush(rows, txn_rows)  # a recall sees every append before it
                     answers.append(self._recall(intent))
+                elif type(intent) is BoardChange:
+                    write = intent.write
+                    self._cursor(write.room)  # its rooms row exists (a recall made it)
+                    self._write_board(write)
+                    next_ids[write.room] = max(next_ids.get(write.room, 0), write.next_id)
+                    answers.append(BoardSaved(intent))
                 else:
                     answers.append(answer(self._book, intent))  # accounts and bans
             self._flush(rows, txn_rows)
+            for room, board_next in next_ids.items():  # boards changed: their next shape id
+                db.execute(
+                    "UPDATE rooms SET board_next = max(board_next, ?) WHERE name = ?",
+                    (board_next, room),
+                )
             for room, last_id in touched.items():
                 cursor = self._rooms[room]
                 if cursor.next_id - cursor.saved_id >= SAVE_ID_EVERY:
@@ -387,6 +430,20 @@ class SQLiteStore:
             _insert_many(db, self._bulk, _INSERT_TXNS, _INSERT_TXNS_JSON, txn_rows)
             txn_rows.clear()
 
+    def _write_board(self, write: BoardWrite) -> None:
+        """One board change: deletes, then the shapes put (drawn or moved); the room's
+        next id is written once per group (``_commit``)."""
+        db, room = self._db, write.room
+        if write.delete:
+            db.executemany(
+                "DELETE FROM shapes WHERE room = ? AND id = ?", [(room, i) for i in write.delete]
+            )
+        if write.put:
+            db.executemany(
+                "INSERT OR REPLACE INTO shapes VALUES (?, ?, ?)",
+                [(room, d.id, _shape_encoder.encode(d).decode()) for d in write.put],
+            )
+
     def _cursor(self, room: str) -> _RoomCursor:
         cursor = self._rooms.get(room)
         if cursor is None:
@@ -397,7 +454,10 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 epoch, saved, last = new_epoch(), 1, None
-                self._db.execute("INSERT INTO rooms VALUES (?, ?, ?)", (room, epoch, saved))
+                self._db.execute(
+                    "INSERT INTO rooms (name, epoch, next_id) VALUES (?, ?, ?)",
+                    (room, epoch, saved),
+                )
             else:
                 epoch, saved, last = row
             # the row's next id is written back only now and then: the kept messages,
@@ -771,3 +831,17 @@ def read_room(
         )
         for row in rows:
             yield _msg(row)
+
+
+def read_boards(db: sqlite3.Connection) -> dict[str, Board]:
+    """Every room's board in the store ``db`` is connected to."""
+    shapes: dict[str, list[Drawn]] = {}
+    for room, data in db.execute("SELECT room, data FROM shapes ORDER BY room, id"):
+        shapes.setdefault(room, []).append(_shape_decoder.decode(data))
+    boards = {
+        room: Board(shapes.pop(room, []), next_id)
+        for room, next_id in db.execute("SELECT name, board_next FROM rooms WHERE board_next > 1")
+    }
+    for room, left in shapes.items():  # shapes without a rooms row: not written by us
+        boards[room] = Board(left)
+    return boards

@@ -23,7 +23,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from chatcli.core.connection import LineFraming, ServerConnection, Shutdown
 from chatcli.core.hub import Hub
@@ -38,6 +38,9 @@ from chatcli.store.sqlite import SQLiteStore
 from chatcli.tls import server_context
 from chatcli.transcript import ServerRecorder
 from chatcli.transports.tls_listener import TlsListener
+
+if TYPE_CHECKING:
+    from chatcli.transports.web import WebListener
 
 __all__ = ["ChatServer", "Connection", "keep_alive", "raise_open_files_limit", "run_server"]
 
@@ -364,6 +367,7 @@ async def _serve(
         setup(server)
     recorder = _start_recording(server) if settings.record_dir is not None else None
     await server.start()
+    web = await _start_web(server) if settings.web is not None else None
     # handle signals before announcing the address: whoever reads it may signal at once
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -376,11 +380,25 @@ async def _serve(
         await stop.wait()
     finally:
         log.info("shutting down: %d connections", len(server.connections))
+        if web is not None:
+            web.close()
         await server.shutdown()
+        if web is not None:
+            await web.wait_closed(settings.shutdown_grace)
         if recorder is not None:
             recorder.close()
             for path in recorder.paths:
                 log.info("recorded %s", path)
+
+
+async def _start_web(server: ChatServer) -> WebListener:
+    """Open the web port (``serve --web``) over the same hub: the page and ``/ws``."""
+    from chatcli.transports.web import start_web
+
+    settings = server.settings
+    assert settings.web is not None
+    host, port = settings.web
+    return await start_web(server, host, port, origins=settings.web_origins)
 
 
 def keep_alive(sock: socket.socket | None) -> None:

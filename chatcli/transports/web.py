@@ -1,0 +1,407 @@
+"""The browser transport: HTTP for the page and a WebSocket at ``/ws``, on one port.
+
+Built on the ``websockets`` library's asyncio server (its new implementation): it does
+the HTTP/1.1 upgrade, RFC 6455 framing, the size limit and the close handshake, and its
+``process_request`` hook answers the plain HTTP requests (the static page) and refuses
+upgrades from foreign origins with 403 before any WebSocket exists. Everything a frame
+*means* stays in the same ``Hub``/``Relay`` as the TCP port: a WebSocket client is one
+more ``ServerConnection`` of the ``ChatServer``, whose timers, write coalescing,
+slow-consumer bound and shutdown apply to it unchanged.
+
+Framing: each text message is exactly one JSON frame (``MessageFraming``), never text
+mode. Output uses the TCP JSON wire itself (frames end in ``\\n``), so an event fanned
+out to a room of TCP and browser users is encoded once; ``MessageTransport`` turns each
+newline-ended frame into one WebSocket message (the encoder escapes newlines inside
+strings, so ``\\n`` only ever ends a frame). Messages wait in a queue drained by one
+writer task per connection; the queue plus the socket's own buffer is what the core
+counts against ``max_buffer``, so a browser that stops reading is cut off like any
+slow consumer. Heartbeats are the protocol's ``ping``/``pong`` (WebSocket-level pings are
+off: one heartbeat, the one the core already runs for every JSON session).
+
+An ``ssl.SSLContext`` given to ``start_web`` makes the port serve HTTPS and WSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import email.utils
+import logging
+import ssl
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from chatcli.core.connection import JSON_LINES, Wire
+from chatcli.errors import FrameTooLarge, ProtocolError
+from chatcli.transports.tcp import Connection, keep_alive
+
+if TYPE_CHECKING:
+    from chatcli.transports.tcp import ChatServer
+
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "STATIC_DIR",
+    "MessageFraming",
+    "MessageTransport",
+    "WebListener",
+    "start_web",
+    "web_url",
+]
+
+log = logging.getLogger("chatcli.server")
+
+#: the page's files, shipped inside the package (package data in pyproject.toml)
+STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "web" / "static"
+#: the path that upgrades to the chat WebSocket
+WS_PATH: Final = "/ws"
+#: what the page may load and connect to: its own files, and WebSockets to this server
+#: ('self' covers ws:/wss: to the same host in current browsers; the explicit schemes keep
+#: older ones working). No inline script or style, no plugins, no framing by others.
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'none'"
+)
+#: content types by file suffix; files of other types are not served
+CONTENT_TYPES: Final = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+}
+#: a message larger than this many frame limits is refused by the library itself (close
+#: 1009) instead of being received; between one and this many, the relay answers
+#: ``frame_too_large`` like on TCP
+RECEIVE_SLACK: Final = 4
+
+
+class MessageFraming:
+    """A WebSocket's framing for ``ServerConnection``: one text message is one frame.
+
+    The library has already reassembled the message, so ``feed`` only checks the frame
+    limit. There is no text mode (``text_wire`` None): a browser speaks JSON.
+    """
+
+    __slots__ = ("max_frame",)
+
+    json_wire: Wire = JSON_LINES
+    text_wire: Wire | None = None
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if len(data) > self.max_frame:
+            raise FrameTooLarge(self.max_frame)
+        return [data]
+
+    def end(self) -> list[bytes]:
+        return []
+
+
+class MessageTransport:
+    """The few ``asyncio.Transport`` verbs ``tcp.Connection`` uses, over one WebSocket.
+
+    ``write`` takes newline-ended frames and makes each one text message. While the
+    socket keeps up, that happens at once: the messages are framed by the library's
+    sans-I/O protocol and written with one ``transport.write``, as a TCP flush is (no
+    task switch, no await per message). Once the socket's buffer is over its high-water
+    mark (the peer reads slowly), frames queue up for the writer task (``run``), which
+    waits for the socket to drain, so messages keep their order. ``close`` sends the
+    close frame once the queue is out; ``abort`` drops the socket.
+    ``get_write_buffer_size`` counts the queue and the socket's buffer: the bytes the
+    peer has not taken yet, which the core holds against the slow-consumer bound.
+    """
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._wake = asyncio.Event()
+        self._closing = False
+        #: the writer task is in the middle of a batch: later frames queue behind it
+        self._sending = False
+
+    def write(self, data: bytes) -> None:
+        frames = data.split(b"\n")
+        frames.pop()  # what follows the last newline: nothing
+        ws = self.ws
+        if (
+            not self._queue
+            and not self._sending
+            and not ws.paused
+            and ws.protocol.state is State.OPEN
+            and not ws.transport.is_closing()
+        ):
+            self._frame(frames)
+            return
+        self._queue.extend(frames)
+        self._queued += len(data)
+        self._wake.set()
+
+    def _frame(self, frames: list[bytes]) -> None:
+        """Frame ``frames`` as text messages and write them to the socket in one go."""
+        ws = self.ws
+        protocol = ws.protocol
+        for frame in frames:
+            protocol.send_text(frame)
+        chunks = protocol.data_to_send()
+        if all(chunks):
+            if chunks:
+                ws.transport.write(b"".join(chunks))
+        else:  # an empty chunk asks for the end of the stream: as the library does it
+            for chunk in chunks:
+                if chunk:
+                    ws.transport.write(chunk)
+                elif ws.transport.can_write_eof():
+                    ws.transport.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._queued + self.ws.transport.get_write_buffer_size()
+
+    def can_write_eof(self) -> bool:
+        return False  # a WebSocket has no half-close: the close frame is the end
+
+    def write_eof(self) -> None:  # pragma: no cover - can_write_eof says never
+        self.close()
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    def abort(self) -> None:
+        self.ws.transport.abort()
+
+    async def run(self) -> None:
+        """Send what queued while the socket was full, in order, waiting for it to drain
+        (``send_context``, the library's own way of writing from a connection's owner,
+        which drains on the way out); once closed, send the close frame."""
+        ws, queue = self.ws, self._queue
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while queue:
+                    frames = list(queue)
+                    queue.clear()
+                    self._queued -= sum(len(frame) + 1 for frame in frames)
+                    self._sending = True
+                    try:
+                        async with ws.send_context():
+                            self._frame(frames)
+                    finally:
+                        self._sending = False
+                if self._closing:
+                    await ws.close()
+                    return
+
+
+class WebConnection(Connection):
+    """One browser connection: ``tcp.Connection``'s output, timers and shutdown over a
+    ``MessageTransport``, fed by the WebSocket handler instead of ``asyncio.Protocol``."""
+
+    __slots__ = ()
+
+    def __init__(self, server: ChatServer, ws: ServerConnection) -> None:
+        super().__init__(server)
+        transport = MessageTransport(ws)
+        self.transport = transport  # type: ignore[assignment]
+        remote = ws.remote_address
+        peer = f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote)
+        address = remote[0] if isinstance(remote, tuple) else None
+        keep_alive(ws.transport.get_extra_info("socket"))
+        self.core = core = server.hub.open(
+            MessageFraming(server.settings.max_frame), f"ws:{peer}", link=self, address=address
+        )
+        self.write_out(core)  # the welcome
+        server.settle(self)
+
+    def message(self, message: str | bytes) -> None:
+        """One WebSocket message from the peer: a text one is a frame, a binary one is
+        refused with ``bad_request`` (the connection stays open)."""
+        core = self.core
+        assert core is not None
+        server = self.server
+        if isinstance(message, bytes):
+            if not core.closing:
+                core.refuse(ProtocolError("bad_request", "send JSON frames as text messages"))
+        else:
+            server.hub.receive_data(core, message.encode())
+        server.settle(self)
+
+
+@dataclass
+class WebListener:
+    """A running web port: its address, its page URL, and how to stop it."""
+
+    server: Server
+    url: str
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [sock.getsockname()[:2] for sock in self.server.sockets]
+
+    def close(self) -> None:
+        """Stop listening; the chat connections are closed by the ``ChatServer``'s
+        shutdown, which tells each of them ``server_shutdown`` first."""
+        self.server.close(close_connections=False)
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for every connection handler to return."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), timeout)
+
+
+def web_url(host: str, port: int, *, tls: bool = False) -> str:
+    """The page's URL for a server bound to ``host``:``port`` (IPv6 in brackets)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}/"
+
+
+def _same_origin(origin: str, host: str | None, tls: bool) -> bool:
+    if host is None:
+        return False
+    return origin.lower() == f"{'https' if tls else 'http'}://{host}".lower()
+
+
+def _file_response(path: Path, content_type: str) -> Response:
+    body = path.read_bytes()
+    headers = Headers()
+    headers["Date"] = email.utils.formatdate(usegmt=True)
+    headers["Content-Type"] = content_type
+    headers["Content-Length"] = str(len(body))
+    headers["Cache-Control"] = "no-cache"
+    _security_headers(headers)
+    return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+
+
+def _plain(status: HTTPStatus, text: str) -> Response:
+    body = f"{text}\n".encode()
+    headers = Headers()
+    headers["Date"] = email.utils.formatdate(usegmt=True)
+    headers["Content-Type"] = "text/plain; charset=utf-8"
+    headers["Content-Length"] = str(len(body))
+    headers["Connection"] = "close"
+    _security_headers(headers)
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _security_headers(headers: Headers) -> None:
+    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["X-Frame-Options"] = "DENY"
+
+
+def static_file(static_dir: Path, request_path: str) -> Path | None:
+    """The file under ``static_dir`` that ``request_path`` names, or None.
+
+    ``/`` is ``index.html``. The query string is ignored. Only plain names made of
+    letters, digits, ``-``, ``_`` and ``.`` in at most one level of folders are served
+    (no ``..``, no hidden files, no encoded separators), the resolved path must stay
+    inside ``static_dir``, and its type must be one of ``CONTENT_TYPES``.
+    """
+    path = request_path.split("?", 1)[0].split("#", 1)[0]
+    if path == "/":
+        path = "/index.html"
+    parts = path[1:].split("/")
+    if not path.startswith("/") or len(parts) > 2:
+        return None
+    for part in parts:
+        if not part or part.startswith(".") or not all(c.isalnum() or c in "-_." for c in part):
+            return None
+        if not part.isascii():
+            return None
+    candidate = (static_dir / Path(*parts)).resolve()
+    root = static_dir.resolve()
+    if root not in candidate.parents or candidate.suffix not in CONTENT_TYPES:
+        return None
+    return candidate if candidate.is_file() else None
+
+
+async def start_web(
+    server: ChatServer,
+    host: str,
+    port: int,
+    *,
+    origins: tuple[str, ...] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    static_dir: Path = STATIC_DIR,
+) -> WebListener:
+    """Serve the page and the chat WebSocket on ``host``:``port`` for ``server``'s hub.
+
+    ``origins`` are the extra page origins (``https://chat.example.org``) whose pages may
+    open the WebSocket besides the page's own; a request without ``Origin`` (a program,
+    not a browser) is let through. Sets the relay's ``web_url`` so ``welcome`` offers it.
+    """
+    tls = ssl_context is not None
+    allowed = frozenset(origin.rstrip("/").lower() for origin in origins)
+    settings = server.settings
+
+    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == WS_PATH:
+            origin = request.headers.get("Origin")
+            if origin is None or origin.lower() in allowed:
+                return None
+            if _same_origin(origin, request.headers.get("Host"), tls):
+                return None
+            log.info("refused WebSocket from origin %r", origin)
+            return _plain(HTTPStatus.FORBIDDEN, "this origin may not open the chat")
+        if server.shutting_down:
+            return _plain(HTTPStatus.SERVICE_UNAVAILABLE, "the server is shutting down")
+        found = static_file(static_dir, request.path)
+        if found is None:
+            return _plain(HTTPStatus.NOT_FOUND, "not found")
+        try:
+            return _file_response(found, CONTENT_TYPES[found.suffix])
+        except OSError as exc:
+            log.warning("cannot read %s: %s", found, exc)
+            return _plain(HTTPStatus.NOT_FOUND, "not found")
+
+    async def handler(ws: ServerConnection) -> None:
+        if server.shutting_down:
+            return
+        link = WebConnection(server, ws)
+        transport: MessageTransport = link.transport  # type: ignore[assignment]
+        writer = asyncio.create_task(transport.run())
+        try:
+            async for message in ws:
+                link.message(message)
+        except ConnectionClosed:
+            pass  # the peer went without a close frame: lost, like a TCP reset
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            link.connection_lost(None)
+
+    ws_server = await serve(
+        handler,
+        host,
+        port,
+        process_request=process_request,
+        max_size=settings.max_frame * RECEIVE_SLACK,
+        ping_interval=None,  # the protocol's ping/pong is the heartbeat
+        compression=None,  # deflate costs CPU per message for frames this small
+        ssl=ssl_context,
+        server_header=None,
+    )
+    bound_host, bound_port = ws_server.sockets[0].getsockname()[:2]
+    url = web_url(bound_host, bound_port, tls=tls)
+    server.relay.web_url = url
+    return WebListener(ws_server, url)
