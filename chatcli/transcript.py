@@ -190,8 +190,9 @@ class TranscriptWriter:
     def write(self, event: object) -> bool:
         """Record ``event`` if a transcript keeps it; True when a line was written.
 
-        The recorded events (``msg``, ``dm``, ``join``, ``leave``: those the event table
-        marks ``recorded``) are written as on the wire, minus the sender-only ``ref``. A
+        The recorded events (``msg``, ``dm``, ``join``, ``leave`` and the board's
+        ``draw``, ``erase``, ``move``, ``clear``: those the event table marks
+        ``recorded``) are written as on the wire, minus the sender-only ``ref``. A
         ``ready`` (the recorder itself entering a room, which the wire announces to everyone
         else as ``join``) is written as that ``join``, stamped with the clock. Every other
         event (``users``, ``error``, ``ping``...) is skipped.

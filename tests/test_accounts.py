@@ -51,7 +51,7 @@ from chatcli.store.accounts import check_password, hash_password
 from chatcli.store.base import Store
 from chatcli.store.memory import MemoryStore
 from chatcli.store.pipeline import StorePipeline
-from chatcli.store.sqlite import _SCHEMA_V1, SQLiteStore
+from chatcli.store.sqlite import _SCHEMA_V1, SCHEMA_VERSION, SQLiteStore
 
 T0 = 1763700000.0
 PASSWORD = "correct horse"
@@ -499,7 +499,7 @@ def test_a_version_1_store_is_upgraded_with_its_messages_kept(tmp_path: Path) ->
     finally:
         store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("SELECT name FROM accounts").fetchall() == [("alice",)]
     db.close()
 

@@ -84,9 +84,11 @@ def test_derived_type_sets() -> None:
 
     assert tags(protocol.ClientEvent) == CLIENT_TYPES
     assert tags(protocol.ServerEvent) == SERVER_TYPES
-    assert {"msg", "dm", "join", "leave"} == RECORDED_TYPES
+    board = ["draw", "erase", "move", "clear"]
+    assert {"msg", "dm", "join", "leave", *board} == RECORDED_TYPES
     assert {entry.type: entry.cls for entry in RECORDED} == player.EVENT_TYPES
-    assert list(player.EVENT_TYPES) == ["msg", "dm", "join", "leave"]  # as --type lists them
+    # as --type lists them
+    assert list(player.EVENT_TYPES) == ["msg", "dm", "join", "leave", *board]
     # the names protocol exported before the table keep working
     assert protocol.CLIENT_TYPES is CLIENT_TYPES and protocol.SERVER_TYPES is SERVER_TYPES
 
@@ -129,6 +131,16 @@ def test_transcripts_read_back_every_recorded_type(tmp_path: Path) -> None:
         events.DirectMessage(from_="alice", to="bob", text="psst", ts=T0),
         events.Joined(room="lobby", name="bob", ts=T0),
         events.Left(room="lobby", name="bob", reason="quit", ts=T0),
+        events.Drawn(
+            id=7,
+            room="lobby",
+            from_="alice",
+            shape=events.Shape(kind="text", points=[(10.5, 20.0)], color="#d62728", text="hi"),
+            ts=T0,
+        ),
+        events.Erased(room="lobby", id=7, by="alice", ts=T0),
+        events.Moved(room="lobby", id=8, dx=10.0, dy=-5.5, by="bob", ts=T0),
+        events.Cleared(room="lobby", by="carol", all=False, ts=T0),
     ]
     assert {type(sample) for sample in samples} == {entry.cls for entry in RECORDED}
     path = tmp_path / "t.jsonl"

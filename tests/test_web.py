@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -351,7 +352,13 @@ def test_serve_web_prints_the_page_url_and_serves_it() -> None:
                 assert welcome["web"] == match.group(1) and "web" in welcome["features"]
 
         run(chat())
-        assert port > 0
+        from processes import run_join
+
+        env = {"CHATCLI_CONFIG_DIR": tempfile.mkdtemp(), "LC_ALL": "C.UTF-8"}
+        joined = run_join("alice", "--port", str(port), stdin=b"hi\n", env=env)
+        assert joined.returncode == 0, joined.stderr
+        shown = joined.stdout.decode() + joined.stderr.decode()
+        assert f"whiteboard: {match.group(1)}" in shown, shown
 
 
 @pytest.mark.parametrize(

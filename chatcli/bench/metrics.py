@@ -138,6 +138,11 @@ _METRICS: Final = [
         PER_CONN_NOISE_KIB,
     ),
     Metric("generator_cpu_pct", "%", "CPU the load generator used (100 = one core)", None),
+    # the draw mix (--draw-clients), over the whole run, warm-up included
+    Metric("draw_clients", "count", "drawing WebSocket clients that logged in", None),
+    Metric("draws_sent", "count", "board draws the drawing clients sent", None),
+    Metric("draws_acked", "count", "draws whose own echo came back", None),
+    Metric("draw_errors", "count", "error frames and failed logins of drawing clients", "lower"),
 ]
 
 METRICS: Final[Mapping[str, Metric]] = MappingProxyType({m.name: m for m in _METRICS})

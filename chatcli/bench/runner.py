@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 from chatcli.addresses import format_address
 from chatcli.bench.accounting import account
 from chatcli.bench.baseline import compare_reports
+from chatcli.bench.draw import DrawLoad, DrawResult, DrawSpec
 from chatcli.bench.histogram import Histogram
 from chatcli.bench.messages import (
     Connected,
@@ -92,6 +93,12 @@ class BenchOptions:
     thresholds: tuple[Threshold, ...] = field(default=())
     baseline: BenchReport | None = None
     max_regression: float = 0.10
+    #: the draw mix: WebSocket clients drawing in the first room (chatcli.bench.draw)
+    draw_clients: int = 0
+    #: draws per second per drawing client
+    draw_rate: float = 5.0
+    #: the web port (``serve --web``) of a --target relay, for the drawing clients
+    draw_target: tuple[str, int] | None = None
 
     def check(self) -> None:
         """Refuse combinations that cannot produce a meaningful run."""
@@ -109,6 +116,10 @@ class BenchOptions:
             raise UsageError(f"--closed does not combine with --scenario {self.scenario}")
         if self.scenario not in SCENARIOS:
             raise UsageError(f"--scenario must be one of {', '.join(SCENARIOS)}")
+        if self.draw_clients < 0 or self.draw_rate <= 0:
+            raise UsageError("--draw-clients must not be negative and --draw-rate positive")
+        if self.draw_clients and self.target is not None and self.draw_target is None:
+            raise UsageError("--draw-clients with --target needs --draw-target (its web port)")
 
     def params(self) -> dict[str, Any]:
         """The parameters as written to the JSON report."""
@@ -116,6 +127,7 @@ class BenchOptions:
         for key in ("thresholds", "baseline", "max_regression"):
             data.pop(key)
         data["target"] = format_address(*self.target) if self.target else None
+        data["draw_target"] = format_address(*self.draw_target) if self.draw_target else None
         data["relay_args"] = list(self.relay_args)
         return data
 
@@ -229,11 +241,18 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
     relay: RelayProcess | None = None
     relay_sampler: RelaySampler | None = None
     workers: _Workers | None = None
+    draw: DrawLoad | None = None
+    draw_result: DrawResult | None = None
+    web = options.draw_target
     try:
         if options.target is None:
             progress.phase = "starting relay"
             show(progress)
-            relay = RelayProcess(list(options.relay_args))
+            relay_args = list(options.relay_args)
+            if options.draw_clients:
+                web = ("127.0.0.1", free_port())
+                relay_args += ["--web", format_address(*web)]
+            relay = RelayProcess(relay_args)
             host, port = relay.host, relay.port
             relay_sampler = RelaySampler(relay)
         else:
@@ -261,6 +280,13 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
             mem_per_conn = (relay.rss() - rss_before) / progress.connected / 1024
             relay.mark_cpu()
 
+        if options.draw_clients and web is not None:
+            progress.phase = "drawing clients"
+            show(progress)
+            draw = DrawLoad(
+                DrawSpec(web[0], web[1], options.draw_clients, options.draw_rate, seed=options.seed)
+            )
+            draw.start()
         start = time.monotonic() + 0.3
         workers.send(Start(at=start))
         if relay_sampler is not None:
@@ -284,6 +310,8 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
         progress.phase = "done"
         show(progress)
     finally:
+        if draw is not None:
+            draw_result = draw.stop()
         if workers is not None:
             workers.stop()
         if relay is not None:
@@ -292,6 +320,11 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
     report = _report(
         options, results, start, started, connect_failures, relay, relay_cpu, mem_per_conn
     )
+    if draw_result is not None:
+        report.metrics["draw_clients"] = draw_result.connected
+        report.metrics["draws_sent"] = draw_result.sent
+        report.metrics["draws_acked"] = draw_result.acked
+        report.metrics["draw_errors"] = draw_result.errors
     report.timeline = _timeline(
         options, results, start, int(report.metrics["lost"] or 0), relay_sampler
     )
@@ -474,3 +507,13 @@ def _invalid_reasons(
     if sent == 0 and options.rate > 0:
         reasons.append("no message was sent in the measured window")
     return reasons
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (for the relay's web port; bench's own use only)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port

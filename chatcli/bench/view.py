@@ -89,6 +89,7 @@ def _progress_table(p: Progress) -> Table:
 
 _SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("throughput", ("offered_per_s", "sent_per_s", "deliveries_per_s")),
+    ("board", ("draw_clients", "draws_sent", "draws_acked", "draw_errors")),
     (
         "correctness",
         (

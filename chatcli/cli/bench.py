@@ -179,6 +179,28 @@ def _target(
     help="Store of the relay bench starts: a throwaway SQLite file, or memory.",
 )
 @click.option(
+    "--draw-clients",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Also run N WebSocket clients drawing on the first room's board (the draw mix).",
+)
+@click.option(
+    "--draw-rate",
+    type=click.FloatRange(min=0.01),
+    default=5.0,
+    show_default=True,
+    metavar="N",
+    help="Draws per second per drawing client.",
+)
+@click.option(
+    "--draw-target",
+    callback=_target,
+    metavar="HOST:PORT",
+    help="With --target: the relay's web port (serve --web) for the drawing clients.",
+)
+@click.option(
     "--baseline",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Compare with an earlier --json report.",
@@ -212,6 +234,9 @@ def bench(
     summary_path: Path | None,
     threshold_exprs: tuple[str, ...],
     relay_store: str,
+    draw_clients: int,
+    draw_rate: float,
+    draw_target: tuple[str, int] | None,
     baseline: Path | None,
     max_regression: str,
 ) -> None:
@@ -234,6 +259,7 @@ def bench(
       chatcli bench --baseline main.json --max-regression 10%
       chatcli bench --relay-store memory          # the relay without durability
       chatcli bench --report bench.html --junit bench.xml --summary-md summary.md
+      chatcli bench --clients 50 --draw-clients 10 --draw-rate 5   # chat + drawing
       chatcli bench report bench.json --baseline main.json --html bench.html
     """
     if ctx.invoked_subcommand is not None:
@@ -276,6 +302,9 @@ def bench(
         thresholds=tuple(parse_thresholds(threshold_exprs)),
         baseline=read_report(baseline) if baseline else None,
         max_regression=parse_tolerance(max_regression),
+        draw_clients=draw_clients,
+        draw_rate=draw_rate,
+        draw_target=draw_target,
     )
     options.check()
     console = Console(stderr=True)

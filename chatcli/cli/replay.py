@@ -51,7 +51,7 @@ _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
     "types",
     multiple=True,
     metavar="TYPE",
-    help="Only msg, dm, join or leave events (repeatable).",
+    help="Only msg, dm, join, leave, draw, erase, move or clear events (repeatable).",
 )
 @click.option("--grep", "-g", metavar="REGEX", help="Only messages whose text matches REGEX.")
 @click.option("--ignore-case", "-I", is_flag=True, help="Match --grep in any case.")
@@ -75,6 +75,15 @@ _NOT_WITH_INJECT = ("follow", "fmt", "realtime")
 @click.option("--check", is_flag=True, help="Validate the FILEs instead of playing them.")
 @click.option(
     "--list-rooms", is_flag=True, help="STORE: list its rooms (messages, ids, time span)."
+)
+@click.option(
+    "--board",
+    "board_out",
+    metavar="OUT.svg",
+    help="Write the room's whiteboard as an SVG picture instead of playing.",
+)
+@click.option(
+    "--at", metavar="TIME", help="--board: the board as it stood at TIME (default: the end)."
 )
 @click.option(
     "--to", "target", metavar="HOST:PORT", help="Re-inject into a live server instead of showing."
@@ -113,6 +122,8 @@ def replay(
     follow: bool,
     check: bool,
     list_rooms: bool,
+    board_out: str | None,
+    at: str | None,
     target: str | None,
     prefix: str,
     loop: int,
@@ -153,6 +164,13 @@ def replay(
     exits 1 unless every message was acknowledged.
 
     \b
+    Board activity shows as one line per person per burst ("alice drew 3
+    shapes on the board"). --board OUT.svg writes the room's whiteboard as it
+    stood at the end (or --at TIME) as an SVG picture; give --room when the
+    transcript has several rooms with boards. Shapes drawn before the
+    recording began are not in it.
+
+    \b
     FILE may also be a store written by `chatcli serve --store` (a SQLite
     file, recognised by its content): it is read, never written, and a room
     of it (--room ROOM; needed when it holds several) plays as that room's
@@ -170,6 +188,7 @@ def replay(
       chatcli replay --check recordings/*.jsonl
       chatcli replay chat.jsonl --to 127.0.0.1:7777 --prefix re- --speed 50
       chatcli replay chat.jsonl --to 127.0.0.1:7777 --dry-run --max-idle 1
+      chatcli replay chat.jsonl --board board.svg --at 09:30
       chatcli replay chatcli.db --list-rooms
       chatcli replay chatcli.db --room lobby --format jsonl > lobby.jsonl
     """
@@ -195,6 +214,12 @@ def replay(
         sys.exit(0)
     if check:
         sys.exit(_check(files, stores, rooms))
+    if at is not None and board_out is None:
+        fail("--at goes with --board OUT.svg", EXIT_USAGE)
+    if board_out is not None and (stores or len(files) != 1 or target is not None or follow):
+        fail(
+            "--board reads one transcript FILE (not a store, not with --to or --follow)", EXIT_USAGE
+        )
     if stores and len(files) != 1:
         fail("give one STORE to play, alone (several FILEs only with --check)", EXIT_USAGE)
     if len(files) != 1 and (target is not None or follow or "-" in files):
@@ -245,6 +270,8 @@ def replay(
         source = open_room(files[0], choose_room(files[0], rooms))
     if target is not None:
         sys.exit(_inject(source, options, target, prefix, loop, dry_run, ack_timeout))
+    if board_out is not None:
+        sys.exit(_write_board(source, options, board_out, at, rooms))
 
     from chatcli.ui.playback import run_playback
 
@@ -265,6 +292,45 @@ def _after(start: TimeSpec, until: TimeSpec) -> bool:
     if start.kind == "clock" and start.seconds - until.seconds > 12 * 3600:
         return False
     return start.seconds > until.seconds
+
+
+def _write_board(
+    source: Source, options: object, out: str, at: str | None, rooms: tuple[str, ...]
+) -> int:
+    """``--board OUT.svg``: the room's board at the end (or ``--at``) as an SVG file."""
+    from pathlib import Path
+
+    from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.core.sanitize import clean_text
+    from chatcli.replay.board_svg import board_at, board_svg
+    from chatcli.replay.player import Playback, PlayOptions, TimeSpec
+
+    assert isinstance(options, PlayOptions)
+    playback = Playback(source, options)
+    try:
+        until = None
+        if at is not None:
+            until = TimeSpec.parse(at).resolve(playback.started, options.tz)
+        boards = board_at((entry.event for entry in playback.entries()), until)
+    finally:
+        playback.close()
+    for problem in playback.problems:
+        click.echo(f"{problem} (line skipped)", err=True)
+    if rooms:
+        room = rooms[0]
+    elif len(boards) > 1:
+        fail(f"boards in several rooms ({', '.join(sorted(boards))}): choose one with --room")
+    else:
+        room = next(iter(boards), playback.header.room or "")
+    shapes = boards[room].in_order() if room in boards else []
+    title = f"chatcli board of {room}" if room else "chatcli board"
+    try:
+        Path(out).write_text(board_svg(shapes, title=title), encoding="utf-8")
+    except OSError as exc:
+        fail(f"--board {out}: cannot write it ({exc.strerror or exc})", EXIT_USAGE)
+    plural = "" if len(shapes) == 1 else "s"
+    click.echo(f"wrote {out}: {len(shapes)} shape{plural} in {clean_text(room) or '?'}")
+    return 0
 
 
 def _check(files: tuple[str, ...], stores: set[str], rooms: tuple[str, ...]) -> int:

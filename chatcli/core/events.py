@@ -37,10 +37,17 @@ __all__ = [
     "RECORDED_TYPES",
     "SERVER_TYPES",
     "Ban",
+    "BoardEvent",
     "Bye",
     "ChangePassword",
+    "Clear",
+    "Cleared",
     "ClientEvent",
     "DirectMessage",
+    "Draw",
+    "Drawn",
+    "Erase",
+    "Erased",
     "Error",
     "ErrorCode",
     "EventType",
@@ -51,6 +58,8 @@ __all__ = [
     "Left",
     "Me",
     "Moderated",
+    "Move",
+    "Moved",
     "Msg",
     "Mute",
     "Nick",
@@ -68,6 +77,7 @@ __all__ = [
     "Say",
     "SendDirect",
     "ServerEvent",
+    "Shape",
     "Unban",
     "Users",
     "Welcome",
@@ -262,6 +272,57 @@ class Mute(_Event, tag="mute", frozen=True):
     ref: Ref = None
 
 
+# Board (spec 1.1, section 4): shapes and the frames that change a room's board. The
+# exact rules (kinds, point counts, ranges) are checked by chatcli.core.board.
+
+#: a coordinate or a move: a JSON number (true and false are refused)
+Number = Annotated[float, msgspec.Meta(ge=-1e9, le=1e9)]
+ShapeId = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Shape(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A shape on a board: ``points`` [[x, y], ...] in board units (0..1000).
+
+    ``text`` only for kind ``text``; ``width`` is the stroke (or text size) in units.
+    """
+
+    kind: str
+    points: list[tuple[Number, Number]]
+    color: str
+    width: Number = 3.0
+    text: str | None = None
+
+
+class Draw(_Event, tag="draw", frozen=True):
+    """Add ``shape`` to the room's board; the server gives it an id."""
+
+    shape: Shape
+    ref: Ref = None
+
+
+class Erase(_Event, tag="erase", frozen=True):
+    """Remove shape ``id`` (one's own; operators any)."""
+
+    id: ShapeId
+    ref: Ref = None
+
+
+class Move(_Event, tag="move", frozen=True):
+    """Move shape ``id`` by (``dx``, ``dy``) units (one's own; operators any)."""
+
+    id: ShapeId
+    dx: Number
+    dy: Number
+    ref: Ref = None
+
+
+class Clear(_Event, tag="clear", frozen=True):
+    """Remove one's own shapes, or (``all``, operators only) every shape."""
+
+    all: bool = False
+    ref: Ref = None
+
+
 # Server -> client
 
 
@@ -312,6 +373,51 @@ class Ready(_Event, tag="ready", frozen=True):
     resume: str | None = None
     #: this user is an operator (spec 1.1, 3)
     op: bool = False
+    #: the room's board: its shapes in id order, where they are now (spec 1.1, 4)
+    board: list[Drawn] = []
+
+
+class Drawn(_Event, tag="draw", frozen=True):
+    """A shape added to ``room``'s board under ``id`` by ``from``."""
+
+    id: int
+    room: str
+    from_: str = msgspec.field(name="from")
+    shape: Shape
+    ts: float
+    ref: Ref = None
+
+
+class Erased(_Event, tag="erase", frozen=True):
+    """Shape ``id`` of ``room``'s board was removed by ``by``."""
+
+    room: str
+    id: int
+    by: str
+    ts: float
+    ref: Ref = None
+
+
+class Moved(_Event, tag="move", frozen=True):
+    """Shape ``id`` was moved by (``dx``, ``dy``): the move made, after clamping."""
+
+    room: str
+    id: int
+    dx: float
+    dy: float
+    by: str
+    ts: float
+    ref: Ref = None
+
+
+class Cleared(_Event, tag="clear", frozen=True):
+    """``by``'s shapes (or, ``all``, every shape) were removed from ``room``'s board."""
+
+    room: str
+    by: str
+    all: bool
+    ts: float
+    ref: Ref = None
 
 
 class Joined(_Event, tag="join", frozen=True):
@@ -415,6 +521,10 @@ ClientEvent = (
     | Ban
     | Unban
     | Mute
+    | Draw
+    | Erase
+    | Move
+    | Clear
     | Ping
     | Pong
 )
@@ -432,11 +542,17 @@ ServerEvent = (
     | PasswordChanged
     | Renamed
     | Moderated
+    | Drawn
+    | Erased
+    | Moved
+    | Cleared
     | Ping
     | Pong
 )
 #: the events a transcript records
-RecordedEvent = Msg | DirectMessage | Joined | Left
+RecordedEvent = Msg | DirectMessage | Joined | Left | Drawn | Erased | Moved | Cleared
+#: the board's events (server to client), which text-mode sessions are not sent
+BoardEvent = Drawn | Erased | Moved | Cleared
 
 # --------------------------------------------------------------------------- layouts
 # The line(s) each event shows as; see chatcli.core.lines. Untrusted strings are cleaned
@@ -520,6 +636,22 @@ def _moderated(event: Moderated, options: LineOptions) -> list[Line]:
     return [notice(None, options, f"{clean_text(event.action)}: ", name(event.name), time)]
 
 
+def _board(event: Drawn | Erased | Moved | Cleared, options: LineOptions) -> list[Line]:
+    """One board change alone; ``join`` and ``replay`` show bursts of them coalesced
+    (chatcli.ui.board_activity), this is the line of a single one."""
+    if type(event) is Drawn:
+        kind = event.shape.kind
+        what = f"drew {'a' if kind != 'oval' else 'an'} {clean_text(kind)}"
+        return [notice(event.ts, options, name(event.from_), f" {what} on the board")]
+    if type(event) is Erased:
+        return [notice(event.ts, options, name(event.by), " erased a shape on the board")]
+    if type(event) is Moved:
+        return [notice(event.ts, options, name(event.by), " moved a shape on the board")]
+    assert type(event) is Cleared
+    what = "the whole board" if event.all else "their drawings"
+    return [notice(event.ts, options, name(event.by), f" cleared {what}")]
+
+
 def _welcome(event: Welcome, options: LineOptions) -> list[Line]:
     online: tuple[str | Span, ...] = ("; online: ", *names(event.users)) if event.users else ()
     return [notice(None, options, "connected to ", event.server, *online)]
@@ -585,6 +717,10 @@ EVENTS: Final[tuple[EventType, ...]] = (
     EventType(Ban, "client", target="name"),
     EventType(Unban, "client", target="name"),
     EventType(Mute, "client", target="name"),
+    EventType(Draw, "client"),
+    EventType(Erase, "client"),
+    EventType(Move, "client"),
+    EventType(Clear, "client"),
     # server -> client
     EventType(Welcome, "server", text=True, layout=_welcome),
     EventType(Ready, "server", room="room", actor="name", text=True, layout=_ready),
@@ -605,6 +741,11 @@ EVENTS: Final[tuple[EventType, ...]] = (
         Renamed, "server", room="room", actor="old", target="name", text=True, layout=_renamed
     ),
     EventType(Moderated, "server", target="name", text=True, layout=_moderated),
+    # the board: recorded, never sent to text sessions (spec 1.1, 4)
+    EventType(Drawn, "server", room="room", actor="from_", recorded=True, layout=_board),
+    EventType(Erased, "server", room="room", actor="by", recorded=True, layout=_board),
+    EventType(Moved, "server", room="room", actor="by", recorded=True, layout=_board),
+    EventType(Cleared, "server", room="room", actor="by", recorded=True, layout=_board),
 )
 
 _BY_CLASS: Final[dict[type, EventType]] = {entry.cls: entry for entry in EVENTS}

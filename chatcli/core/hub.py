@@ -62,6 +62,11 @@ class Hub:
         )
         self.clock = clock
         self.store: Store = store if store is not None else MemoryStore(settings.history)
+        # the boards the store kept: read once, before any connection (spec 1.1, 4); a
+        # store written before boards existed starts every board empty
+        boards = getattr(self.store, "boards", None)
+        if boards is not None:
+            self.relay.load_boards(boards())
         #: carries the relay's store intents out and keeps every delivery in order
         self.pipeline = StorePipeline(self.relay, self.store)
         self.connections: set[ServerConnection] = set()

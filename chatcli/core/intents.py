@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chatcli.core.events import Hello, Msg, Nick, Ref
+from chatcli.core.events import Cleared, Drawn, Erased, Hello, Moved, Msg, Nick, Ref
 
 if TYPE_CHECKING:
+    from chatcli.core.board import BoardWrite
     from chatcli.core.relay import Session
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "Authenticate",
     "Authenticated",
     "BanRecord",
+    "BoardChange",
+    "BoardSaved",
     "ChangePassword",
     "CheckAddress",
     "Completion",
@@ -173,8 +176,34 @@ class CheckAddress:
     now: float
 
 
+@dataclass(slots=True, eq=False)
+class BoardChange:
+    """Intent: keep ``write`` (one change of ``write.room``'s board) before anyone sees it.
+
+    ``event`` is what the room is told once it is kept (``echo`` the sender's copy, with
+    its ``ref``); ``targets`` and ``version`` are the room's members and membership
+    version when the change was made, as for :class:`Append`.
+    """
+
+    session: Session
+    write: BoardWrite
+    event: Drawn | Erased | Moved | Cleared
+    echo: Drawn | Erased | Moved | Cleared | None
+    ref: Ref
+    targets: Sequence[Session]
+    version: int
+
+
 Intent = (
-    Append | Recall | Authenticate | Register | ChangePassword | AddBan | LiftBan | CheckAddress
+    Append
+    | Recall
+    | Authenticate
+    | Register
+    | ChangePassword
+    | AddBan
+    | LiftBan
+    | CheckAddress
+    | BoardChange
 )
 
 
@@ -241,4 +270,11 @@ class Answered:
     reason: str = ""
 
 
-Completion = Stored | Recalled | Failed | Authenticated | Answered | AddressChecked
+@dataclass(slots=True, eq=False)
+class BoardSaved:
+    """The board change of ``intent`` is kept."""
+
+    intent: BoardChange
+
+
+Completion = Stored | Recalled | Failed | Authenticated | Answered | AddressChecked | BoardSaved

@@ -28,11 +28,20 @@ from typing import Any
 import msgspec
 
 from chatcli import __version__
+from chatcli.core.board import MAX_SHAPES, Board, RoomBoard, check_shape
 from chatcli.core.events import (
     Ban,
     ChangePassword,
+    Clear,
+    Cleared,
+    Draw,
+    Drawn,
+    Erase,
+    Erased,
     Kick,
     Moderated,
+    Move,
+    Moved,
     Mute,
     Nick,
     PasswordChanged,
@@ -50,6 +59,8 @@ from chatcli.core.intents import (
     Authenticate,
     Authenticated,
     BanRecord,
+    BoardChange,
+    BoardSaved,
     CheckAddress,
     Completion,
     Failed,
@@ -375,6 +386,7 @@ Effect = (
     | AddBan
     | LiftBan
     | CheckAddress
+    | BoardChange
 )
 
 _LOGIN_FIRST = 'log in first: {"type":"hello","name":"..."}'
@@ -413,6 +425,7 @@ class Relay:
         server_password: str | None = None,
         failed_logins: FailedLogins | None = None,
         address_limit: AddressLimit | None = None,
+        max_shapes: int = MAX_SHAPES,
     ) -> None:
         self.history_limit = history
         self.rate_limit = rate_limit
@@ -436,6 +449,9 @@ class Relay:
         self.audit: deque[AuditRecord] = deque(maxlen=AUDIT_KEEP)
         #: the page's URL when a web port serves this relay (``welcome.web``)
         self.web_url: str | None = None
+        #: every room's whiteboard (spec 1.1, 4), kept while the relay lives
+        self.boards: dict[str, RoomBoard] = {}
+        self.max_shapes = max_shapes
 
     # -- sessions -----------------------------------------------------------------
 
@@ -690,6 +706,8 @@ class Relay:
             return self._nick(session, event)
         if isinstance(event, (Kick, Ban, Unban, Mute)):
             return self._moderate(session, event)
+        if isinstance(event, (Draw, Erase, Move, Clear)):
+            return self._board_change(session, event)
         raise ProtocolError("unknown_type", f"unhandled event {type(event).__name__}", ref)
 
     def complete(self, completion: Completion) -> list[Effect]:
@@ -710,6 +728,8 @@ class Relay:
             return self._authenticated(completion)
         if isinstance(completion, Answered):
             return self._answered(completion)
+        if isinstance(completion, BoardSaved):
+            return self._board_saved(completion.intent)
         if isinstance(completion, AddressChecked):
             ban, session = completion.ban, completion.intent.session
             if ban is None:
@@ -725,6 +745,8 @@ class Relay:
             return list(self._recalled(intent, [], True))
         if isinstance(intent, CheckAddress):
             return []  # the address is checked again at hello
+        if isinstance(intent, BoardChange):
+            self.board(intent.write.room).fail(intent.write)
         if isinstance(intent, Authenticate):
             self._release(intent.session, intent.keys)
             if intent.session.claim is intent.keys:
@@ -1014,6 +1036,7 @@ class Relay:
             epoch=epoch or None,
             resume=session.resume,
             op=session.op,
+            board=self._board_now(recall.room),
         )
         return [Delivery((session,), ready)]
 
@@ -1034,6 +1057,88 @@ class Relay:
 
     def _names(self, room: str) -> list[str]:
         return sorted((s.name for s in self.members(room) if s.name), key=str.lower)
+
+    # -- the whiteboard (spec 1.1, 4) ---------------------------------------------------
+
+    def load_boards(self, boards: dict[str, Board]) -> None:
+        """The boards the store kept (read once at start-up, before anyone connects)."""
+        for room, board in boards.items():
+            self.boards[room] = RoomBoard(board, self.max_shapes)
+
+    def board(self, room: str) -> RoomBoard:
+        """``room``'s board (an empty one for a room that never had a shape)."""
+        board = self.boards.get(room)
+        if board is None:
+            board = self.boards[room] = RoomBoard(max_shapes=self.max_shapes)
+        return board
+
+    def _board_now(self, room: str) -> list[Drawn]:
+        """What ``ready.board`` shows: the shapes the store has confirmed, in id order."""
+        board = self.boards.get(room)
+        return board.committed.in_order() if board is not None else []
+
+    def _board_change(self, session: Session, event: Draw | Erase | Move | Clear) -> list[Effect]:
+        """A board frame: checked, applied to the room's projected board, kept, then shown.
+
+        Every board frame costs a flood-control token; a muted user may not draw. Erasing
+        or moving someone else's shape, or clearing the whole board, is for operators.
+        """
+        ref = event.ref
+        room = session.room
+        if room is None:
+            raise ProtocolError("not_logged_in", _LOGIN_FIRST, ref)
+        assert session.name is not None
+        if type(event) is Draw:
+            self._muted(session, ref)
+            shape = check_shape(event.shape, ref)
+        if not session.bucket.take():
+            raise ProtocolError("rate_limited", "slow down: board change not made", ref)
+        board = self.board(room)
+        ts = self.clock()
+        out: Drawn | Erased | Moved | Cleared
+        if type(event) is Draw:
+            write = board.draw(room, session.name, shape, ts, ref)
+            out = write.put[0]
+        elif type(event) is Erase:
+            self._own(session, board.find(event.id, ref), ref)
+            write = board.erase(room, event.id)
+            out = Erased(room=room, id=event.id, by=session.name, ts=ts)
+        elif type(event) is Move:
+            drawn = self._own(session, board.find(event.id, ref), ref)
+            write, dx, dy = board.move(drawn, event.dx, event.dy)
+            out = Moved(room=room, id=event.id, dx=dx, dy=dy, by=session.name, ts=ts)
+        else:
+            assert type(event) is Clear
+            if event.all and not session.op:
+                raise ProtocolError("forbidden", "only operators may clear the whole board", ref)
+            shapes = board.projected.shapes.values()
+            ids = [s.id for s in shapes if event.all or name_key(s.from_) == session.key]
+            write = board.clear(room, ids)
+            out = Cleared(room=room, by=session.name, all=event.all, ts=ts)
+        board.write(write)
+        state = self._rooms[room]
+        echo = None if ref is None else msgspec.structs.replace(out, ref=ref)
+        targets = tuple(state.members)
+        return [BoardChange(session, write, out, echo, ref, targets, state.version)]
+
+    @staticmethod
+    def _own(session: Session, drawn: Drawn, ref: Ref) -> Drawn:
+        """``drawn`` if ``session`` may change it (its own, or an operator), else forbidden."""
+        if session.op or name_key(drawn.from_) == session.key:
+            return drawn
+        raise ProtocolError("forbidden", f"shape {drawn.id} is {drawn.from_}'s", ref)
+
+    def _board_saved(self, change: BoardChange) -> list[Effect]:
+        """The store kept a board change: the room (as it is now) is told."""
+        self.board(change.write.room).commit(change.write)
+        room = change.write.room
+        sender, targets = change.session, change.targets
+        state = self._rooms.get(room)
+        if state is None or state.version != change.version:
+            targets = tuple(s for s in targets if s.room == room)
+            if sender.logged_in and sender.room == room and sender not in targets:
+                targets += (sender,)
+        return [Delivery(targets, change.event, sender, change.echo)]
 
 
 def _with_ref(event: Msg | DirectMessage, ref: Ref) -> Msg | DirectMessage:

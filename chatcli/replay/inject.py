@@ -44,6 +44,8 @@ from chatcli.client.acks import (
 )
 from chatcli.client.connection import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
 from chatcli.client.resume import new_txn
+from chatcli.core.events import Clear, Cleared, Draw, Drawn, Erase, Erased, Moved
+from chatcli.core.events import Move as MoveShape
 from chatcli.core.protocol import (
     DEFAULT_ROOM,
     Bye,
@@ -55,6 +57,7 @@ from chatcli.core.protocol import (
     Msg,
     Say,
     SendDirect,
+    ServerEvent,
     checked_text,
     clean_text,
     name_key,
@@ -117,13 +120,20 @@ class Move:
     room: str
 
 
+#: a board frame re-injected (draw, erase, move, clear)
+BoardFrame = Draw | Erase | MoveShape | Clear
+
+
 @dataclass(frozen=True)
 class Send:
-    """Send ``event`` (say, me or dm, without a ref) from ``user``'s client, in ``room``."""
+    """Send ``event`` (say, me, dm or a board frame, without a ref) from ``user``'s
+    client, in ``room``. ``shape`` is the shape's id in the transcript for a draw, erase
+    or move: the server gives the re-drawn shape a new id, which erase and move use."""
 
     user: str
-    event: Say | Me | SendDirect
+    event: Say | Me | SendDirect | BoardFrame
     room: str | None
+    shape: int | None = None
 
 
 @dataclass(frozen=True)
@@ -227,7 +237,30 @@ class Planner:
             if self._where.pop(name_key(event.name), None) is None:
                 return []
             return [Disconnect(event.name)]
+        if isinstance(event, (Drawn, Erased, Moved, Cleared)):
+            return self._board(event)
         return []
+
+    def _board(self, event: Drawn | Erased | Moved | Cleared) -> list[Action]:
+        """A board change, made again by its author's client in its room."""
+        who = event.from_ if isinstance(event, Drawn) else event.by
+        if not valid_room(event.room):
+            return self._skip(who, f"room {clean_text(event.room)!r} is not valid")
+        frame: BoardFrame
+        shape: int | None = None
+        if isinstance(event, Drawn):
+            frame, shape = Draw(shape=event.shape), event.id
+        elif isinstance(event, Erased):
+            frame, shape = Erase(id=event.id), event.id
+        elif isinstance(event, Moved):
+            frame, shape = MoveShape(id=event.id, dx=event.dx, dy=event.dy), event.id
+        elif event.all:
+            return self._skip(who, "clearing the whole board needs an operator")
+        else:
+            frame = Clear()
+        actions = self._enter(who, event.room)
+        self.messages += 1
+        return [*actions, Send(who, frame, event.room, shape)]
 
     def _enter(self, user: str, room: str) -> list[Action]:
         key = name_key(user)
@@ -441,6 +474,10 @@ class Injector:
         self._last_client: _Client | None = None
         self._first_send: tuple[float, float] | None = None  # (wall, pos)
         self._stopping = asyncio.Event()
+        #: board shapes: transcript id -> the answer to its draw, and the id it got now
+        self._drawn: dict[int, asyncio.Future[Outcome]] = {}
+        self._draw_refs: dict[str, int] = {}
+        self._shape_ids: dict[int, int] = {}
 
     def stop(self) -> None:
         """Stop before the next step (Ctrl-C); the clients still leave cleanly."""
@@ -563,14 +600,23 @@ class Injector:
         client = self._client(action.user)
         await self._in_order(client)
         ref = client.client.next_ref()
-        event: Say | Me | SendDirect
+        event: Say | Me | SendDirect | BoardFrame
         if isinstance(action.event, (Say, Me)):
             # a txn makes any resend of it stored once, so the accounting stays exact
             event = msgspec.structs.replace(action.event, ref=ref, txn=new_txn())
+        elif isinstance(action.event, (Erase, MoveShape)):
+            shape_id = await self._shape_now(action.shape)
+            if shape_id is None:  # its draw was refused or never answered: nothing to change
+                self.report.skipped += 1
+                return
+            event = msgspec.structs.replace(action.event, id=shape_id, ref=ref)
         else:
             event = msgspec.structs.replace(action.event, ref=ref)
         answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         client.acks.sent(ref, answer)
+        if isinstance(event, Draw) and action.shape is not None:
+            self._drawn[action.shape] = answer
+            self._draw_refs[ref] = action.shape
         now = self._clock()
         self.report.lag.record(max(0, round((now - due) * 1_000_000)))
         if self._first_send is None:
@@ -580,6 +626,29 @@ class Injector:
         self.report.sending = now - self._first_send[0]
         self.report.span = pos - self._first_send[1]
         self._last, self._last_client = answer, client
+
+    async def _shape_now(self, original: int | None) -> int | None:
+        """The id the shape with transcript id ``original`` got on this server (its draw's
+        answer awaited, at most ``order_timeout``), or None when it has none."""
+        if original is None:
+            return None
+        drawn = self._drawn.get(original)
+        if drawn is not None and not drawn.done():
+            await asyncio.wait({drawn}, timeout=self.order_timeout)
+        return self._shape_ids.get(original)
+
+    def _board_answer(self, client: _Client, event: ServerEvent) -> bool:
+        """Settle the board frame ``event`` (an echo with its ``ref``) acknowledges;
+        a draw's echo also tells the id its shape got. False for anything else."""
+        ref = getattr(event, "ref", None)
+        if not isinstance(event, (Drawn, Erased, Moved, Cleared)) or not isinstance(ref, str):
+            return False
+        if isinstance(event, Drawn) and ref in self._draw_refs:
+            self._shape_ids[self._draw_refs.pop(ref)] = event.id
+        answer = client.acks.acknowledge(ref)
+        if answer is not None:
+            self._count(answer)
+        return True
 
     def _client(self, user: str) -> _Client:
         client = self._clients[name_key(user)]
@@ -598,7 +667,10 @@ class Injector:
     async def _receive(self, client: _Client) -> None:
         try:
             while True:
-                answer = client.acks.receive(await client.client.receive())
+                event = await client.client.receive()
+                if self._board_answer(client, event):
+                    continue
+                answer = client.acks.receive(event)
                 if answer is not None:
                     assert not isinstance(answer, Retry)  # the policy never retries
                     self._count(answer)
@@ -698,8 +770,17 @@ def _preview(renderer: Renderer, planner: Planner, action: Send, ts: float) -> s
     """The line an observer would see for ``action`` (same look as join and replay)."""
     name = planner.name_for(action.user)
     event = action.event
-    shown: Msg | DirectMessage
-    if isinstance(event, SendDirect):
+    shown: Msg | DirectMessage | Drawn | Erased | Moved | Cleared
+    room = action.room or ""
+    if isinstance(event, Draw):
+        shown = Drawn(id=action.shape or 0, room=room, from_=name, shape=event.shape, ts=ts)
+    elif isinstance(event, Erase):
+        shown = Erased(room=room, id=event.id, by=name, ts=ts)
+    elif isinstance(event, MoveShape):
+        shown = Moved(room=room, id=event.id, dx=event.dx, dy=event.dy, by=name, ts=ts)
+    elif isinstance(event, Clear):
+        shown = Cleared(room=room, by=name, all=event.all, ts=ts)
+    elif isinstance(event, SendDirect):
         shown = DirectMessage(from_=name, to=event.to, text=event.text, ts=ts)
     else:
         shown = Msg(

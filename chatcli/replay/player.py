@@ -48,6 +48,7 @@ from chatcli.transcript import (
     last_timestamp,
     read_transcript,
 )
+from chatcli.ui.board_activity import BoardBursts, is_board_event
 from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
 from chatcli.ui.render import Renderer
 
@@ -544,9 +545,13 @@ class Player:
         started: float = 0.0,
         end: float | None = None,
         length: float | None = None,
+        coalesce_board: bool = False,
     ) -> None:
         self.timeline = timeline
         self.output = output
+        #: board events shown as one line per person per burst (as join shows them), in
+        #: the transcript's time; None shows each (jsonl passes every line through)
+        self.bursts = BoardBursts() if coalesce_board else None
         self.controls = controls or SleepControls()
         self.started = started
         self.end = end
@@ -570,18 +575,43 @@ class Player:
                 elif not isinstance(event, Header):
                     self._wait_for(event)
                     self.shown += 1
+                if self.bursts is not None and self._board(event):
+                    continue
                 self.output.show(entry.event, entry.raw)
                 self._status()
         except _Quit:
             result.quit = True
         finally:
+            if self.bursts is not None:
+                for burst in self.bursts.flush():
+                    self.output.show(burst)
             self.output.flush()
         result.shown = self.shown
         return result
 
+    def _board(self, event: Item) -> bool:
+        """Gather a board event into its author's burst (True: nothing to show now);
+        before anything else, show the bursts that ended (in transcript time)."""
+        bursts = self.bursts
+        assert bursts is not None
+        if is_board_event(event):
+            ts = event.ts  # type: ignore[union-attr]
+            for burst in bursts.due(ts):
+                self.output.show(burst)
+            bursts.add(event, ts)  # type: ignore[arg-type]
+            self._status()
+            return True
+        if bursts:
+            for burst in bursts.flush():
+                self.output.show(burst)
+        return False
+
     def idle(self, seconds: float) -> None:
         """Wait ``seconds`` for a transcript that is still growing, keys still working."""
         self._live = True
+        if self.bursts:  # caught up with a growing transcript: show what was drawn
+            for burst in self.bursts.flush():
+                self.output.show(burst)
         self.output.flush()
         self._status()
         self._keys(self.controls.wait(seconds))
@@ -777,6 +807,7 @@ class Playback:
             started=self.started,
             end=self.end,
             length=self.played_length(),
+            coalesce_board=not isinstance(output, JsonlOutput),
         )
         try:
             result = self._player.run(self.entries())

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from chatcli.core.board import Board
 from chatcli.core.intents import (
     Append,
     Completion,
@@ -56,6 +57,12 @@ class Store(Protocol):
 
     def completed(self) -> list[Completion]:
         """Take the completions ready so far, oldest first (empty when none are)."""
+
+    def boards(self) -> dict[str, Board]:
+        """Every room's whiteboard as kept: read once, when a relay starts on this store.
+
+        Board changes themselves are intents (``BoardChange``), answered ``BoardSaved``.
+        """
 
     def set_wakeup(self, wakeup: Callable[[], None]) -> None:
         """Call ``wakeup`` (from any thread) whenever completions become ready later.

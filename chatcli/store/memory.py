@@ -14,9 +14,12 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
+from chatcli.core.board import Board
 from chatcli.core.intents import (
     Append,
     BanRecord,
+    BoardChange,
+    BoardSaved,
     Completion,
     Intent,
     Recall,
@@ -106,6 +109,8 @@ class MemoryStore:
         #: user -> txn -> (when, the message it was stored as), oldest first
         self._txns: dict[str, OrderedDict[str, tuple[float, Msg]]] = {}
         self.book = MemoryBook()
+        #: every room's board as kept (the relay holds its own copy)
+        self._boards: dict[str, Board] = {}
 
     # -- the Store port ----------------------------------------------------------------
 
@@ -129,12 +134,23 @@ class MemoryStore:
             else:
                 history, truncated = self.history(intent.room, intent.limit, intent.since)
             self._done.append(Recalled(intent, history, truncated, log.epoch))
+        elif type(intent) is BoardChange:
+            write = intent.write
+            board = self._boards.get(write.room)
+            if board is None:
+                board = self._boards[write.room] = Board()
+            board.apply(write)
+            self._done.append(BoardSaved(intent))
         else:
             self._done.append(answer(self.book, intent))
 
     def completed(self) -> list[Completion]:
         done, self._done = self._done, []
         return done
+
+    def boards(self) -> dict[str, Board]:
+        """Every room's board (empty in a new process: nothing survives it)."""
+        return {room: board.copy() for room, board in self._boards.items()}
 
     def set_wakeup(self, wakeup: Callable[[], None]) -> None:
         """Never needed: every intent completes inside :meth:`submit`."""

@@ -24,6 +24,11 @@ upgraded in place when an older one is opened; a file from a newer chatcli, or n
 chatcli store at all, is refused at start-up. An advisory lock on ``PATH.lock`` keeps a
 second server off a store that is in use.
 
+Boards (schema 3: ``boards`` for each room's next shape id, ``shapes`` for the shapes as
+their ``draw`` frames in JSON) are written like everything else, in order, in the group's
+transaction: a board change is answered only once it is committed. The relay reads
+every board once at start-up (:meth:`SQLiteStore.boards`).
+
 Accounts and bans (schema 2) are kept here too and answered on the same writer thread, in
 order with everything else: the slow password hashing of a login never runs on the event
 loop (see chatcli.store.accounts).
@@ -44,9 +49,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import msgspec
+
+from chatcli.core.board import Board, BoardWrite
+from chatcli.core.events import Drawn
 from chatcli.core.intents import (
     Append,
     BanRecord,
+    BoardChange,
+    BoardSaved,
     Completion,
     Failed,
     Intent,
@@ -74,7 +85,7 @@ __all__ = [
 log = logging.getLogger("chatcli.store")
 
 #: the schema this code writes; older files are upgraded by MIGRATIONS
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: messages kept per room in the file by default (oldest dropped first)
 DEFAULT_RETAIN = 100_000
 #: most messages a ``since`` catch-up returns (the newest of them; older ones are truncated)
@@ -138,8 +149,24 @@ CREATE INDEX bans_by_alike ON bans (alike);
 CREATE INDEX bans_by_address ON bans (address);
 """
 
+#: rooms' whiteboards (protocol 1.1, section 4): each shape is its ``draw`` frame as JSON
+_SCHEMA_V3 = """
+CREATE TABLE boards (
+    room     TEXT PRIMARY KEY,
+    next_id  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE shapes (
+    room     TEXT NOT NULL,
+    id       INTEGER NOT NULL,
+    data     TEXT NOT NULL,
+    PRIMARY KEY (room, id)
+) WITHOUT ROWID;
+"""
+
 #: version -> statements that bring a store of version-1 up to it
-MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+_shape_encoder = msgspec.json.Encoder()
+_shape_decoder = msgspec.json.Decoder(Drawn)
 
 
 class _RoomCursor:
@@ -256,6 +283,10 @@ class SQLiteStore:
         self._db.close()
         _unlock(self._lock_file)
 
+    def boards(self) -> dict[str, Board]:
+        """Every room's board as kept (read once, at start-up, before any intent)."""
+        return read_boards(self._db)
+
     # -- reads for tools (replay, export) ---------------------------------------------------
 
     def rooms(self) -> list[str]:
@@ -319,6 +350,9 @@ class SQLiteStore:
                 elif isinstance(intent, Recall):
                     self._flush(rows, txn_rows)  # a recall sees every append before it
                     answers.append(self._recall(intent))
+                elif type(intent) is BoardChange:
+                    self._write_board(intent.write)
+                    answers.append(BoardSaved(intent))
                 else:
                     answers.append(answer(self._book, intent))  # accounts and bans
             self._flush(rows, txn_rows)
@@ -363,6 +397,24 @@ class SQLiteStore:
         if txn_rows:
             _insert_many(db, self._bulk, _INSERT_TXNS, _INSERT_TXNS_JSON, txn_rows)
             txn_rows.clear()
+
+    def _write_board(self, write: BoardWrite) -> None:
+        """One board change: deletes, then the shapes put (drawn or moved), the next id."""
+        db, room = self._db, write.room
+        if write.delete:
+            db.executemany(
+                "DELETE FROM shapes WHERE room = ? AND id = ?", [(room, i) for i in write.delete]
+            )
+        if write.put:
+            db.executemany(
+                "INSERT OR REPLACE INTO shapes VALUES (?, ?, ?)",
+                [(room, d.id, _shape_encoder.encode(d).decode()) for d in write.put],
+            )
+        db.execute(
+            "INSERT INTO boards VALUES (?, ?) ON CONFLICT (room) DO UPDATE "
+            "SET next_id = max(next_id, excluded.next_id)",
+            (room, write.next_id),
+        )
 
     def _cursor(self, room: str) -> _RoomCursor:
         cursor = self._rooms.get(room)
@@ -726,3 +778,17 @@ def read_room(
         )
         for row in rows:
             yield _msg(row)
+
+
+def read_boards(db: sqlite3.Connection) -> dict[str, Board]:
+    """Every room's board in the store ``db`` is connected to."""
+    shapes: dict[str, list[Drawn]] = {}
+    for room, data in db.execute("SELECT room, data FROM shapes ORDER BY room, id"):
+        shapes.setdefault(room, []).append(_shape_decoder.decode(data))
+    boards = {
+        room: Board(shapes.pop(room, []), next_id)
+        for room, next_id in db.execute("SELECT room, next_id FROM boards")
+    }
+    for room, left in shapes.items():  # shapes without a boards row: not written by us
+        boards[room] = Board(left)
+    return boards

@@ -48,6 +48,7 @@ from chatcli.core.protocol import (
 )
 from chatcli.errors import ChatError, ProtocolError
 from chatcli.transcript import TranscriptWriter, client_filename
+from chatcli.ui.board_activity import BoardBursts, BoardSummary, is_board_event
 from chatcli.ui.input_lines import expand_line
 from chatcli.ui.output import JsonlOutput, Output, PlainOutput, RichOutput
 from chatcli.ui.render import Renderer
@@ -102,6 +103,9 @@ class JoinSession:
         self.pong = asyncio.Event()
         #: set after each reconnect: a waiter re-asks what the lost connection never answered
         self.reconnected = asyncio.Event()
+        #: board activity gathered into one line per person per burst (not with --json)
+        self.board = BoardBursts()
+        self._board_timer: asyncio.TimerHandle | None = None
 
     # -- input -------------------------------------------------------------------------
 
@@ -208,7 +212,45 @@ class JoinSession:
             return
         if self.recorder is not None:
             self._record(event)
+        if not self.options.json_output:
+            if is_board_event(event):
+                self._board_activity(event)
+                return
+            if self.board:  # what came before this line is shown before it
+                self._show_bursts(self.board.flush())
         self.output.show(event)
+
+    # -- board activity: one line per person per burst -------------------------------------
+
+    def _board_activity(self, event: ServerEvent) -> None:
+        loop = asyncio.get_running_loop()
+        self.board.add(event, loop.time())  # type: ignore[arg-type]
+        self._arm_board_timer()
+
+    def _arm_board_timer(self) -> None:
+        deadline = self.board.next_deadline()
+        if self._board_timer is not None:
+            self._board_timer.cancel()
+            self._board_timer = None
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._board_timer = loop.call_at(deadline, self._board_due)
+
+    def _board_due(self) -> None:
+        self._board_timer = None
+        self._show_bursts(self.board.due(asyncio.get_running_loop().time()))
+        self._arm_board_timer()
+
+    def _show_bursts(self, bursts: list[BoardSummary]) -> None:
+        for burst in bursts:
+            self.output.show(burst)
+
+    def flush_board(self) -> None:
+        """Show the bursts still open (at the end of the session)."""
+        if self._board_timer is not None:
+            self._board_timer.cancel()
+            self._board_timer = None
+        self._show_bursts(self.board.flush())
 
     def _retry(self, retry: Retry[ClientEvent]) -> None:
         """Send a rate-limited message again after the pause the policy asks for."""
@@ -328,6 +370,8 @@ async def run_join(options: JoinOptions, interactive: bool) -> int:
         output.show(client.welcome)
     assert client.ready is not None
     output.show(client.ready)
+    if not options.json_output:
+        _show_board_url(client, options, output)
     if options.record:
         session.toggle_recording()
     try:
@@ -335,8 +379,32 @@ async def run_join(options: JoinOptions, interactive: bool) -> int:
             return await _interactive(session)
         return await _piped(session)
     finally:
+        session.flush_board()
         session.stop_recording()
         await client.close()
+
+
+def _show_board_url(client: ResumingClient, options: JoinOptions, output: Output) -> None:
+    """Say where the room's whiteboard is when the server serves the web page."""
+    welcome, ready = client.welcome, client.ready
+    if welcome is None or not welcome.web or "web" not in welcome.features:
+        return
+    shapes = len(ready.board) if ready is not None else 0
+    on_it = f" ({shapes} shape{'s' if shapes != 1 else ''} on it)" if shapes else ""
+    output.notice(f"whiteboard: {board_url(welcome.web, options.host)}{on_it}")
+
+
+def board_url(url: str, host: str) -> str:
+    """The page ``url`` from ``welcome.web``, with a wildcard host (a server listening on
+    every address) replaced by the host this client reached the server at."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.hostname not in ("0.0.0.0", "::"):
+        return url
+    shown = f"[{host}]" if ":" in host else host
+    netloc = f"{shown}:{parts.port}" if parts.port else shown
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 async def _interactive(session: JoinSession) -> int:

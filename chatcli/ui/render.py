@@ -22,9 +22,10 @@ from msgspec.structs import replace
 from rich.text import Text
 
 from chatcli.core.events import LEAVE_REASON_TEXT, event_lines
-from chatcli.core.lines import Line, LineOptions, Role, Span, notice, plain_text
+from chatcli.core.lines import Line, LineOptions, Role, Span, name, notice, plain_text
 from chatcli.core.protocol import DirectMessage, Msg, Ready, clean_text, name_key
 from chatcli.transcript import End, Header
+from chatcli.ui.board_activity import BoardSummary, summary_text
 
 __all__ = [
     "LEAVE_REASON_TEXT",
@@ -134,6 +135,9 @@ class Renderer:
             return [self._header(event, options)]
         if isinstance(event, End):
             return [notice(event.ts, options, f"recording ended ({event.events} events)")]
+        if isinstance(event, BoardSummary):  # a burst of board activity (board_activity)
+            room = f" in {event.room}" if self.show_room else ""
+            return [notice(event.ts, options, name(event.who), f" {summary_text(event)}{room}")]
         return event_lines(event, options)
 
     def render(self, event: object) -> Text | None:
