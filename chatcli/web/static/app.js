@@ -100,6 +100,8 @@ function showRooms() {
     rooms.push({ name: state.room, users: state.users.size });
   }
   for (const room of rooms) {
+    // the current room's count is known exactly, between two refreshes of the list too
+    if (room.name === state.room) room.users = state.users.size;
     const li = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
@@ -139,6 +141,7 @@ function onFrame(frame, info) {
         if (frame.type === "join") state.users.add(frame.name);
         else state.users.delete(frame.name);
         showUsers();
+        showRooms();
       }
       log.presence(frame);
       break;

@@ -15,9 +15,9 @@ const HIT_SLOP = 8;
 
 export const KINDS = ["pencil", "line", "rect", "oval", "text"];
 
-/** The font size of a text shape, in board units (docs/protocol.md, page-needs). */
+/** The font size of a text shape, in board units: as replay --board draws it (board_svg.text_size). */
 export function fontSize(width) {
-  return 14 + 2 * width;
+  return 10 + 4 * width;
 }
 
 const clampUnit = (v) => Math.min(SIZE, Math.max(0, v));

@@ -1,0 +1,594 @@
+"""The browser page in a real headless Chromium, against real ``chatcli serve --web``
+processes: chat with terminal users, the shared whiteboard, late joiners, ownership,
+reconnect across a server restart, hostile text, the layout at two window sizes and
+the board's SVG export compared with what the page shows.
+
+Playwright (through pytest-playwright's ``playwright`` fixture) drives Debian's
+Chromium at /usr/bin/chromium (``.ci/run`` installs it); Playwright's own browser
+download is never used. One browser per module, one context (a fresh profile) per test.
+
+``CHATCLI_SCREENSHOTS=docs/img`` makes the layout test also write the README's
+screenshots there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from processes import EXIT_TIMEOUT, START_TIMEOUT, Watcher, chatcli, read_line
+
+from chatcli.ui.render import PALETTE_RGB, colour_index
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HOST = "127.0.0.1"
+#: every wait on the page (ms): generous for a busy 2-core machine, never unbounded
+WAIT_MS = 15_000
+_LISTENING = re.compile(r"chatcli serve listening on 127\.0\.0\.1:(\d+)\n")
+_WEB = re.compile(r"chatcli web page at (http://127\.0\.0\.1:(\d+)/)\n")
+
+
+# -- servers ---------------------------------------------------------------------------
+
+
+class WebServer:
+    """A ``chatcli serve --web`` subprocess: its TCP port and page URL."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = chatcli(
+            "serve", "--port", "0", "-q", "--host", HOST, "--rate-limit", "0", *args
+        )
+        line = read_line(self.proc.stdout, START_TIMEOUT).decode()
+        match = _LISTENING.fullmatch(line)
+        assert match, line
+        self.port = int(match.group(1))
+        line = read_line(self.proc.stdout, START_TIMEOUT).decode()
+        web = _WEB.fullmatch(line)
+        assert web, line
+        self.url = web.group(1)
+        self.web_port = int(web.group(2))
+
+    def stop(self) -> None:
+        """SIGTERM: clients get server_shutdown, transcripts are closed; then reap it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(EXIT_TIMEOUT)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@contextmanager
+def web_server(*args: str) -> Iterator[WebServer]:
+    server = WebServer("--web", "0", *args) if "--web" not in args else WebServer(*args)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def expect(watcher: Watcher, kind: str, **fields: Any) -> dict[str, Any]:
+    """The first frame of ``kind`` with these fields, skipping others (each read bounded)."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while time.monotonic() < deadline:
+        frame = watcher.recv()
+        if frame["type"] == kind and all(frame.get(k) == v for k, v in fields.items()):
+            return frame
+    raise AssertionError(f"no {kind} with {fields} within {WAIT_MS} ms")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the browser -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright: Any) -> Iterator[Any]:
+    """One headless Debian Chromium for the module's tests."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def browser_pages(chromium: Any) -> Iterator[Any]:
+    """Opens pages, each in a context of its own (separate storage, like two people)."""
+    contexts: list[Any] = []
+    errors: list[str] = []
+
+    def open_page(width: int = 1280, height: int = 800) -> Any:
+        context = chromium.new_context(viewport={"width": width, "height": height})
+        context.set_default_timeout(WAIT_MS)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+    assert not errors, f"script errors on the page: {errors}"
+
+
+def log_in(page: Any, url: str, name: str, room: str = "lobby") -> Any:
+    page.goto(url)
+    page.fill("#login-name", name)
+    page.fill("#login-room", room)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("body[data-conn=connected]")
+    page.wait_for_function("() => document.querySelector('#login').hidden")
+    return page
+
+
+def type_line(page: Any, text: str) -> None:
+    page.fill("#line", text)
+    page.press("#line", "Enter")
+
+
+def log_line(page: Any, text: str) -> Any:
+    """The acknowledged chat line that contains ``text`` (waits for it)."""
+    line = page.locator("#log li.line:not(.pending)", has_text=text)
+    line.first.wait_for()
+    return line
+
+
+def board(page: Any) -> list[dict[str, Any]]:
+    return page.evaluate("() => window.chatcliBoard.snapshot()")
+
+
+def wait_shapes(page: Any, count: int) -> list[dict[str, Any]]:
+    page.wait_for_function("n => window.chatcliBoard.shapes.size === n", arg=count)
+    return board(page)
+
+
+def to_screen(page: Any, x: float, y: float) -> tuple[float, float]:
+    """Board units to page pixels, through the canvas's box on screen."""
+    box = page.locator("#canvas").bounding_box()
+    return box["x"] + x / 1000 * box["width"], box["y"] + y / 1000 * box["height"]
+
+
+def gesture(page: Any, tool: str, points: list[tuple[float, float]]) -> None:
+    """Pick ``tool`` and press, move through ``points``, release: real pointer events."""
+    page.click(f"#tool-buttons button[data-tool={tool}]")
+    first = to_screen(page, *points[0])
+    page.mouse.move(*first)
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*to_screen(page, *point), steps=4)
+    page.mouse.up()
+
+
+def near(a: list[float], b: list[float], slack: float = 3.0) -> bool:
+    return all(abs(p - q) <= slack for p, q in zip(a, b, strict=True))
+
+
+def rgb(hex_colour: str) -> str:
+    value = hex_colour.lstrip("#")
+    r, g, b = (int(value[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgb({r}, {g}, {b})"
+
+
+# -- chat --------------------------------------------------------------------------------
+
+
+def test_a_page_user_and_a_tcp_user_chat_both_ways(browser_pages: Any) -> None:
+    with web_server("--store", "memory") as server:
+        page = log_in(browser_pages(), server.url, "alice")
+        bob = Watcher(server.port, "bob")
+        try:
+            # bob's arrival shows dim, in his colour
+            joined = page.locator("#log li.presence", has_text="bob joined")
+            joined.wait_for()
+            # page -> terminal
+            type_line(page, "hello from the page")
+            expect(bob, "msg", text="hello from the page", **{"from": "alice"})
+            own = log_line(page, "hello from the page")
+            assert "own" in own.get_attribute("class")
+            weight = own.locator(".text").evaluate("e => getComputedStyle(e).fontWeight")
+            assert int(weight) >= 700
+            # terminal -> page, bob's name in the colour join gives him
+            bob.send({"type": "say", "text": "hello from the terminal"})
+            theirs = log_line(page, "hello from the terminal")
+            name = theirs.locator(".name")
+            assert name.text_content() == "bob"
+            expected = PALETTE_RGB[colour_index("bob")][1]
+            assert name.evaluate("e => getComputedStyle(e).color") == rgb(expected)
+            assert "own" not in theirs.get_attribute("class")
+            # /me, /msg both ways, /who
+            type_line(page, "/me waves")
+            action = expect(bob, "msg", text="waves")
+            assert action.get("action") is True
+            log_line(page, "waves").locator(".name", has_text="alice").wait_for()
+            type_line(page, "/msg bob just between us")
+            expect(bob, "dm", text="just between us", to="bob")
+            bob.send({"type": "dm", "to": "alice", "text": "psst back"})
+            log_line(page, "psst back").locator(".dm-mark").wait_for()
+            type_line(page, "/who")
+            page.locator("#log li.notice", has_text="in lobby: alice, bob").wait_for()
+            page.locator("#users .name", has_text="bob").wait_for()
+            # rooms: /join moves the page; bob sees alice leave; clicking lobby goes back
+            type_line(page, "/join dev")
+            expect(bob, "leave", name="alice", reason="part")
+            page.wait_for_function("() => window.chatcli.state.room === 'dev'")
+            page.locator("#rooms button[data-room=lobby]").click()
+            expect(bob, "join", name="alice")
+            page.wait_for_function("() => window.chatcli.state.room === 'lobby'")
+            assert page.locator("#rooms button.current").text_content().startswith("#lobby")
+        finally:
+            bob.close()
+        page.locator("#log li.presence", has_text="bob left").wait_for()
+
+
+def test_names_get_the_same_colour_as_in_a_terminal(browser_pages: Any) -> None:
+    with web_server("--store", "memory") as server:
+        page = browser_pages()
+        page.goto(server.url)
+        names = ["alice", "Bob", "carol", "dave", "eve", "mallory", "ＡＬＩＣＥ", "José"]
+        names += ["Straße", "ΟΔΥΣΣΕΥΣ", "Алиса", "田中さん", "x.y-z_1"]
+        got = page.evaluate("ns => ns.map(n => window.chatcli.colourFor(n))", names)
+        assert got == [PALETTE_RGB[colour_index(name)][1] for name in names]
+
+
+def test_hostile_text_shows_as_text(browser_pages: Any) -> None:
+    with web_server("--store", "memory") as server:
+        page = log_in(browser_pages(), server.url, "alice")
+        mallory = Watcher(server.port, "mallory")
+        try:
+            hostile = (
+                '<img src=x onerror="window.pwned=1"><b>bold</b><script>window.pwned=2</script>'
+            )
+            mallory.send({"type": "say", "text": hostile})
+            mallory.send({"type": "dm", "to": "alice", "text": hostile})
+            mallory.send({"type": "me", "text": hostile})
+            shape = {"kind": "text", "points": [[100, 200]], "color": "#d62728", "width": 5}
+            mallory.send({"type": "draw", "shape": {**shape, "text": "<img src=x>"}})
+            lines = page.locator("#log li.line", has_text="<img src=x")
+            lines.nth(2).wait_for()
+            assert lines.count() == 3
+            for index in range(3):
+                assert hostile in lines.nth(index).text_content()
+            assert wait_shapes(page, 1)[0]["text"] == "<img src=x>"
+            assert (
+                page.evaluate("document.querySelectorAll('img, b, script:not([src])').length") == 0
+            )
+            assert page.evaluate("window.pwned") is None
+        finally:
+            mallory.close()
+
+
+# -- the whiteboard ----------------------------------------------------------------------
+
+
+def test_drawings_reach_a_second_page_a_tcp_client_and_a_late_page(browser_pages: Any) -> None:
+    with web_server("--store", "memory") as server:
+        alice = log_in(browser_pages(), server.url, "alice")
+        bob = log_in(browser_pages(), server.url, "bob")
+        carol = Watcher(server.port, "carol")
+        try:
+            alice.click("#swatches button[data-color='#d62728']")
+            gesture(alice, "line", [(100, 100), (400, 250)])
+            gesture(alice, "rect", [(500, 500), (800, 700)])
+            shapes = wait_shapes(alice, 2)
+            assert [s["kind"] for s in shapes] == ["line", "rect"]
+            assert all(s["from"] == "alice" and s["color"] == "#d62728" for s in shapes)
+            assert near(shapes[0]["points"][0] + shapes[0]["points"][1], [100, 100, 400, 250])
+            assert near(shapes[1]["points"][0] + shapes[1]["points"][1], [500, 500, 800, 700])
+            assert wait_shapes(bob, 2) == shapes
+            for shape in shapes:
+                drawn = expect(carol, "draw", id=shape["id"])
+                assert drawn["from"] == "alice" and drawn["shape"]["kind"] == shape["kind"]
+                assert drawn["shape"]["points"] == shape["points"]
+            # a late page gets the same board from ready.board, and the same pixels
+            late = log_in(browser_pages(), server.url, "dave")
+            assert wait_shapes(late, 2) == shapes
+            alice.wait_for_function("() => window.chatcli.view.pending.size === 0")
+            pixels = "() => document.querySelector('#canvas').toDataURL()"
+            assert late.evaluate(pixels) == alice.evaluate(pixels)
+            # a pencil stroke and a text too
+            gesture(bob, "pencil", [(50, 800), (100, 850), (150, 820), (200, 900)])
+            bob.fill("#board-text", "hello board")
+            gesture(bob, "text", [(600, 150)])
+            shapes = wait_shapes(alice, 4)
+            assert [s["kind"] for s in shapes[2:]] == ["pencil", "text"]
+            assert shapes[3]["text"] == "hello board" and len(shapes[2]["points"]) >= 4
+            assert wait_shapes(late, 4) == shapes
+        finally:
+            carol.close()
+
+
+def test_own_shapes_can_be_erased_and_dragged_others_cannot(browser_pages: Any) -> None:
+    with web_server("--store", "memory") as server:
+        alice = log_in(browser_pages(), server.url, "alice")
+        bob = log_in(browser_pages(), server.url, "bob")
+        gesture(alice, "rect", [(100, 100), (300, 300)])
+        wait_shapes(bob, 1)
+        gesture(bob, "line", [(600, 600), (900, 600)])
+        rect, line = wait_shapes(alice, 2)
+        assert (rect["from"], line["from"]) == ("alice", "bob")
+        # drag alice's own rect by (+200, +100): everyone sees it moved
+        gesture(alice, "drag", [(200, 200), (300, 250), (400, 300)])
+        moved = "() => window.chatcliBoard.shapes.get(1).shape.points[0][0] !== 100"
+        bob.wait_for_function(moved)
+        moved = board(bob)[0]
+        assert near(moved["points"][0] + moved["points"][1], [300, 200, 500, 400])
+        assert board(alice) == board(bob)
+        # bob's line: alice can neither drag nor erase it
+        gesture(alice, "drag", [(750, 600), (750, 700)])
+        alice.locator("#log li.error", has_text="forbidden").first.wait_for()
+        gesture(alice, "eraser", [(750, 600)])
+        alice.locator("#log li.error", has_text="forbidden").nth(1).wait_for()
+        assert board(alice)[1]["points"] == line["points"]
+        assert board(bob) == board(alice) and len(board(bob)) == 2
+        # alice erases her own rect (at its new place)
+        gesture(alice, "eraser", [(400, 300)])
+        assert [s["id"] for s in wait_shapes(bob, 1)] == [line["id"]]
+        # bob clears his drawings: the board is empty for both
+        bob.click("#clear-mine")
+        wait_shapes(alice, 0)
+        wait_shapes(bob, 0)
+
+
+# -- reconnecting ------------------------------------------------------------------------
+
+
+def test_a_page_reconnects_after_a_server_restart_and_keeps_board_and_chat(
+    browser_pages: Any, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "chat.db")
+    web = f"{HOST}:{free_port()}"
+    server = WebServer("--web", web, "--store", store)
+    try:
+        page = log_in(browser_pages(), server.url, "alice")
+        type_line(page, "said before the restart")
+        log_line(page, "said before the restart")
+        gesture(page, "oval", [(200, 200), (500, 400)])
+        before = wait_shapes(page, 1)
+        server.stop()
+        page.wait_for_selector("body[data-conn=reconnecting]")
+        page.locator("#conn", has_text=re.compile(r"reconnecting")).wait_for()
+        # typed while the server is down: kept, sent again once the session is back
+        type_line(page, "typed while offline")
+        page.locator("#log li.pending", has_text="typed while offline").wait_for()
+        server = WebServer("--web", web, "--store", store)
+        page.wait_for_selector("body[data-conn=connected]", timeout=30_000)
+        page.locator("#log li.pending").first.wait_for(state="detached")
+        log_line(page, "typed while offline")
+        assert board(page) == before
+        assert page.locator("#log li.line", has_text="said before the restart").count() == 1
+        # the server kept it all: a fresh terminal sees both messages once, and the oval
+        late = log_in(browser_pages(), server.url, "carol")
+        assert board(late) == before
+        for text in ("said before the restart", "typed while offline"):
+            assert late.locator("#log li.line", has_text=text).count() == 1
+        page.locator("#log li.presence", has_text="carol joined").wait_for()
+    finally:
+        server.stop()
+
+
+# -- layout and screenshots --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)])
+def test_the_layout_fits_a_desktop_and_a_phone(
+    browser_pages: Any, width: int, height: int, tmp_path: Path
+) -> None:
+    with web_server("--store", "memory") as server:
+        page = log_in(browser_pages(width, height), server.url, "alice")
+        bob = Watcher(server.port, "bob")
+        carol = Watcher(server.port, "carol")
+        try:
+            carol.send({"type": "join", "room": "dev"})
+            carol.send({"type": "join", "room": "lobby"})
+            bob.send({"type": "say", "text": "morning! the board works from a terminal too"})
+            type_line(page, "morning bob, drawing the plan")
+            carol.send({"type": "me", "text": "brings coffee"})
+            bob.send(
+                {
+                    "type": "draw",
+                    "shape": {
+                        "kind": "pencil",
+                        "points": [[80, 760], [150, 700], [230, 740], [320, 660], [420, 700]],
+                        "color": "#2ca02c",
+                        "width": 6,
+                    },
+                }
+            )
+            bob.send({"type": "say", "text": "that green line is me"})
+            log_line(page, "that green line is me")
+            if width < 800:
+                page.click("#tabs button[data-tab=board]")
+                # what is said while the chat is out of sight is counted, and marked
+                bob.send({"type": "say", "text": "see my line, bottom left?"})
+                page.locator("#unread", has_text="1").wait_for()
+                assert page.title() == "(1) chatcli"
+            page.click("#swatches button[data-color='#1f77b4']")
+            gesture(page, "rect", [(120, 120), (460, 380)])
+            page.click("#swatches button[data-color='#d62728']")
+            gesture(page, "oval", [(560, 160), (880, 420)])
+            gesture(page, "line", [(460, 250), (560, 290)])
+            page.fill("#board-text", "release plan")
+            page.fill("#width", "6")
+            gesture(page, "text", [(150, 470)])
+            wait_shapes(page, 5)
+            page.wait_for_function("() => window.chatcli.view.pending.size === 0")
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0
+            canvas = page.locator("#canvas").bounding_box()
+            assert abs(canvas["width"] - canvas["height"]) < 1
+            assert canvas["width"] >= min(width, height) * 0.45
+            assert (
+                canvas["x"] + canvas["width"] <= width and canvas["y"] + canvas["height"] <= height
+            )
+            ratio = page.evaluate("window.devicePixelRatio")
+            assert page.evaluate("document.querySelector('#canvas').width") == round(
+                canvas["width"] * ratio
+            )
+            # the desktop shows chat and board at once; a phone shows one tab at a time
+            shots = [tmp_path / (f"web-{width}-board.png" if width < 800 else f"web-{width}.png")]
+            page.screenshot(path=str(shots[0]))
+            if width < 800:
+                page.click("#tabs button[data-tab=chat]")
+                page.locator("#unread").wait_for(state="hidden")
+                assert page.title() == "chatcli"
+                marker = page.locator("#log li.unread-marker + li", has_text="see my line")
+                assert marker.count() == 1
+                shots.append(tmp_path / f"web-{width}.png")
+                page.screenshot(path=str(shots[1]))
+            line = page.locator("#line").bounding_box()
+            assert line["y"] + line["height"] <= height and line["x"] >= 0
+            assert all(shot.stat().st_size > 10_000 for shot in shots)
+            target = os.environ.get("CHATCLI_SCREENSHOTS")
+            if target:
+                Path(target).mkdir(parents=True, exist_ok=True)
+                for shot in shots:
+                    (Path(target) / shot.name).write_bytes(shot.read_bytes())
+        finally:
+            bob.close()
+            carol.close()
+
+
+# -- the SVG export ----------------------------------------------------------------------
+
+
+def _svg_shapes(path: Path) -> dict[int, dict[str, Any]]:
+    """The shapes in ``replay --board`` output: id -> kind and geometry."""
+    root = ET.parse(path).getroot()
+    found: dict[int, dict[str, Any]] = {}
+    for element in root.iter():
+        if "data-id" not in element.attrib:
+            continue
+        a = element.attrib
+        kind = a["class"]
+
+        def num(key: str, a: dict[str, str] = a) -> float:
+            return float(a[key])
+
+        if kind in ("line",):
+            points = [[num("x1"), num("y1")], [num("x2"), num("y2")]]
+        elif kind == "rect":
+            points = [[num("x"), num("y")], [num("x") + num("width"), num("y") + num("height")]]
+        elif kind == "oval":
+            cx, cy, rx, ry = num("cx"), num("cy"), num("rx"), num("ry")
+            points = [[cx - rx, cy - ry], [cx + rx, cy + ry]]
+        elif kind == "pencil":
+            points = [[float(v) for v in pair.split(",")] for pair in a["points"].split()]
+        else:
+            points = [[num("x"), num("y")]]
+        found[int(a["data-id"])] = {
+            "kind": kind,
+            "from": a["data-from"],
+            "points": points,
+            "color": a.get("stroke", a.get("fill")),
+            "text": element.text,
+        }
+    return found
+
+
+def _box(points: list[list[float]]) -> list[float]:
+    """Two opposite corners as (left, top, right, bottom): how rect and oval are drawn."""
+    (x1, y1), (x2, y2) = points[0], points[-1]
+    return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
+
+
+def test_the_svg_export_matches_the_page(browser_pages: Any, tmp_path: Path) -> None:
+    recordings = tmp_path / "rec"
+    with web_server("--store", "memory", "--record", str(recordings)) as server:
+        alice = log_in(browser_pages(), server.url, "alice")
+        bob = log_in(browser_pages(), server.url, "bob")
+        gesture(alice, "pencil", [(50, 50), (120, 90), (200, 60), (260, 140)])
+        gesture(alice, "line", [(300, 300), (600, 350)])
+        gesture(bob, "rect", [(700, 100), (900, 300)])
+        alice.click("#swatches button[data-color='#9467bd']")
+        gesture(alice, "oval", [(100, 600), (400, 800)])
+        alice.fill("#board-text", "a <b>note</b> & more")
+        gesture(alice, "text", [(500, 700)])
+        wait_shapes(bob, 5)
+        # the oval dragged down by 390 from near its top: the server clamps the move to 200
+        gesture(alice, "drag", [(250, 605), (250, 800), (250, 995)])
+        moved = "() => window.chatcliBoard.shapes.get(4).shape.points[0][1] !== 600"
+        alice.wait_for_function(moved)
+        assert _box(board(alice)[3]["points"]) == [100, 800, 400, 1000]
+        gesture(bob, "eraser", [(800, 100)])
+        wait_shapes(alice, 4)
+        bob.wait_for_function("() => window.chatcliBoard.shapes.size === 4")
+        page_board = board(alice)
+        assert board(bob) == page_board
+    transcripts = sorted(recordings.rglob("*.jsonl"))
+    assert transcripts, list(recordings.rglob("*"))
+    lobby = [t for t in transcripts if '"draw"' in t.read_text(encoding="utf-8")]
+    assert len(lobby) == 1, transcripts
+    out = tmp_path / "board.svg"
+    done = subprocess.run(
+        [*chatcli_cmd(), "replay", str(lobby[0]), "--board", str(out)],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    svg = _svg_shapes(out)
+    assert sorted(svg) == [s["id"] for s in page_board]
+    for shape in page_board:
+        exported = svg[shape["id"]]
+        assert exported["kind"] == shape["kind"] and exported["from"] == shape["from"]
+        assert exported["color"] == shape["color"]
+        if shape["kind"] in ("rect", "oval"):
+            assert exported["points"] == [_box(shape["points"])[:2], _box(shape["points"])[2:]]
+        else:
+            assert exported["points"] == [[float(x), float(y)] for x, y in shape["points"]]
+        if shape["kind"] == "text":
+            assert exported["text"] == shape["text"] == "a <b>note</b> & more"
+
+
+def chatcli_cmd() -> list[str]:
+    return [sys.executable, "-m", "chatcli"]
+
+
+def test_draw_frames_on_the_wire_are_json_objects_one_per_message(browser_pages: Any) -> None:
+    """What the page sends is exactly one protocol frame per WebSocket message."""
+    with web_server("--store", "memory") as server:
+        page = browser_pages()
+        sent: list[str] = []
+        page.on("websocket", lambda ws: ws.on("framesent", lambda p: sent.append(p)))
+        log_in(page, server.url, "alice")
+        gesture(page, "line", [(10, 10), (20, 20)])
+        type_line(page, "one frame")
+        log_line(page, "one frame")
+        frames = [json.loads(p if isinstance(p, str) else p.decode()) for p in sent]
+        kinds = [f["type"] for f in frames]
+        assert kinds[0] == "hello" and "draw" in kinds and "say" in kinds
+        say = next(f for f in frames if f["type"] == "say")
+        assert say["txn"] and say["ref"] and not any("\n" in p for p in sent if isinstance(p, str))
