@@ -341,8 +341,8 @@ def test_own_shapes_can_be_erased_and_dragged_others_cannot(browser_pages: Any) 
         assert (rect["from"], line["from"]) == ("alice", "bob")
         # drag alice's own rect by (+200, +100): everyone sees it moved
         gesture(alice, "drag", [(200, 200), (300, 250), (400, 300)])
-        moved = "() => window.chatcliBoard.shapes.get(1).shape.points[0][0] !== 100"
-        bob.wait_for_function(moved)
+        has_moved = "() => window.chatcliBoard.shapes.get(1).shape.points[0][0] !== 100"
+        bob.wait_for_function(has_moved)
         moved = board(bob)[0]
         assert near(moved["points"][0] + moved["points"][1], [300, 200, 500, 400])
         assert board(alice) == board(bob)
@@ -539,8 +539,8 @@ def test_the_svg_export_matches_the_page(browser_pages: Any, tmp_path: Path) -> 
         wait_shapes(bob, 5)
         # the oval dragged down by 390 from near its top: the server clamps the move to 200
         gesture(alice, "drag", [(250, 605), (250, 800), (250, 995)])
-        moved = "() => window.chatcliBoard.shapes.get(4).shape.points[0][1] !== 600"
-        alice.wait_for_function(moved)
+        has_moved = "() => window.chatcliBoard.shapes.get(4).shape.points[0][1] !== 600"
+        alice.wait_for_function(has_moved)
         assert _box(board(alice)[3]["points"]) == [100, 800, 400, 1000]
         gesture(bob, "eraser", [(800, 100)])
         wait_shapes(alice, 4)
