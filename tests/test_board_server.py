@@ -116,3 +116,25 @@ def test_a_version_2_store_is_upgraded_with_empty_boards(tmp_path: Path) -> None
     assert db.execute("SELECT text FROM messages").fetchall() == [("kept",)]
     assert db.execute("SELECT count(*) FROM shapes").fetchone() == (0,)
     db.close()
+
+
+@async_test
+async def test_the_bench_draw_mix_draws_and_is_acknowledged() -> None:
+    from chatcli.bench.draw import DrawLoad, DrawSpec
+
+    async with web_serving(rate_limit=0) as (srv, web):
+        host, port = web.addresses[0]
+        watcher = await srv.login("watcher", room="r0")
+        draw = DrawLoad(DrawSpec(host, port, clients=2, rate=20.0, points=5))
+        await asyncio.to_thread(draw.start)
+        assert draw.result.connected == 2
+        seen = await watcher.recv_until("draw")
+        assert seen["from"].startswith("drawbench") and len(seen["shape"]["points"]) == 5
+        await asyncio.sleep(0.5)
+        result = await asyncio.to_thread(draw.stop)
+        assert result.sent >= 10 and result.errors == 0
+        assert result.sent - result.acked <= 2  # at most the draws in flight at the stop
+        # each client cleared its drawings on the way out
+        async with asyncio.timeout(5.0):
+            while len(srv.server.relay.board("r0").committed):
+                await asyncio.sleep(0.05)

@@ -54,7 +54,7 @@ async def test_welcome_on_connect() -> None:
             "proto": 1,
             "users": [],
             "rooms": [{"name": "lobby", "users": 0}],
-            "features": ["resume"],
+            "features": ["resume", "board"],
         }
 
 

@@ -121,7 +121,7 @@ __all__ = [
 from chatcli.core.protocol import FATAL_CODES
 
 #: what this server offers beyond protocol v1 (``welcome.features``, spec 1.1)
-FEATURES = ("resume",)  # "accounts" joins once join/serve offer them (issue 9)
+FEATURES = ("resume", "board")  # "accounts" joins once join/serve offer them (issue 9)
 #: failed-login limiting (spec 1.1, section 2): more than this many wrong passwords...
 MAX_FAILED_LOGINS = 5
 #: ...from one address within this many seconds blocks password logins from it
