@@ -253,6 +253,25 @@ def test_a_page_user_and_a_tcp_user_chat_both_ways(browser_pages: Any) -> None:
         page.locator("#log li.presence", has_text="bob left").wait_for()
 
 
+def test_a_registered_name_asks_for_its_password(browser_pages: Any) -> None:
+    with web_server("--store", "memory") as server:
+        owner = Watcher(server.port, "alice")
+        owner.send({"type": "register", "password": "correct horse"})
+        expect(owner, "registered", name="alice")
+        owner.close()
+        page = browser_pages()
+        page.goto(server.url)
+        page.fill("#login-name", "alice")
+        page.click("#login-form button[type=submit]")
+        page.locator("#password-row").wait_for()
+        assert page.locator("#login-error").text_content()
+        assert page.evaluate("document.body.dataset.conn") == "offline"
+        page.fill("#login-password", "correct horse")
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("body[data-conn=connected]")
+        page.wait_for_function("() => document.querySelector('#login').hidden")
+
+
 def test_names_get_the_same_colour_as_in_a_terminal(browser_pages: Any) -> None:
     with web_server("--store", "memory") as server:
         page = browser_pages()
@@ -360,6 +379,31 @@ def test_own_shapes_can_be_erased_and_dragged_others_cannot(browser_pages: Any) 
         bob.click("#clear-mine")
         wait_shapes(alice, 0)
         wait_shapes(bob, 0)
+
+
+def test_a_finger_draws_on_a_touch_screen(chromium: Any) -> None:
+    """Touch input (real touch events through the DevTools protocol) draws like a mouse."""
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+    context.set_default_timeout(WAIT_MS)
+    try:
+        with web_server("--store", "memory") as server:
+            page = log_in(context.new_page(), server.url, "alice")
+            page.click("#tabs button[data-tab=board]")
+            page.click("#tool-buttons button[data-tool=line]")
+            cdp = context.new_cdp_session(page)
+            start, end = to_screen(page, 100, 100), to_screen(page, 700, 500)
+            touch = "Input.dispatchTouchEvent"
+            cdp.send(touch, {"type": "touchStart", "touchPoints": [{"x": start[0], "y": start[1]}]})
+            for step in range(1, 6):
+                x = start[0] + (end[0] - start[0]) * step / 5
+                y = start[1] + (end[1] - start[1]) * step / 5
+                cdp.send(touch, {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+            cdp.send(touch, {"type": "touchEnd", "touchPoints": []})
+            (shape,) = wait_shapes(page, 1)
+            assert shape["kind"] == "line"
+            assert near(shape["points"][0] + shape["points"][1], [100, 100, 700, 500])
+    finally:
+        context.close()
 
 
 # -- reconnecting ------------------------------------------------------------------------
