@@ -130,8 +130,9 @@ def browser_pages(chromium: Any) -> Iterator[Any]:
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_page(width: int = 1280, height: int = 800) -> Any:
-        context = chromium.new_context(viewport={"width": width, "height": height})
+    def open_page(width: int = 1280, height: int = 800, scale: float = 1) -> Any:
+        viewport = {"width": width, "height": height}
+        context = chromium.new_context(viewport=viewport, device_scale_factor=scale)
         context.set_default_timeout(WAIT_MS)
         contexts.append(context)
         page = context.new_page()
@@ -239,6 +240,8 @@ def test_a_page_user_and_a_tcp_user_chat_both_ways(browser_pages: Any) -> None:
             log_line(page, "psst back").locator(".dm-mark").wait_for()
             type_line(page, "/who")
             page.locator("#log li.notice", has_text="in lobby: alice, bob").wait_for()
+            type_line(page, "/rooms")
+            page.locator("#log li.notice", has_text="rooms: lobby (2)").wait_for()
             page.locator("#users .name", has_text="bob").wait_for()
             # rooms: /join moves the page; bob sees alice leave; clicking lobby goes back
             type_line(page, "/join dev")
@@ -451,7 +454,9 @@ def test_the_layout_fits_a_desktop_and_a_phone(
     browser_pages: Any, width: int, height: int, tmp_path: Path
 ) -> None:
     with web_server("--store", "memory") as server:
-        page = log_in(browser_pages(width, height), server.url, "alice")
+        # a phone's screen is dense: the canvas must have device pixels, not CSS pixels
+        scale = 2 if width < 800 else 1
+        page = log_in(browser_pages(width, height, scale), server.url, "alice")
         bob = Watcher(server.port, "bob")
         carol = Watcher(server.port, "carol")
         try:
@@ -498,6 +503,7 @@ def test_the_layout_fits_a_desktop_and_a_phone(
                 canvas["x"] + canvas["width"] <= width and canvas["y"] + canvas["height"] <= height
             )
             ratio = page.evaluate("window.devicePixelRatio")
+            assert ratio == scale
             assert page.evaluate("document.querySelector('#canvas').width") == round(
                 canvas["width"] * ratio
             )

@@ -25,6 +25,7 @@ const state = {
   users: new Set(),
   rooms: [],
   tab: "chat",
+  roomsAsked: false, // the person typed /rooms: the next list is also written in the log
 };
 
 const model = new BoardModel();
@@ -163,6 +164,10 @@ function onFrame(frame, info) {
     case "rooms":
       state.rooms = Array.isArray(frame.rooms) ? frame.rooms : [];
       showRooms();
+      if (state.roomsAsked) {
+        state.roomsAsked = false;
+        log.notice(`rooms: ${state.rooms.map((r) => `${r.name} (${r.users})`).join(", ")}`);
+      }
       break;
     case "draw":
     case "erase":
@@ -246,7 +251,8 @@ function submitLine(event) {
       if (!session.send({ type: "who" })) log.notice("not connected", "error");
       return;
     case "rooms":
-      if (!session.send({ type: "rooms" })) log.notice("not connected", "error");
+      if (session.send({ type: "rooms" })) state.roomsAsked = true;
+      else log.notice("not connected", "error");
       return;
     case "join":
       joinRoom(command.room);
