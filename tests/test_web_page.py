@@ -13,6 +13,7 @@ screenshots there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -103,6 +105,72 @@ def expect(watcher: Watcher, kind: str, **fields: Any) -> dict[str, Any]:
         if frame["type"] == kind and all(frame.get(k) == v for k, v in fields.items()):
             return frame
     raise AssertionError(f"no {kind} with {fields} within {WAIT_MS} ms")
+
+
+class LinkCutter:
+    """A TCP relay between the browser and the server's web port that can cut the
+    browser's side of every link while keeping the server's side open, the way a
+    vanished Wi-Fi leaves a server holding a connection it believes alive."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://{HOST}:{self.port}/"
+        self.browser_side: list[socket.socket] = []
+        self.server_side: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.cut_off: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((HOST, self.target_port), timeout=5)
+            upstream.settimeout(None)
+            with self.lock:
+                self.browser_side.append(client)
+                self.server_side.append(upstream)
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        """Copy until the source ends, then pass the end on, unless it is a cut: then the
+        server's side stays open (and unread) as if the packets were lost on the way."""
+        while True:
+            try:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+            except OSError:
+                break
+        if source not in self.cut_off and sink not in self.cut_off:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        """Drop every browser-side socket; the server sees nothing happen."""
+        with self.lock:
+            self.cut_off.update(self.browser_side)
+            for sock in self.browser_side:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self.browser_side.clear()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self.listener.close()
+        self.cut()
+        with self.lock:
+            for sock in self.server_side:
+                sock.close()
+            self.server_side.clear()
 
 
 def free_port() -> int:
@@ -251,9 +319,17 @@ def test_a_page_user_and_a_tcp_user_chat_both_ways(browser_pages: Any) -> None:
             expect(bob, "join", name="alice")
             page.wait_for_function("() => window.chatcli.state.room === 'lobby'")
             assert page.locator("#rooms button.current").text_content().startswith("#lobby")
+            bob.close()
+            page.locator("#log li.presence", has_text="bob left").wait_for()
+            # /quit: the room sees alice leave; the page offers to log in again
+            carol = Watcher(server.port, "carol")
+            type_line(page, "/quit")
+            expect(carol, "leave", name="alice", reason="quit")
+            page.locator("#login-form").wait_for()
+            assert page.evaluate("document.body.dataset.conn") == "offline"
+            carol.close()
         finally:
             bob.close()
-        page.locator("#log li.presence", has_text="bob left").wait_for()
 
 
 def test_a_registered_name_asks_for_its_password(browser_pages: Any) -> None:
@@ -410,6 +486,53 @@ def test_a_finger_draws_on_a_touch_screen(chromium: Any) -> None:
 
 
 # -- reconnecting ------------------------------------------------------------------------
+
+
+def test_a_page_takes_its_session_over_after_the_link_drops(browser_pages: Any) -> None:
+    """The server still holds the old connection: the resume token replaces it, the room
+    sees neither a leave nor a join, and the page asks for what it missed by since/epoch."""
+    with web_server("--store", "memory") as server:
+        cutter = LinkCutter(server.web_port)
+        carol = Watcher(server.port, "carol")
+        try:
+            page = browser_pages()
+            sent: list[dict[str, Any]] = []
+            received: list[dict[str, Any]] = []
+
+            def watch(ws: Any) -> None:
+                ws.on("framesent", lambda p: sent.append(json.loads(p)))
+                ws.on("framereceived", lambda p: received.append(json.loads(p)))
+
+            page.on("websocket", watch)
+            log_in(page, cutter.url, "alice")
+            expect(carol, "join", name="alice")
+            type_line(page, "before the drop")
+            first = expect(carol, "msg", text="before the drop")
+            cutter.cut()
+            carol.send({"type": "say", "text": "said while alice was away"})
+            expect(carol, "msg", text="said while alice was away")
+            page.wait_for_selector("body[data-conn=reconnecting]")
+            page.wait_for_selector("body[data-conn=connected]")
+            log_line(page, "said while alice was away")
+            readies = [f for f in received if f["type"] == "ready"]
+            hellos = [f for f in sent if f["type"] == "hello"]
+            assert len(readies) == len(hellos) == 2
+            assert hellos[1]["resume"] == readies[0]["resume"] != readies[1]["resume"]
+            assert hellos[1]["since"] == first["id"]
+            assert hellos[1]["epoch"] == readies[0]["epoch"]
+            type_line(page, "back again")
+            # carol saw the message, and no leave or join of alice in between
+            between = []
+            while True:
+                frame = carol.recv()
+                if frame["type"] == "msg" and frame["text"] == "back again":
+                    break
+                between.append(frame)
+            assert not [f for f in between if f["type"] in ("join", "leave")], between
+            assert page.locator("#log li.line", has_text="before the drop").count() == 1
+        finally:
+            carol.close()
+            cutter.close()
 
 
 def test_a_page_reconnects_after_a_server_restart_and_keeps_board_and_chat(

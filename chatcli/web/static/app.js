@@ -217,6 +217,14 @@ function onError(frame, info) {
   }
   const text = `${frame.code}: ${frame.message || ""}`;
   log.notice(info.retrying ? `${text} (trying again)` : text, "error");
+  if (info.final) showLogin(text); // kicked, replaced...: the person may come back
+}
+
+/** The login form again (after /quit or a final refusal), the last name filled in. */
+function showLogin(message = "") {
+  $("login").hidden = false;
+  $("login-error").textContent = message;
+  $("login-name").focus();
 }
 
 // -- what the person does -------------------------------------------------------------
@@ -262,6 +270,7 @@ function submitLine(event) {
       return;
     case "quit":
       session.quit();
+      showLogin("you left; join again?");
       return;
     default:
       log.notice(command.message, "error");
@@ -275,6 +284,9 @@ function login(event) {
   const password = $("login-password").value;
   $("login-error").textContent = "";
   state.session?.stop("logged out");
+  // a new session starts a new conversation: its ready brings the history again
+  $("log").replaceChildren();
+  state.room = null;
   state.session = new Session({
     url: socketUrl(),
     name,

@@ -145,7 +145,7 @@ export class Session {
       ws.send(JSON.stringify(this.hello()));
     };
     ws.onmessage = (event) => {
-      if (ws !== this.ws) return;
+      if (ws !== this.ws || this.stopped) return;
       this.heard();
       let frame;
       try {
@@ -233,13 +233,13 @@ export class Session {
     this.lostAt = null;
     this.setState("connected", {});
     this.onFrame(frame, { missed, truncated, reconnect });
-    // what was typed and never acknowledged goes again, same txn: stored once
-    for (const pending of this.inFlight.values()) this.send(pending);
+    // after a reconnect, what was typed and never acknowledged goes again with the same
+    // txn: the server stores it once whether or not the first copy had arrived
+    if (reconnect) for (const pending of this.inFlight.values()) this.send(pending);
   }
 
   onError(frame) {
     const code = frame.code;
-    if (code === "ping") return;
     if (!this.ready) {
       if (!this.loggedIn && LOGIN_CODES.has(code)) {
         this.onFrame(frame, { login: true });
