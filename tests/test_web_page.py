@@ -13,6 +13,7 @@ screenshots there.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -744,6 +745,41 @@ def test_the_svg_export_matches_the_page(browser_pages: Any, tmp_path: Path) -> 
             assert exported["points"] == [[float(x), float(y)] for x, y in shape["points"]]
         if shape["kind"] == "text":
             assert exported["text"] == shape["text"] == "a <b>note</b> & more"
+    # and the pictures agree: the SVG drawn by the same browser at the canvas's size
+    differ, inked = alice.evaluate(COMPARE_PIXELS, base64.b64encode(out.read_bytes()).decode())
+    assert inked > 2000, inked
+    assert differ / inked < 0.02, (differ, inked)  # 0 here; a text size off gives 13%
+
+
+#: (pixels that differ clearly, pixels inked in either): the page's canvas (blended over
+#: white, as the board is shown) against an SVG document drawn at the canvas's size
+COMPARE_PIXELS = """async (svg64) => {
+  const board = document.querySelector('#canvas');
+  const [w, h] = [board.width, board.height];
+  const img = new Image();
+  img.src = 'data:image/svg+xml;base64,' + svg64;
+  await img.decode();
+  const other = document.createElement('canvas');
+  other.width = w;
+  other.height = h;
+  const ctx = other.getContext('2d');
+  ctx.drawImage(img, 0, 0, w, h);
+  const a = ctx.getImageData(0, 0, w, h).data;
+  const b = board.getContext('2d').getImageData(0, 0, w, h).data;
+  let differ = 0, inked = 0;
+  for (let i = 0; i < a.length; i += 4) {
+    const alpha = b[i + 3] / 255;
+    let d = 0, ink = false;
+    for (let k = 0; k < 3; k++) {
+      const bv = b[i + k] * alpha + 255 * (1 - alpha);
+      d = Math.max(d, Math.abs(a[i + k] - bv));
+      if (a[i + k] < 200 || bv < 200) ink = true;
+    }
+    if (ink) inked++;
+    if (d > 80) differ++;
+  }
+  return [differ, inked];
+}"""
 
 
 def chatcli_cmd() -> list[str]:
