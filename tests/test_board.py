@@ -301,3 +301,41 @@ def test_a_change_the_store_cannot_keep_is_shown_to_nobody() -> None:
     assert delivered[0].event.ref == "1"  # type: ignore[union-attr]
     board = chat.relay.board("lobby")
     assert len(board.projected) == 0 and len(board.committed) == 0
+
+
+def test_coordinates_are_kept_to_a_hundredth() -> None:
+    shape = checked({**LINE, "points": [[1.23456, 999.999], [0.004, 3]]})
+    assert shape.points == [(1.23, 1000.0), (0.0, 3.0)]
+    moved_shape, dx, dy = moved(shape, 0.1 + 0.2, -0.123)
+    assert (dx, dy) == (0.3, -0.12)
+    assert all(len(repr(c)) <= 7 for point in moved_shape.points for c in point)
+
+
+def test_a_board_bigger_than_its_byte_bound_refuses_draws() -> None:
+    from chatcli.core.board import encoded_size
+
+    chat = Chat(max_board_bytes=3000)
+    alice = chat.login("alice")
+    stroke = Shape(kind="pencil", points=[(1.5, 2.5)] * 60, color="#000000")
+    first = draw(chat, alice, stroke)
+    size = encoded_size(msgspec.structs.replace(first, ref=None))
+    assert chat.relay.board("lobby").committed.size == size
+    while chat.relay.board("lobby").projected.size + size <= 3000:
+        draw(chat, alice, stroke)
+    refused = chat.refuse(alice, Draw(shape=stroke, ref="big"))
+    assert (refused.code, refused.ref) == ("board_full", "big")
+    chat.handle(alice, Erase(id=first.id))
+    assert chat.relay.board("lobby").committed.size <= 3000 - size
+    draw(chat, alice, stroke)  # room again
+    ready_size = len(
+        encode(
+            Ready(
+                name="x",
+                room="lobby",
+                users=[],
+                history=[],
+                board=chat.relay.board("lobby").committed.in_order(),
+            )
+        )
+    )
+    assert ready_size < 3000 + 200

@@ -86,6 +86,17 @@ async def test_the_board_survives_a_restart_on_a_store_file(tmp_path: Path) -> N
             store.close()
 
     assert await session(draw=True) == []
+    # the store file can be drawn while the server is down, too
+    from click.testing import CliRunner
+
+    from chatcli.cli import cli
+
+    out = tmp_path / "store.svg"
+    result = CliRunner().invoke(cli, ["replay", str(path), "--board", str(out)])
+    assert result.exit_code == 0 and "2 shapes in lobby" in result.output, result.output
+    assert out.read_text().count("data-id=") == 2
+    refused = CliRunner().invoke(cli, ["replay", str(path), "--board", str(out), "--at", "5"])
+    assert refused.exit_code == 2 and "--at needs a transcript" in refused.output
     board = await session(draw=False)
     assert [s["id"] for s in board] == [1, 2]
     assert board[1]["shape"]["points"] == [[0.0, 310.0], [100.0, 360.0]]
@@ -138,3 +149,16 @@ async def test_the_bench_draw_mix_draws_and_is_acknowledged() -> None:
         async with asyncio.timeout(5.0):
             while len(srv.server.relay.board("r0").committed):
                 await asyncio.sleep(0.05)
+
+
+def test_the_draw_mix_against_a_target_needs_its_web_port() -> None:
+    import pytest
+
+    from chatcli.bench.runner import BenchOptions
+    from chatcli.errors import UsageError
+
+    with pytest.raises(UsageError, match="--draw-target"):
+        BenchOptions(draw_clients=2, target=("127.0.0.1", 7777)).check()
+    BenchOptions(draw_clients=2, target=("127.0.0.1", 7777), draw_target=(HOST, 8080)).check()
+    params = BenchOptions(draw_clients=2, draw_target=(HOST, 8080)).params()
+    assert params["draw_clients"] == 2 and params["draw_target"] == "127.0.0.1:8080"

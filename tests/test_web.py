@@ -202,6 +202,33 @@ async def test_a_binary_message_gets_bad_request_and_the_connection_stays() -> N
 
 
 @async_test
+async def test_a_websocket_has_no_text_mode() -> None:
+    async with web_serving() as (_srv, web):
+        ws = await asyncio.wait_for(connect(ws_url(web)), READ_TIMEOUT)
+        client = WebClient(ws)
+        await client.expect("welcome")
+        await ws.send("login alice")
+        error = await client.expect("error", code="bad_request")
+        assert "JSON" in error["message"]
+        await client.send({"type": "hello", "name": "alice"})
+        await client.recv_until("ready")
+
+
+@async_test
+async def test_web_clients_are_told_when_the_server_shuts_down() -> None:
+    async with serving() as srv:
+        web = await start_web(srv.server, HOST, 0)
+        browser = await web_login(web, "alice")
+        web.close()
+        await srv.server.shutdown()
+        await browser.expect("error", code="server_shutdown")
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(browser.ws.recv(), READ_TIMEOUT)
+        await web.wait_closed(2.0)
+        assert not srv.server.connections
+
+
+@async_test
 async def test_a_web_client_that_stops_reading_is_cut_off() -> None:
     async with web_serving(rate_limit=0, max_buffer=64 * 1024) as (srv, web):
         slow = await asyncio.wait_for(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from chatcli.core.board import Board
     from chatcli.replay.player import TimeSpec
     from chatcli.transcript import Source
 
@@ -168,7 +169,8 @@ def replay(
     shapes on the board"). --board OUT.svg writes the room's whiteboard as it
     stood at the end (or --at TIME) as an SVG picture; give --room when the
     transcript has several rooms with boards. Shapes drawn before the
-    recording began are not in it.
+    recording began are not in it. Given a STORE, --board draws a room's
+    board as the store keeps it now.
 
     \b
     FILE may also be a store written by `chatcli serve --store` (a SQLite
@@ -216,10 +218,12 @@ def replay(
         sys.exit(_check(files, stores, rooms))
     if at is not None and board_out is None:
         fail("--at goes with --board OUT.svg", EXIT_USAGE)
-    if board_out is not None and (stores or len(files) != 1 or target is not None or follow):
-        fail(
-            "--board reads one transcript FILE (not a store, not with --to or --follow)", EXIT_USAGE
-        )
+    if board_out is not None and stores and len(files) == 1 and target is None:
+        if at is not None:
+            fail("--at needs a transcript: a store holds its boards as they are now", EXIT_USAGE)
+        sys.exit(_store_board(files[0], rooms, board_out))
+    if board_out is not None and (len(files) != 1 or target is not None or follow):
+        fail("--board reads one transcript FILE or STORE (not with --to or --follow)", EXIT_USAGE)
     if stores and len(files) != 1:
         fail("give one STORE to play, alone (several FILEs only with --check)", EXIT_USAGE)
     if len(files) != 1 and (target is not None or follow or "-" in files):
@@ -298,11 +302,7 @@ def _write_board(
     source: Source, options: object, out: str, at: str | None, rooms: tuple[str, ...]
 ) -> int:
     """``--board OUT.svg``: the room's board at the end (or ``--at``) as an SVG file."""
-    from pathlib import Path
-
-    from chatcli.cli.common import EXIT_USAGE, fail
-    from chatcli.core.sanitize import clean_text
-    from chatcli.replay.board_svg import board_at, board_svg
+    from chatcli.replay.board_svg import board_at
     from chatcli.replay.player import Playback, PlayOptions, TimeSpec
 
     assert isinstance(options, PlayOptions)
@@ -316,12 +316,35 @@ def _write_board(
         playback.close()
     for problem in playback.problems:
         click.echo(f"{problem} (line skipped)", err=True)
+    return _save_board(boards, rooms, playback.header.room or "", out)
+
+
+def _store_board(path: str, rooms: tuple[str, ...], out: str) -> int:
+    """``STORE --board OUT.svg``: a room's board as the store file keeps it now."""
+    from chatcli.store.sqlite import open_read_only, read_boards
+
+    with open_read_only(path) as db:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        boards = read_boards(db) if version >= 3 else {}
+    return _save_board(boards, rooms, "", out)
+
+
+def _save_board(boards: dict[str, Board], rooms: tuple[str, ...], default: str, out: str) -> int:
+    """Write the board of the ``--room`` given (or the only one) to ``out`` as SVG."""
+    from pathlib import Path
+
+    from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.core.sanitize import clean_text
+    from chatcli.replay.board_svg import board_svg
+
+    with_shapes = sorted(room for room, board in boards.items() if len(board))
     if rooms:
         room = rooms[0]
-    elif len(boards) > 1:
-        fail(f"boards in several rooms ({', '.join(sorted(boards))}): choose one with --room")
+    elif len(with_shapes) > 1:
+        shown = clean_text(", ".join(with_shapes))
+        fail(f"boards in several rooms ({shown}): choose one with --room", EXIT_USAGE)
     else:
-        room = next(iter(boards), playback.header.room or "")
+        room = with_shapes[0] if with_shapes else default
     shapes = boards[room].in_order() if room in boards else []
     title = f"chatcli board of {room}" if room else "chatcli board"
     try:

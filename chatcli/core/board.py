@@ -30,7 +30,9 @@ from chatcli.errors import ProtocolError
 
 __all__ = [
     "BOARD_SIZE",
+    "DECIMALS",
     "KIND_POINTS",
+    "MAX_BOARD_BYTES",
     "MAX_SHAPES",
     "MAX_SHAPE_TEXT",
     "WIDTH_RANGE",
@@ -38,6 +40,7 @@ __all__ = [
     "BoardWrite",
     "RoomBoard",
     "check_shape",
+    "encoded_size",
     "moved",
 ]
 
@@ -57,6 +60,13 @@ KIND_POINTS: Final = {
 MAX_SHAPE_TEXT: Final = 200
 #: the stroke width's bounds
 WIDTH_RANGE: Final = (1.0, 50.0)
+#: coordinates are kept to this many decimals (1/100 unit: finer than any screen shows,
+#: and a point never takes more than 16 bytes of JSON)
+DECIMALS: Final = 2
+#: the most bytes a room's shapes may take as JSON (``board_full`` past it): half the
+#: default slow-consumer bound, so that a ``ready`` carrying the whole board can always
+#: be sent (10,000 long strokes or texts would otherwise make it tens of megabytes)
+MAX_BOARD_BYTES: Final = 2 * 1024 * 1024
 _COLOR: Final = re.compile(r"#[0-9a-fA-F]{6}\Z")
 
 
@@ -98,9 +108,15 @@ def check_shape(shape: Shape, ref: Ref = None) -> Shape:
     elif text is not None:
         raise _refuse(f"a {shape.kind} has no text", ref)
     color = shape.color.lower()
-    if color == shape.color and text == shape.text:
+    points = [(round(x, DECIMALS), round(y, DECIMALS)) for x, y in shape.points]
+    if color == shape.color and text == shape.text and points == shape.points:
         return shape
-    return msgspec.structs.replace(shape, color=color, text=text)
+    return msgspec.structs.replace(shape, color=color, text=text, points=points)
+
+
+def _on_board(value: float) -> float:
+    """A coordinate rounded as kept, and within the board despite rounding."""
+    return min(max(round(value, DECIMALS), 0.0), BOARD_SIZE)
 
 
 def moved(shape: Shape, dx: float, dy: float) -> tuple[Shape, float, float]:
@@ -111,9 +127,9 @@ def moved(shape: Shape, dx: float, dy: float) -> tuple[Shape, float, float]:
     """
     xs = [x for x, _ in shape.points]
     ys = [y for _, y in shape.points]
-    dx = min(max(dx, -min(xs)), BOARD_SIZE - max(xs))
-    dy = min(max(dy, -min(ys)), BOARD_SIZE - max(ys))
-    points = [(x + dx, y + dy) for x, y in shape.points]
+    dx = round(min(max(dx, -min(xs)), BOARD_SIZE - max(xs)), DECIMALS)
+    dy = round(min(max(dy, -min(ys)), BOARD_SIZE - max(ys)), DECIMALS)
+    points = [(_on_board(x + dx), _on_board(y + dy)) for x, y in shape.points]
     return msgspec.structs.replace(shape, points=points), dx, dy
 
 
@@ -131,26 +147,48 @@ class BoardWrite:
     next_id: int = 1
 
 
-class Board:
-    """A room's shapes by id, in id order, and the id the next one gets."""
+def encoded_size(drawn: Drawn) -> int:
+    """The bytes ``drawn`` takes as a JSON frame (what it adds to a ``ready``)."""
+    return len(_encoder.encode(drawn))
 
-    __slots__ = ("next_id", "shapes")
+
+_encoder = msgspec.json.Encoder()
+
+
+class Board:
+    """A room's shapes by id, in id order, the id the next one gets, and their size."""
+
+    __slots__ = ("_sizes", "next_id", "shapes", "size")
 
     def __init__(self, shapes: Iterable[Drawn] = (), next_id: int = 1) -> None:
-        self.shapes: dict[int, Drawn] = {s.id: s for s in sorted(shapes, key=lambda s: s.id)}
+        self.shapes: dict[int, Drawn] = {}
+        self._sizes: dict[int, int] = {}
+        #: the bytes every shape takes as JSON (bounded by ``MAX_BOARD_BYTES``)
+        self.size = 0
+        for shape in sorted(shapes, key=lambda s: s.id):
+            self._put(shape)
         self.next_id = max(next_id, max(self.shapes, default=0) + 1)
+
+    def _put(self, shape: Drawn) -> None:
+        size = encoded_size(shape)
+        self.size += size - self._sizes.get(shape.id, 0)
+        self._sizes[shape.id] = size
+        self.shapes[shape.id] = shape  # a moved shape keeps its place in id order
 
     def apply(self, write: BoardWrite) -> None:
         """Carry ``write`` out (deleting a missing id is nothing)."""
         for shape_id in write.delete:
-            self.shapes.pop(shape_id, None)
+            if self.shapes.pop(shape_id, None) is not None:
+                self.size -= self._sizes.pop(shape_id)
         for shape in write.put:
-            self.shapes[shape.id] = shape  # a moved shape keeps its place in id order
+            self._put(shape)
         self.next_id = max(self.next_id, write.next_id)
 
     def copy(self) -> Board:
         board = Board()
         board.shapes = dict(self.shapes)
+        board._sizes = dict(self._sizes)
+        board.size = self.size
         board.next_id = self.next_id
         return board
 
@@ -171,13 +209,19 @@ class RoomBoard:
     the order they were made, which the store guarantees.
     """
 
-    __slots__ = ("committed", "max_shapes", "pending", "projected")
+    __slots__ = ("committed", "max_bytes", "max_shapes", "pending", "projected")
 
-    def __init__(self, board: Board | None = None, max_shapes: int = MAX_SHAPES) -> None:
+    def __init__(
+        self,
+        board: Board | None = None,
+        max_shapes: int = MAX_SHAPES,
+        max_bytes: int = MAX_BOARD_BYTES,
+    ) -> None:
         self.committed = board if board is not None else Board()
         self.projected = self.committed.copy()
         self.pending: deque[BoardWrite] = deque()
         self.max_shapes = max_shapes
+        self.max_bytes = max_bytes
 
     def write(self, write: BoardWrite) -> None:
         """A change checked against ``projected``: apply it there, wait for the store."""
@@ -208,6 +252,12 @@ class RoomBoard:
                 "board_full", f"the board holds {self.max_shapes} shapes: erase some first", ref
             )
         drawn = Drawn(id=board.next_id, room=room, from_=sender, shape=shape, ts=ts)
+        if board.size + encoded_size(drawn) > self.max_bytes:
+            raise ProtocolError(
+                "board_full",
+                f"the board holds {self.max_bytes // 1024} KiB of shapes: erase some first",
+                ref,
+            )
         return BoardWrite(room, put=[drawn], next_id=board.next_id + 1)
 
     def find(self, shape_id: int, ref: Ref) -> Drawn:

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from chatcli import __version__
-from chatcli.core.board import MAX_SHAPES, Board, RoomBoard, check_shape
+from chatcli.core.board import MAX_BOARD_BYTES, MAX_SHAPES, Board, RoomBoard, check_shape
 from chatcli.core.events import (
     Ban,
     ChangePassword,
@@ -426,6 +426,7 @@ class Relay:
         failed_logins: FailedLogins | None = None,
         address_limit: AddressLimit | None = None,
         max_shapes: int = MAX_SHAPES,
+        max_board_bytes: int = MAX_BOARD_BYTES,
     ) -> None:
         self.history_limit = history
         self.rate_limit = rate_limit
@@ -452,6 +453,7 @@ class Relay:
         #: every room's whiteboard (spec 1.1, 4), kept while the relay lives
         self.boards: dict[str, RoomBoard] = {}
         self.max_shapes = max_shapes
+        self.max_board_bytes = max_board_bytes
 
     # -- sessions -----------------------------------------------------------------
 
@@ -1063,13 +1065,13 @@ class Relay:
     def load_boards(self, boards: dict[str, Board]) -> None:
         """The boards the store kept (read once at start-up, before anyone connects)."""
         for room, board in boards.items():
-            self.boards[room] = RoomBoard(board, self.max_shapes)
+            self.boards[room] = RoomBoard(board, self.max_shapes, self.max_board_bytes)
 
     def board(self, room: str) -> RoomBoard:
         """``room``'s board (an empty one for a room that never had a shape)."""
         board = self.boards.get(room)
         if board is None:
-            board = self.boards[room] = RoomBoard(max_shapes=self.max_shapes)
+            board = self.boards[room] = RoomBoard(None, self.max_shapes, self.max_board_bytes)
         return board
 
     def _board_now(self, room: str) -> list[Drawn]:
@@ -1112,7 +1114,16 @@ class Relay:
             if event.all and not session.op:
                 raise ProtocolError("forbidden", "only operators may clear the whole board", ref)
             shapes = board.projected.shapes.values()
-            ids = [s.id for s in shapes if event.all or name_key(s.from_) == session.key]
+            if event.all:
+                ids = [s.id for s in shapes]
+            else:  # a name's key is computed once, not once per shape (ICU is not free)
+                keys: dict[str, str] = {}
+                ids = [
+                    s.id
+                    for s in shapes
+                    if (keys.get(s.from_) or keys.setdefault(s.from_, name_key(s.from_)))
+                    == session.key
+                ]
             write = board.clear(room, ids)
             out = Cleared(room=room, by=session.name, all=event.all, ts=ts)
         board.write(write)
