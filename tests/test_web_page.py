@@ -442,6 +442,7 @@ def test_own_shapes_can_be_erased_and_dragged_others_cannot(browser_pages: Any) 
         gesture(alice, "drag", [(200, 200), (300, 250), (400, 300)])
         has_moved = "() => window.chatcliBoard.shapes.get(1).shape.points[0][0] !== 100"
         bob.wait_for_function(has_moved)
+        alice.wait_for_function(has_moved)
         moved = board(bob)[0]
         assert near(moved["points"][0] + moved["points"][1], [300, 200, 500, 400])
         assert board(alice) == board(bob)
