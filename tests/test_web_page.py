@@ -362,6 +362,39 @@ def test_names_get_the_same_colour_as_in_a_terminal(browser_pages: Any) -> None:
         assert got == [PALETTE_RGB[colour_index(name)][1] for name in names]
 
 
+def test_the_page_modules_parse_commands_and_back_off(browser_pages: Any) -> None:
+    """The page's pure helpers, imported as the page imports them (ES modules)."""
+    with web_server("--store", "memory") as server:
+        page = browser_pages()
+        page.goto(server.url)
+        got = page.evaluate(
+            """async () => {
+              const chat = await import('/chat.js');
+              const session = await import('/session.js');
+              const lines = ['hi', '/me waves', '/msg bob hi there', '/dm', '/who',
+                             '/JOIN dev', '//not a command', '/nope', '   '];
+              return {
+                parsed: lines.map((l) => chat.parseInput(l)),
+                delays: [[1, 0], [1, 0.999], [2, 0], [7, 0], [30, 0.5]].map(
+                  ([n, r]) => session.backoffDelay(n, () => r)),
+              };
+            }"""
+        )
+        assert got["parsed"] == [
+            {"kind": "say", "text": "hi"},
+            {"kind": "me", "text": "waves"},
+            {"kind": "dm", "to": "bob", "text": "hi there"},
+            {"kind": "error", "message": "usage: /msg NAME TEXT"},
+            {"kind": "who"},
+            {"kind": "join", "room": "dev"},
+            {"kind": "say", "text": "/not a command"},
+            {"kind": "error", "message": "unknown command /nope: /help lists them"},
+            {"kind": "empty"},
+        ]
+        # exponential from 0.5 s, capped at 30 s, shortened by up to half for jitter
+        assert got["delays"] == pytest.approx([0.5, 0.25025, 1.0, 30.0, 22.5])
+
+
 def test_hostile_text_shows_as_text(browser_pages: Any) -> None:
     with web_server("--store", "memory") as server:
         page = log_in(browser_pages(), server.url, "alice")
