@@ -482,6 +482,7 @@ def test_own_shapes_can_be_erased_and_dragged_others_cannot(browser_pages: Any) 
         # bob's line: alice can neither drag nor erase it
         gesture(alice, "drag", [(750, 600), (750, 700)])
         alice.locator("#log li.error", has_text="forbidden").first.wait_for()
+        alice.wait_for_function("() => window.chatcli.view.moving.size === 0")  # snaps back
         gesture(alice, "eraser", [(750, 600)])
         alice.locator("#log li.error", has_text="forbidden").nth(1).wait_for()
         assert board(alice)[1]["points"] == line["points"]

@@ -173,8 +173,9 @@ function onFrame(frame, info) {
     case "erase":
     case "move":
     case "clear":
+      if (frame.type === "move") view.moved(frame.id);
       if (frame.room === undefined || frame.room === state.room) model.apply(frame);
-      if (frame.type === "draw") view.settle(frame.ref);
+      view.settle(frame.ref);
       break;
     case "error":
       onError(frame, info);

@@ -202,6 +202,7 @@ export class BoardView {
     this.text = "";
     this.gesture = null; // the stroke or drag in progress
     this.pending = new Map(); // ref -> shape sent, not yet echoed
+    this.moving = new Map(); // ref -> {id, dx, dy}: a drag sent, not yet answered
     this.refs = 0;
     this.cssSize = 0;
     model.onChange(() => this.render());
@@ -290,7 +291,14 @@ export class BoardView {
     if (g.kind === "drag") {
       const dx = g.at[0] - g.start[0];
       const dy = g.at[1] - g.start[1];
-      if (dx !== 0 || dy !== 0) this.request({ type: "move", id: g.id, dx, dy }, g.target);
+      if (dx !== 0 || dy !== 0) {
+        this.refs += 1;
+        const ref = `v-${this.refs}`;
+        // the shape stays where it was dropped until the server's answer (no snap back)
+        if (this.request({ type: "move", id: g.id, dx, dy, ref }, g.target)) {
+          this.moving.set(ref, { id: g.id, dx, dy });
+        }
+      }
       this.render();
       return;
     }
@@ -310,7 +318,9 @@ export class BoardView {
     if (target.from !== this.me() && !this.isOp()) {
       this.notify(`that shape is ${target.from}'s: the server allows erasing or moving only your own`);
     }
-    if (!this.send(frame)) this.notify("not connected: the board cannot change now");
+    if (this.send(frame)) return true;
+    this.notify("not connected: the board cannot change now");
+    return false;
   }
 
   /** Send a finished shape; it shows faintly until the server's draw comes back. */
@@ -328,12 +338,21 @@ export class BoardView {
 
   /** The server answered a frame of ours (its draw echo or an error): drop the preview. */
   settle(ref) {
-    if (ref && this.pending.delete(ref)) this.render();
+    if (!ref) return;
+    const draw = this.pending.delete(ref);
+    const move = this.moving.delete(ref);
+    if (draw || move) this.render();
+  }
+
+  /** A move of shape `id` arrived: whatever drag of it was waiting is answered. */
+  moved(id) {
+    for (const [ref, m] of this.moving) if (m.id === id) this.moving.delete(ref);
   }
 
   /** Forget previews (a new connection or room: nothing in flight survives it). */
   forget() {
     this.pending.clear();
+    this.moving.clear();
     this.gesture = null;
     this.render();
   }
@@ -345,10 +364,13 @@ export class BoardView {
     ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
     ctx.setTransform(scale, 0, 0, scale, 0, 0);
     const g = this.gesture;
+    const offsets = new Map([...this.moving.values()].map((m) => [m.id, m]));
+    if (g?.kind === "drag") offsets.set(g.id, { dx: g.at[0] - g.start[0], dy: g.at[1] - g.start[1] });
     for (const entry of this.model.ordered()) {
-      if (g?.kind === "drag" && g.id === entry.id) {
+      const offset = offsets.get(entry.id);
+      if (offset) {
         drawShape(ctx, entry.shape, { alpha: 0.25 });
-        drawShape(ctx, entry.shape, { dx: g.at[0] - g.start[0], dy: g.at[1] - g.start[1] });
+        drawShape(ctx, entry.shape, offset);
       } else drawShape(ctx, entry.shape);
     }
     for (const shape of this.pending.values()) drawShape(ctx, shape, { alpha: 0.5 });
