@@ -636,7 +636,10 @@ def test_the_layout_fits_a_desktop_and_a_phone(
                 }
             )
             bob.send({"type": "say", "text": "that green line is me"})
-            log_line(page, "that green line is me")
+            bob.send({"type": "dm", "to": "alice", "text": "can you add the deadline?"})
+            log_line(page, "can you add the deadline?")
+            type_line(page, "/msg bob sure, on the board in a minute")
+            log_line(page, "sure, on the board in a minute")
             if width < 800:
                 page.click("#tabs button[data-tab=board]")
                 # what is said while the chat is out of sight is counted, and marked
