@@ -54,14 +54,15 @@ def test_a_burst_is_one_line_per_person_ended_by_quiet() -> None:
     [
         ({"drew": 1, "kinds": {"line": 1}}, "drew a line on the board"),
         ({"drew": 1, "kinds": {"oval": 1}}, "drew an oval on the board"),
-        ({"drew": 3, "kinds": {"pencil": 3}}, "drew 3 pencils on the board"),
+        ({"drew": 3, "kinds": {"pencil": 3}}, "drew 3 strokes on the board"),
+        ({"drew": 1, "kinds": {"text": 1}}, "drew a text on the board"),
         ({"drew": 3, "kinds": {"line": 1, "rect": 2}}, "drew 3 shapes on the board"),
         ({"moved": 2, "erased": 1}, "moved 2 shapes and erased a shape on the board"),
         ({"cleared": "own"}, "cleared their drawings"),
         ({"cleared": "all"}, "cleared the whole board"),
         (
             {"drew": 2, "kinds": {"rect": 2}, "cleared": "own"},
-            "drew 2 rects on the board and cleared their drawings",
+            "drew 2 rectangles on the board and cleared their drawings",
         ),
     ],
 )
@@ -121,7 +122,7 @@ def test_replay_shows_board_activity_coalesced(tmp_path: Path) -> None:
         "-- bob drew a text on the board",
         "-- alice erased a shape on the board",
         "-- alice drew an oval on the board",
-        "-- bob drew a pencil on the board",
+        "-- bob drew a stroke on the board",
         "-- bob cleared their drawings",
     ], lines
     # the message comes after the burst that came before it

@@ -202,6 +202,19 @@ async def test_a_binary_message_gets_bad_request_and_the_connection_stays() -> N
 
 
 @async_test
+async def test_flood_control_applies_to_web_clients() -> None:
+    async with web_serving(rate_limit=0.1, rate_burst=2) as (_srv, web):
+        browser = await web_login(web, "alice")
+        for i in range(4):
+            await browser.send({"type": "say", "text": f"m{i}", "ref": f"r{i}"})
+        answers = [await browser.recv_until(kind) for kind in ("msg", "msg")]
+        assert [a["ref"] for a in answers] == ["r0", "r1"]
+        for ref in ("r2", "r3"):
+            refused = await browser.expect("error", code="rate_limited")
+            assert refused["ref"] == ref
+
+
+@async_test
 async def test_a_websocket_has_no_text_mode() -> None:
     async with web_serving() as (_srv, web):
         ws = await asyncio.wait_for(connect(ws_url(web)), READ_TIMEOUT)

@@ -84,6 +84,7 @@ __all__ = [
     "Who",
     "event_lines",
     "event_type",
+    "shape_count",
 ]
 
 Ref = str | int | None
@@ -636,12 +637,29 @@ def _moderated(event: Moderated, options: LineOptions) -> list[Line]:
     return [notice(None, options, f"{clean_text(event.action)}: ", name(event.name), time)]
 
 
+#: how lines name each kind of shape ("alice drew 2 strokes on the board")
+SHAPE_NOUNS: Final = {
+    "pencil": "stroke",
+    "line": "line",
+    "rect": "rectangle",
+    "oval": "oval",
+    "text": "text",
+}
+
+
+def shape_count(count: int, kind: str) -> str:
+    """``a line``, ``an oval``, ``3 rectangles``: ``count`` shapes of ``kind`` in words."""
+    noun = SHAPE_NOUNS.get(kind, "shape")
+    if count == 1:
+        return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+    return f"{count} {noun}s"
+
+
 def _board(event: Drawn | Erased | Moved | Cleared, options: LineOptions) -> list[Line]:
     """One board change alone; ``join`` and ``replay`` show bursts of them coalesced
     (chatcli.ui.board_activity), this is the line of a single one."""
     if type(event) is Drawn:
-        kind = event.shape.kind
-        what = f"drew {'a' if kind != 'oval' else 'an'} {clean_text(kind)}"
+        what = f"drew {shape_count(1, event.shape.kind)}"
         return [notice(event.ts, options, name(event.from_), f" {what} on the board")]
     if type(event) is Erased:
         return [notice(event.ts, options, name(event.by), " erased a shape on the board")]

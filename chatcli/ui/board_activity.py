@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from chatcli.core.events import Cleared, Drawn, Erased, Moved
+from chatcli.core.events import Cleared, Drawn, Erased, Moved, shape_count
 
 __all__ = ["BURST_QUIET", "BoardBursts", "BoardSummary", "is_board_event", "summary_text"]
 
@@ -57,21 +57,17 @@ class BoardSummary:
             self.cleared = "all" if event.all or self.cleared == "all" else "own"
 
 
-def _count(n: int, what: str) -> str:
-    return f"{'a' if what[0] not in 'aeio' else 'an'} {what}" if n == 1 else f"{n} {what}s"
-
-
 def summary_text(summary: BoardSummary) -> str:
     """What the burst's line says after the name: "drew 3 shapes and erased a shape on
     the board", "cleared their drawings"."""
     parts = []
     if summary.drew:
         kind = next(iter(summary.kinds)) if len(summary.kinds) == 1 else "shape"
-        parts.append("drew " + _count(summary.drew, kind))
+        parts.append("drew " + shape_count(summary.drew, kind))
     if summary.moved:
-        parts.append("moved " + _count(summary.moved, "shape"))
+        parts.append("moved " + shape_count(summary.moved, "shape"))
     if summary.erased:
-        parts.append("erased " + _count(summary.erased, "shape"))
+        parts.append("erased " + shape_count(summary.erased, "shape"))
     said = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
     if said:
         said += " on the board"
