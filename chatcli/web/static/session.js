@@ -288,10 +288,7 @@ export class Session {
     this.ready = false;
     this.clearTimers();
     if (this.stopped) return;
-    if (!this.loggedIn && this.attempt === 0 && this.lostAt === null) {
-      // never got in: still retry (the server may be starting), but say so
-      this.lostAt = performance.now() / 1000;
-    }
+    // never logged in yet: retried all the same (the server may be starting)
     const now = performance.now() / 1000;
     if (this.lostAt === null) this.lostAt = now;
     if (now - this.lostAt > RETRY_FOR) {
