@@ -3,9 +3,9 @@ processes: chat with terminal users, the shared whiteboard, late joiners, owners
 reconnect across a server restart, hostile text, the layout at two window sizes and
 the board's SVG export compared with what the page shows.
 
-Playwright (through pytest-playwright's ``playwright`` fixture) drives Debian's
-Chromium at /usr/bin/chromium (``.ci/run`` installs it); Playwright's own browser
-download is never used. One browser per module, one context (a fresh profile) per test.
+Playwright drives Debian's Chromium at /usr/bin/chromium (``.ci/run`` installs it);
+Playwright's own browser download is never used. One browser per module, one context
+(a fresh profile) per test.
 
 ``CHATCLI_SCREENSHOTS=docs/img`` makes the layout test also write the README's
 screenshots there.
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import sync_playwright
 from processes import EXIT_TIMEOUT, START_TIMEOUT, Watcher, chatcli, read_line
 
 from chatcli.ui.render import PALETTE_RGB, colour_index
@@ -184,13 +185,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def chromium(playwright: Any) -> Iterator[Any]:
-    """One headless Debian Chromium for the module's tests."""
+def chromium() -> Iterator[Any]:
+    """One headless Debian Chromium for the module's tests.
+
+    Playwright is started and stopped here, not by pytest-playwright's session-wide
+    ``playwright`` fixture: while the sync API is started, its event loop counts as
+    running in this thread, and every later test that calls ``asyncio.run`` would fail.
+    """
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)")
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture
