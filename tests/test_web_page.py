@@ -465,6 +465,11 @@ def test_drawings_reach_a_second_page_a_tcp_client_and_a_late_page(browser_pages
             assert [s["kind"] for s in shapes[2:]] == ["pencil", "text"]
             assert shapes[3]["text"] == "hello board" and len(shapes[2]["points"]) >= 4
             assert wait_shapes(late, 4) == shapes
+            # each room has its own board: another room's is empty, and back again
+            type_line(late, "/join dev")
+            wait_shapes(late, 0)
+            late.locator("#rooms button[data-room=lobby]").click()
+            assert wait_shapes(late, 4) == shapes
         finally:
             carol.close()
 
