@@ -162,3 +162,34 @@ def test_the_draw_mix_against_a_target_needs_its_web_port() -> None:
     BenchOptions(draw_clients=2, target=("127.0.0.1", 7777), draw_target=(HOST, 8080)).check()
     params = BenchOptions(draw_clients=2, draw_target=(HOST, 8080)).params()
     assert params["draw_clients"] == 2 and params["draw_target"] == "127.0.0.1:8080"
+
+
+@async_test
+async def test_ids_go_on_after_a_restart_even_when_every_shape_was_erased(tmp_path: Path) -> None:
+    path = tmp_path / "ids.db"
+    settings = ServerSettings(host=HOST, port=0, rate_limit=0)
+
+    async def session(*frames: dict) -> list[dict]:
+        store = SQLiteStore(path)
+        server = ChatServer(settings, store=store)
+        await server.start()
+        web = await start_web(server, HOST, 0)
+        try:
+            page = await web_login(web, "alice")
+            acks = []
+            for frame in frames:
+                await page.send({**frame, "ref": "x"})
+                acks.append(await page.recv_until(frame["type"]))
+            await page.ws.close()
+            return acks
+        finally:
+            web.close()
+            await asyncio.wait_for(server.shutdown(), 5.0)
+            await web.wait_closed(2.0)
+            store.close()
+
+    drawn = await session({"type": "draw", "shape": LINE}, {"type": "draw", "shape": RECT})
+    assert [a["id"] for a in drawn] == [1, 2]
+    await session({"type": "clear"})
+    [again] = await session({"type": "draw", "shape": LINE})
+    assert again["id"] == 3

@@ -327,6 +327,7 @@ class SQLiteStore:
         users: dict[str, int] = {}
         rows: list[_Row] = []
         txn_rows: list[tuple[object, ...]] = []
+        next_ids: dict[str, int] = {}  # boards changed: room -> the next shape id
         try:
             db.execute("BEGIN IMMEDIATE")
             kept = self._kept_all(group)
@@ -351,11 +352,19 @@ class SQLiteStore:
                     self._flush(rows, txn_rows)  # a recall sees every append before it
                     answers.append(self._recall(intent))
                 elif type(intent) is BoardChange:
-                    self._write_board(intent.write)
+                    write = intent.write
+                    self._write_board(write)
+                    next_ids[write.room] = max(next_ids.get(write.room, 0), write.next_id)
                     answers.append(BoardSaved(intent))
                 else:
                     answers.append(answer(self._book, intent))  # accounts and bans
             self._flush(rows, txn_rows)
+            if next_ids:  # one statement for the group's boards, as for its messages
+                db.executemany(
+                    "INSERT INTO boards VALUES (?, ?) ON CONFLICT (room) DO UPDATE "
+                    "SET next_id = max(next_id, excluded.next_id)",
+                    list(next_ids.items()),
+                )
             for room, next_id in touched.items():
                 db.execute("UPDATE rooms SET next_id = ? WHERE name = ?", (next_id + 1, room))
                 cut = next_id - self.retain
@@ -399,7 +408,8 @@ class SQLiteStore:
             txn_rows.clear()
 
     def _write_board(self, write: BoardWrite) -> None:
-        """One board change: deletes, then the shapes put (drawn or moved), the next id."""
+        """One board change: deletes, then the shapes put (drawn or moved); the room's
+        next id is written once per group (``_commit``)."""
         db, room = self._db, write.room
         if write.delete:
             db.executemany(
@@ -410,11 +420,6 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO shapes VALUES (?, ?, ?)",
                 [(room, d.id, _shape_encoder.encode(d).decode()) for d in write.put],
             )
-        db.execute(
-            "INSERT INTO boards VALUES (?, ?) ON CONFLICT (room) DO UPDATE "
-            "SET next_id = max(next_id, excluded.next_id)",
-            (room, write.next_id),
-        )
 
     def _cursor(self, room: str) -> _RoomCursor:
         cursor = self._rooms.get(room)

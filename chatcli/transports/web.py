@@ -152,16 +152,30 @@ class MessageTransport:
         self.ws.transport.abort()
 
     async def run(self) -> None:
-        """Send what is queued, in order, until closed; then send the close frame."""
+        """Send what is queued, in order, until closed; then send the close frame.
+
+        Everything queued goes out together: each frame becomes one text message of the
+        sans-I/O protocol and the lot is written, then drained, once (``send_context``,
+        the library's own way of writing from a connection's owner), instead of one
+        ``send`` and one drain per message. A library without it gets ``send`` each.
+        """
         ws, queue = self.ws, self._queue
+        batched = hasattr(ws, "send_context") and hasattr(ws.protocol, "send_text")
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 while queue:
-                    frame = queue.popleft()
-                    self._queued -= len(frame) + 1
-                    await ws.send(frame, text=True)
+                    frames = list(queue)
+                    queue.clear()
+                    self._queued -= sum(len(frame) + 1 for frame in frames)
+                    if batched:
+                        async with ws.send_context():
+                            for frame in frames:
+                                ws.protocol.send_text(frame)
+                    else:  # pragma: no cover - websockets without send_context
+                        for frame in frames:
+                            await ws.send(frame, text=True)
                 if self._closing:
                     await ws.close()
                     return
