@@ -615,3 +615,33 @@ def test_encrypted_key_is_one_line_not_a_passphrase_prompt(certs: Certs, tmp_pat
     )
     with pytest.raises(TlsError, match=r"^--tls-key .*encrypted.pem: the key is encrypted;"):
         server_context(certs.cert, encrypted)
+
+
+def test_the_web_port_serves_https_and_wss_with_the_tls_options(certs: Certs) -> None:
+    """Spec 1.1, section 5: with TLS options the web port serves HTTPS and WSS."""
+    import json
+    import re
+    import urllib.request
+
+    from websockets.asyncio.client import connect as ws_connect
+
+    context = client_context(certs)
+    with tls_serve(certs, "--web", "0") as (proc, port, _log):
+        line = read_line(proc.stdout, START_TIMEOUT).decode()
+        match = re.fullmatch(r"chatcli web page at (https://127\.0\.0\.1:(\d+)/)\n?", line)
+        assert match, line
+        with urllib.request.urlopen(match.group(1), timeout=10, context=context) as answer:
+            assert answer.status == 200
+            assert b"<html" in answer.read().lower()
+
+        async def chat() -> None:
+            async with ws_connect(f"wss://127.0.0.1:{match.group(2)}/ws", ssl=context) as ws:
+                welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert welcome["web"] == match.group(1)
+                assert {"tls", "web"} <= set(welcome["features"])
+                await ws.send(json.dumps({"type": "hello", "name": "webby"}))
+                ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert ready["type"] == "ready", ready
+
+        asyncio.run(asyncio.wait_for(chat(), 30))
+        assert port > 0

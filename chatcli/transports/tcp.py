@@ -392,13 +392,17 @@ async def _serve(
 
 
 async def _start_web(server: ChatServer) -> WebListener:
-    """Open the web port (``serve --web``) over the same hub: the page and ``/ws``."""
+    """Open the web port (``serve --web``) over the same hub: the page and ``/ws``.
+
+    With the server's TLS certificate (``--tls-cert``) it serves HTTPS and WSS too
+    (spec 1.1, section 5).
+    """
     from chatcli.transports.web import start_web
 
     settings = server.settings
     assert settings.web is not None
     host, port = settings.web
-    return await start_web(server, host, port, origins=settings.web_origins)
+    return await start_web(server, host, port, origins=settings.web_origins, ssl_context=server.tls)
 
 
 def keep_alive(sock: socket.socket | None) -> None:
