@@ -278,3 +278,28 @@ def test_open_store_and_its_description(tmp_path: Path) -> None:
         assert isinstance(disk, SQLiteStore) and str(path) in describe_store(disk)
     finally:
         disk.close()
+
+
+def test_under_load_a_group_waits_for_the_group_delay_and_a_lone_message_does_not(
+    tmp_path: Path,
+) -> None:
+    """Group commit under load (PostgreSQL's commit_delay): after a group of
+    GROUP_SIBLINGS or more, the next group begins no sooner than ``group_delay`` after it,
+    so commits (and their fsyncs) are shared by more messages; a quiet store never waits."""
+    import time
+
+    from chatcli.store.sqlite import GROUP_SIBLINGS
+
+    store = SQLiteStore(tmp_path / "delay.db", group_delay=1.0)
+    d = Driver(store)
+    try:
+        began = time.monotonic()
+        d.say("lobby", "alone")  # a group of one: the next group may go at once
+        d.say("lobby", "quick")
+        assert time.monotonic() - began < 0.9
+        began = time.monotonic()
+        d.say("lobby", *(f"m{i}" for i in range(GROUP_SIBLINGS)))  # a busy group
+        d.say("lobby", "after a busy group")
+        assert time.monotonic() - began >= 1.0
+    finally:
+        store.close()

@@ -173,6 +173,11 @@ _shape_encoder = msgspec.json.Encoder()
 _shape_decoder = msgspec.json.Decoder(Drawn)
 
 
+#: seconds a group waits, under load, after the previous group began (see SQLiteStore._run)
+GROUP_DELAY = 0.004
+#: a group this large means load: the next one waits for GROUP_DELAY
+GROUP_SIBLINGS = 4
+
 #: a room's next id is written to its row once every this many ids (and at close)
 SAVE_ID_EVERY = 1024
 
@@ -240,8 +245,12 @@ class SQLiteStore:
         *,
         retain: int = DEFAULT_RETAIN,
         resume_limit: int = DEFAULT_RESUME_LIMIT,
+        group_delay: float = GROUP_DELAY,
     ) -> None:
         self.path = path
+        #: under load (the last group had GROUP_SIBLINGS intents or more), a group is
+        #: taken no sooner than this long after the previous one began (see _run)
+        self.group_delay = group_delay
         self.retain = max(1, retain)
         #: retention deletes once this many messages are past ``retain`` (1 for small ones)
         self.prune_step = max(1, min(1024, self.retain // 16))
@@ -316,6 +325,8 @@ class SQLiteStore:
     # -- the writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        busy = False  # the last group was large: more are coming, gather them
+        began = 0.0
         while True:
             with self._work:
                 self._idle = True  # before the check: a submit after it will notify
@@ -325,8 +336,16 @@ class SQLiteStore:
             queue = self._queue
             if not queue:
                 return
+            if busy and not self._stopping:
+                # a commit's fixed cost (its fsync above all) is paid once per group, so
+                # under load a short wait buys larger groups: PostgreSQL's commit_delay
+                wait = began + self.group_delay - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            began = time.monotonic()
             # only this thread takes from the queue: what submit appends meanwhile waits
             group = [queue.popleft() for _ in range(len(queue))]
+            busy = len(group) >= GROUP_SIBLINGS
             answers = self._commit(group)
             with self._done_lock:
                 self._done.extend(answers)
