@@ -414,6 +414,13 @@ def test_piped_join_with_the_server_password(tmp_path: Path) -> None:
         refused = run_join("bob", "--port", str(port), stdin=b"hi\n", env=env)
         assert refused.returncode == 1
         assert "--server-password-file" in refused.stderr.decode()
+        wrong = tmp_path / "wrong.pass"
+        wrong.write_text("not the password")
+        args = ("bob", "--port", str(port), "--server-password-file", str(wrong))
+        refused = run_join(*args, stdin=b"hi\n", env=env)
+        assert refused.returncode == 1  # a wrong one points at the server password again
+        assert "--server-password-file" in refused.stderr.decode()
+        assert "CHATCLI_PASSWORD" not in refused.stderr.decode().replace("_SERVER_PASSWORD", "")
         args = ("bob", "--port", str(port), "--server-password-file", str(secret))
         assert run_join(*args, stdin=b"hi\n", env=env).returncode == 0
         with_env = {**env, "CHATCLI_SERVER_PASSWORD": SERVER_PASSWORD}

@@ -662,7 +662,7 @@ class Relay:
             if given is None or not _same_secret(given, self.server_password):
                 if given is not None:
                     self.failed_logins.failed(address)
-                raise ProtocolError("auth_failed", "this server needs its password", ref)
+                raise ProtocolError("auth_failed", "wrong or missing server password", ref)
         name, problem = _checked_name(hello.name)
         if problem is not None:
             raise ProtocolError("name_invalid", problem, ref)

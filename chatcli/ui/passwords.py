@@ -45,14 +45,13 @@ async def log_in(
     """Start ``client``'s session, asking for passwords while the server says auth_failed.
 
     The server password is asked when the welcome lists ``server_password`` and none was
-    given, or again when the one just typed was refused for the server ("this server
-    needs its password"); otherwise the account's. ``ask`` None (a script) raises the
-    refusal at once, with a hint about the environment variables. ``tell`` shows why a
-    password is asked (the server's words).
+    given, or again when the one given (typed, or from a file or the environment) was
+    refused for the server ("wrong or missing server password"); otherwise the account's.
+    ``ask`` None (a script) raises the refusal at once, with a hint about the environment
+    variables. ``tell`` shows why a password is asked (the server's words).
     """
     state = client.state
     asked = 0
-    asked_server = False  # the last password asked was the server's
     while True:
         try:
             await client.start()
@@ -61,8 +60,7 @@ async def log_in(
             if exc.code != "auth_failed":
                 raise
             server = _wants_server_password(client) and (
-                state.server_password is None
-                or (asked_server and "server" in exc.message.casefold())
+                state.server_password is None or "server password" in exc.message.casefold()
             )
             if ask is None:
                 hint = (
@@ -82,7 +80,6 @@ async def log_in(
                 secret = await ask(f"password for {state.name}: ")
             if not secret:
                 raise
-            asked_server = server
             if server:
                 state.server_password = secret
             else:
