@@ -391,8 +391,8 @@ def serve(
                 join += f" --host {host}"
             if port != DEFAULT_PORT:
                 join += f" --port {port}"
-            if tls_cert is not None:
-                join += " --tls"
+            if tls_cert is not None:  # a private or self-signed certificate needs its CA
+                join += " --tls [--ca CA-FILE]"
             console_err.print(f"Ctrl-C stops it; join with: {join}", style="dim", markup=False)
 
     store_lines: list[str] = []
