@@ -393,7 +393,9 @@ def serve(
                 join += f" --port {port}"
             if tls_cert is not None:  # a private or self-signed certificate needs its CA
                 join += " --tls [--ca CA-FILE]"
-            console_err.print(f"Ctrl-C stops it; join with: {join}", style="dim", markup=False)
+            console_err.print(
+                f"Ctrl-C stops it; join with: {join}", style="dim", markup=False, soft_wrap=True
+            )
 
     store_lines: list[str] = []
     servers: list[ChatServer] = []
