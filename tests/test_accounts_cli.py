@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import EXIT_TIMEOUT, HOST, Terminal, chatcli, run_join, serve_process
+from processes import (
+    EXIT_TIMEOUT,
+    HOST,
+    START_TIMEOUT,
+    Terminal,
+    chatcli,
+    read_line,
+    run_join,
+    serve_process,
+)
 
 PASSWORD = "correct-horse-42"
 SERVER_PASSWORD = "let-me-in-2026"
@@ -247,7 +256,7 @@ def test_the_server_password_is_needed_by_json_and_text_clients(how: str, tmp_pa
     env = {"CHATCLI_SERVER_PASSWORD": SERVER_PASSWORD} if how == "env" else {}
     proc = chatcli("serve", "--port", "0", "-q", "--host", HOST, *args, env=env)
     try:
-        line = proc.stdout.readline().decode() if proc.stdout else ""
+        line = read_line(proc.stdout, START_TIMEOUT).decode()
         port = int(line.rsplit(":", 1)[1])
         welcome = Peer(port)
         assert "server_password" in json.loads(welcome.line() or "{}")["features"]
@@ -440,7 +449,7 @@ def test_passwords_never_reach_the_log_or_a_transcript(tmp_path: Path, dms: bool
     args += ["--record-dms"] if dms else []
     proc = chatcli(*args)
     try:
-        line = proc.stdout.readline().decode() if proc.stdout else ""
+        line = read_line(proc.stdout, START_TIMEOUT).decode()
         port = int(line.strip().rsplit(":", 1)[1])
         alice = Peer(port)
         alice.send(f"pass {SERVER_PASSWORD}")
