@@ -35,6 +35,7 @@ __all__ = [
     "Recall",
     "Recalled",
     "Register",
+    "Relayed",
     "Stored",
 ]
 
@@ -251,6 +252,8 @@ class Authenticated:
     verified: bool
     ban: BanRecord | None = None
     account: str = ""
+    #: a cluster: another node's user holds the name (or a look-alike); why, for the user
+    taken: str | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -277,4 +280,15 @@ class BoardSaved:
     intent: BoardChange
 
 
-Completion = Stored | Recalled | Failed | Authenticated | Answered | AddressChecked | BoardSaved
+@dataclass(slots=True, eq=False)
+class Relayed:
+    """Not an answer: a message another cluster node stored, in the room's order.
+
+    A store that shares rooms between nodes (chatcli.cluster) hands these out among its
+    completions, at the place in the room's order where they belong.
+    """
+
+    msg: Msg
+
+
+Completion = Relayed | Stored | Recalled | Failed | Authenticated | Answered | AddressChecked | BoardSaved

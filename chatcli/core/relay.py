@@ -17,6 +17,7 @@ then closes the connection and tells the relay through :meth:`Relay.leave`.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import hmac
 import ipaddress
@@ -68,6 +69,7 @@ from chatcli.core.intents import (
     LiftBan,
     Recall,
     Recalled,
+    Relayed,
     Stored,
 )
 from chatcli.core.intents import ChangePassword as ChangePasswordIntent
@@ -112,6 +114,7 @@ __all__ = [
     "Delivery",
     "Effect",
     "FailedLogins",
+    "PresenceNote",
     "Raw",
     "Relay",
     "Session",
@@ -191,6 +194,11 @@ WELCOME_HINT = 'type  login YOURNAME  (or send {"type":"hello","name":"YOURNAME"
 
 def _new_token() -> str:
     return secrets.token_urlsafe(18)
+
+
+def token_digest(token: str) -> str:
+    """What a cluster shares of a resume token: its SHA-256, never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _same_secret(given: str, kept: str | None) -> bool:
@@ -344,6 +352,23 @@ class AuditRecord:
     address: str | None = None
 
 
+@dataclass(slots=True, eq=False)
+class PresenceNote:
+    """A change a cluster must share (``Relay.presence``): a local session's presence.
+
+    ``gone`` None: publish ``session`` as it is now (logged in, its room, name, operator
+    flag, resume digest; ``was`` the name key it had before a rename). ``gone`` a string:
+    the name ``keys`` are free again, and when ``name`` was visible its ``leave`` reason
+    is ``gone`` (an empty string: a login that never completed).
+    """
+
+    session: Session
+    keys: tuple[str, str] | None = None
+    gone: str | None = None
+    name: str | None = None
+    was: str | None = None
+
+
 class Session:
     """What the relay knows of one connection; ``link`` is the adapter's own handle.
 
@@ -363,6 +388,7 @@ class Session:
         "key",
         "link",
         "name",
+        "node",
         "op",
         "resume",
         "room",
@@ -391,6 +417,10 @@ class Session:
         self.creations: TokenBucket | None = None
         #: hellos it sent: every one after the first costs tokens (spec 1.1, section 7)
         self.hellos = 0
+        #: the cluster node holding this session when it is another node's (a *ghost*:
+        #: it counts in names, rooms and ``who``, but its connection is elsewhere, and
+        #: ``resume`` then holds the digest of its token); None for a local connection
+        self.node: str | None = None
 
     @property
     def logged_in(self) -> bool:
@@ -451,17 +481,28 @@ Effect = (
     | BoardChange
 )
 
+#: another node's user is never charged or limited here: its node does that
+_NO_BUCKET = TokenBucket(0.0, 0, lambda: 0.0)
+
 _LOGIN_FIRST = 'log in first: {"type":"hello","name":"..."}'
 _ROOM_RULE = "rooms are 1-32 lowercase letters, digits, _ or -"
 
 
 class _Room:
-    """Who is in a room now; ``version`` counts changes, so a snapshot can be checked."""
+    """Who is in a room now; ``version`` counts changes, so a snapshot can be checked.
 
-    __slots__ = ("members", "version")
+    ``members`` is everyone (in a cluster, other nodes' users too: names, ``who``,
+    counts); ``local`` those connected to this relay, the ones it delivers to; ``ready``
+    the local ones whose ``ready`` went out (a message relayed from another node goes to
+    them only: the others get it in their ``ready``).
+    """
+
+    __slots__ = ("local", "members", "ready", "version")
 
     def __init__(self) -> None:
         self.members: dict[Session, None] = {}
+        self.local: dict[Session, None] = {}
+        self.ready: dict[Session, None] = {}
         self.version = 0
 
 
@@ -534,6 +575,10 @@ class Relay:
         self.boards: dict[str, RoomBoard] = {}
         self.max_shapes = max_shapes
         self.max_board_bytes = max_board_bytes
+        #: in a cluster (chatcli.cluster): the local presence changes to share, oldest
+        #: first, and a factory of the links of other nodes' sessions; None standalone
+        self.presence: deque[PresenceNote] | None = None
+        self.remote_link: Callable[[str], Any] | None = None
 
     # -- sessions -----------------------------------------------------------------
 
@@ -673,7 +718,10 @@ class Relay:
         keys = name_keys(name)
         holder = self._holder(keys)
         if holder is not None:
-            if hello.resume is None or not _same_secret(hello.resume, holder.resume):
+            given = hello.resume
+            if given is not None and holder.node is not None:
+                given = token_digest(given)  # another node's session: its token's digest
+            if given is None or not _same_secret(given, holder.resume):
                 raise ProtocolError("name_taken", self._in_use(name, holder), ref)
             if holder.logged_in:
                 return self._take_over(session, holder, room, hello)
@@ -720,10 +768,12 @@ class Relay:
         address = session.address
 
         def refuse(code: str, message: str) -> list[Effect]:
-            self._release(session, intent.keys)
+            self._released(session, intent.keys)
             session.claim, session.early = None, []
             return [Close(session, "lost", Error(code=code, message=message, ref=hello.ref))]
 
+        if done.taken is not None:  # a cluster: another node's user holds the name
+            return refuse("name_taken", done.taken)
         if done.ban is not None:
             return refuse("banned", _ban_text(done.ban))
         if done.registered:
@@ -782,6 +832,9 @@ class Relay:
         if old_room is not None:
             state = self._rooms[old_room]
             state.members = {(session if s is holder else s): None for s in state.members}
+            state.local.pop(holder, None)
+            state.ready.pop(holder, None)
+            state.local[session] = None
             state.version += 1
             session.room = old_room
         if session.room == room:
@@ -796,6 +849,8 @@ class Relay:
         if session.counted and self.address_limit is not None and session.address is not None:
             self.address_limit.release(session.address)
         session.counted = False
+        if session.claim is not None and self.presence is not None and session.node is None:
+            self.presence.append(PresenceNote(session, session.claim, reason, session.name))
         self._release(session, session.claim)
         session.claim = None
         if not session.logged_in:
@@ -806,6 +861,141 @@ class Relay:
         out = self._exit(session, reason)
         session.name = session.key = None
         return out
+
+    # -- a cluster's shared presence (chatcli.cluster) ------------------------------
+
+    def _note(self, session: Session) -> None:
+        """A local session's presence changed: note it for the cluster to share."""
+        if self.presence is not None and session.node is None:
+            self.presence.append(PresenceNote(session))
+
+    def _released(self, session: Session, keys: tuple[str, str] | None) -> None:
+        """Free ``keys`` held for ``session``'s login or rename, noting it in a cluster."""
+        if keys is None:
+            return
+        self._release(session, keys)
+        if self.presence is not None and session.node is None:
+            self.presence.append(PresenceNote(session, keys, ""))
+
+    def ghost(
+        self,
+        node: str,
+        name: str,
+        keys: tuple[str, str],
+        room: str,
+        *,
+        op: bool = False,
+        account: str | None = None,
+        digest: str | None = None,
+        was: str | None = None,
+    ) -> list[Effect]:
+        """Another node's user, as that node shared it: add it, or update what changed.
+
+        A new one enters its room (the local members are told ``join``), a moved one
+        leaves and enters, a renamed one (``was`` its old name key) is announced as a
+        rename. A local session holding the name was resumed on ``node``: it is handed
+        over (closed with ``replaced``, the room told nothing).
+        """
+        holder = self.users.get(keys[0])
+        if holder is None and was is not None:
+            old = self.users.get(was)
+            if old is not None and old.node is not None:
+                return self._ghost_renamed(old, node, name, keys) + self.ghost(
+                    node, name, keys, room, op=op, account=account, digest=digest
+                )
+        if holder is not None and holder.node is None:
+            out: list[Effect] = self.hand_over(holder, node, digest)
+            ghost = self.users[keys[0]]
+            if ghost.room != room:
+                out += self._exit(ghost, "part") + self._enter_ghost(ghost, room)
+            return out
+        if holder is None:
+            assert self.remote_link is not None, "a cluster relay needs remote_link"
+            ghost = Session(self.remote_link(node), _NO_BUCKET)
+            ghost.node = node
+            ghost.name, ghost.key = name, keys[0]
+            ghost.op, ghost.account, ghost.resume = op, account, digest
+            self._hold(ghost, keys)
+            self.users[keys[0]] = ghost
+            return self._enter_ghost(ghost, room)
+        holder.op, holder.account, holder.resume = op, account, digest
+        if holder.node != node:
+            holder.node, holder.link = node, self.remote_link(node) if self.remote_link else None
+        if holder.room == room:
+            return []
+        return [*self._exit(holder, "part"), *self._enter_ghost(holder, room)]
+
+    def _enter_ghost(self, ghost: Session, room: str) -> list[Effect]:
+        assert ghost.name is not None
+        state = self._rooms.get(room)
+        if state is None:
+            state = self._rooms[room] = _Room()
+        ghost.room = room
+        state.members[ghost] = None
+        state.version += 1
+        return [Delivery(tuple(state.local), Joined(room=room, name=ghost.name, ts=self.clock()))]
+
+    def _ghost_renamed(
+        self, ghost: Session, node: str, name: str, keys: tuple[str, str]
+    ) -> list[Effect]:
+        old = ghost.name
+        assert old is not None and ghost.key is not None
+        self._release(ghost, ghost.claim)
+        del self.users[ghost.key]
+        self._hold(ghost, keys)
+        ghost.name, ghost.key, ghost.node = name, keys[0], node
+        self.users[keys[0]] = ghost
+        self._renames += 1
+        if ghost.room is None:
+            return []
+        state = self._rooms[ghost.room]
+        event = Renamed(room=ghost.room, old=old, name=name, ts=self.clock())
+        return [Delivery(tuple(state.local), event)]
+
+    def ghost_gone(self, key: str, reason: str) -> list[Effect]:
+        """Another node's user with name key ``key`` left (``reason``): tell its room."""
+        ghost = self.users.get(key)
+        if ghost is None or ghost.node is None:
+            return []
+        return list(self.leave(ghost, reason))
+
+    def ghosts(self, node: str) -> list[Session]:
+        """The users ``node`` holds, as this relay knows them."""
+        return [s for s in self.users.values() if s.node == node]
+
+    def hand_over(self, holder: Session, node: str, digest: str | None) -> list[Effect]:
+        """``holder`` (local) was resumed on ``node``: a ghost takes its place, quietly.
+
+        The mirror of a take-over: the connection is told ``replaced`` and closed, the
+        room sees neither a leave nor a join.
+        """
+        assert holder.name is not None and holder.key is not None
+        assert self.remote_link is not None, "a cluster relay needs remote_link"
+        ghost = Session(self.remote_link(node), _NO_BUCKET)
+        ghost.node = node
+        ghost.name, ghost.key, ghost.resume = holder.name, holder.key, digest
+        ghost.account, ghost.op = holder.account, holder.op
+        if holder.claim is not None:
+            self._hold(ghost, holder.claim)
+        self.users[holder.key] = ghost
+        room, ghost.room = holder.room, holder.room
+        if room is not None:
+            state = self._rooms[room]
+            state.members = {(ghost if s is holder else s): None for s in state.members}
+            state.local.pop(holder, None)
+            state.ready.pop(holder, None)
+            state.version += 1
+        holder.claim, holder.account, holder.op, holder.room = None, None, False, None
+        holder.name = holder.key = holder.resume = None  # its close tells nobody
+        replaced = Error(code="replaced", message="this session was resumed by another connection")
+        return [Close(holder, "lost", replaced)]
+
+    def _relayed(self, msg: Msg) -> list[Effect]:
+        """A message another node had stored: to this relay's members whose ready is out."""
+        state = self._rooms.get(msg.room)
+        if state is None or not state.ready:
+            return []
+        return [Delivery(tuple(state.ready), msg)]
 
     # -- events -------------------------------------------------------------------
 
@@ -869,6 +1059,8 @@ class Relay:
             if completion.duplicate:  # a resend of a kept message: its sender alone is told
                 return list(self._acknowledge(completion.intent, completion.msg))
             return list(self._stored(completion.intent, completion.msg))
+        if type(completion) is Relayed:
+            return self._relayed(completion.msg)
         if isinstance(completion, Recalled):
             return list(
                 self._recalled(
@@ -887,7 +1079,7 @@ class Relay:
             ban, session = completion.ban, completion.intent.session
             if ban is None:
                 return []
-            self._release(session, session.claim)  # a hello may be waiting on the store
+            self._released(session, session.claim)  # a hello may be waiting on the store
             session.claim, session.early = None, []
             return [Close(session, "lost", Error(code="banned", message=_ban_text(ban)))]
         assert isinstance(completion, Failed)
@@ -901,7 +1093,7 @@ class Relay:
         if isinstance(intent, BoardChange):
             self.board(intent.write.room).fail(intent.write)
         if isinstance(intent, Authenticate):
-            self._release(intent.session, intent.keys)
+            self._released(intent.session, intent.keys)
             if intent.session.claim is intent.keys:
                 intent.session.claim, intent.session.early = None, []
         if not intent.session.logged_in and not isinstance(intent, Authenticate):
@@ -980,7 +1172,7 @@ class Relay:
         ref = intent.rename.ref
         old_keys = session.claim
         if old_keys is None or not session.logged_in or session.room is None:
-            self._release(session, keys)
+            self._released(session, keys)
             return []
 
         def refuse(code: str, message: str) -> list[Effect]:
@@ -988,6 +1180,8 @@ class Relay:
                 del self._taken[keys[0]]
             if keys[1] != old_keys[1] and self._taken_alike.get(keys[1]) is session:
                 del self._taken_alike[keys[1]]
+            if keys != old_keys and self.presence is not None:  # the claim of the new name
+                self.presence.append(PresenceNote(session, keys, ""))
             return [Delivery((session,), Error(code=code, message=message, ref=ref))]
 
         own = session.account is not None and (
@@ -1000,6 +1194,9 @@ class Relay:
         old, old_key = session.name, session.key
         assert old is not None and old_key is not None
         self._release(session, old_keys)
+        if self.presence is not None:  # the new name is shared first, then the old freed
+            self.presence.append(PresenceNote(session, was=old_key))
+            self.presence.append(PresenceNote(session, old_keys, "renamed", old))
         self._hold(session, keys)
         del self.users[old_key]
         session.name, session.key = intent.name, keys[0]
@@ -1010,7 +1207,7 @@ class Relay:
         state = self._rooms[session.room]
         event = Renamed(room=session.room, old=old, name=intent.name, ts=self.clock())
         echo = None if ref is None else msgspec.structs.replace(event, ref=ref)
-        targets = tuple(state.members)
+        targets = tuple(state.local)
         return [Delivery(targets, event, session, echo)]
 
     def _moderate(self, session: Session, event: Kick | Ban | Unban | Mute) -> list[Effect]:
@@ -1096,7 +1293,7 @@ class Relay:
             raise ProtocolError("rate_limited", "slow down: message not sent", ref)
         assert session.name is not None
         state = self._rooms[room]
-        targets = tuple(state.members)
+        targets = tuple(state.local)
         append = Append(
             session, room, session.name, text, self.clock(), action, ref, targets, state.version
         )
@@ -1161,9 +1358,11 @@ class Relay:
         state = self._rooms.get(room)
         if state is None:
             state = self._rooms[room] = _Room()
-        others = tuple(state.members)
+        others = tuple(state.local)
         session.room = room
         state.members[session] = None
+        if session.node is None:
+            state.local[session] = None
         state.version += 1
         # Emitted even into an empty room: observers (recorders) see every join.
         joined = Delivery(others, Joined(room=room, name=session.name, ts=self.clock()))
@@ -1183,6 +1382,10 @@ class Relay:
         if session.room != recall.room or session.name is None:
             return []  # it left (or moved on) before the store answered
         session.resume = self.token()  # each ready brings a new token
+        state = self._rooms.get(recall.room)
+        if state is not None:
+            state.ready[session] = None
+        self._note(session)
         ready = Ready(
             name=session.name,
             room=recall.room,
@@ -1205,11 +1408,13 @@ class Relay:
         assert session.name is not None
         state = self._rooms[room]
         state.members.pop(session, None)
+        state.local.pop(session, None)
+        state.ready.pop(session, None)
         state.version += 1
         session.room = None
         if not state.members and room != self.default_room:
             del self._rooms[room]  # ids and history stay in the store
-        others = tuple(state.members)
+        others = tuple(state.local)
         left = Left(room=room, name=session.name, reason=reason, ts=self.clock())
         return [Delivery(others, left)]
 
@@ -1285,7 +1490,7 @@ class Relay:
         board.write(write)
         state = self._rooms[room]
         echo = None if ref is None else msgspec.structs.replace(out, ref=ref)
-        targets = tuple(state.members)
+        targets = tuple(state.local)
         return [BoardChange(session, write, out, echo, ref, targets, state.version)]
 
     @staticmethod

@@ -9,6 +9,11 @@ sees a ``msg`` before the ``ready`` that came first, whatever the store's latenc
 With a store that completes inside ``submit`` (the memory store) nothing ever waits and
 :meth:`run` returns every delivery at once. With one that answers later, the adapter calls
 :meth:`drain` when the store's wake-up fires and fans out what it returns.
+
+A cluster's store (chatcli.cluster) also hands out :class:`Relayed` messages, stored by
+other nodes, among its completions. They answer no intent: what the relay makes of one
+goes out right after everything answered before it, ahead of what still waits on an
+unanswered intent (the store places each where it belongs in the room's order).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from chatcli.core.intents import Intent
+from chatcli.core.intents import Intent, Relayed
 from chatcli.core.relay import Close, Delivery, Effect, Raw, Relay
 from chatcli.store.base import Store
 
@@ -58,7 +63,7 @@ class StorePipeline:
         out: list[Delivery | Close | Raw] = []
         line = self._line
         if self._unanswered:  # an asynchronous store may have answered meanwhile
-            self._collect()
+            self._collect(out)
             self._release(out)
         for effect in effects:
             if isinstance(effect, _TO_CONNECTIONS):
@@ -68,7 +73,7 @@ class StorePipeline:
                     out.append(effect)
                 continue
             line.append(self._submit(effect))
-            self._collect()
+            self._collect(out)
             self._release(out)
         return out
 
@@ -81,16 +86,22 @@ class StorePipeline:
     def drain(self) -> list[Delivery | Close | Raw]:
         """Take the store's completions that arrived since; return what may go now."""
         out: list[Delivery | Close | Raw] = []
-        self._collect()
+        self._collect(out)
         self._release(out)
         return out
 
-    def _collect(self) -> None:
+    def _collect(self, out: list[Delivery | Close | Raw]) -> None:
         """Turn the store's completions into effects; a completion may ask for more
         (a login answered by the account lookup then recalls the room's history): those
-        intents are submitted at once and take the completed slot's place in the line."""
+        intents are submitted at once and take the completed slot's place in the line.
+        A relayed message goes to ``out`` behind what may go before it."""
         while completions := self.store.completed():
             for completion in completions:
+                if type(completion) is Relayed:
+                    self._release(out)
+                    out.extend(self.relay.complete(completion))  # type: ignore[arg-type]
+                    continue
+                assert not isinstance(completion, Relayed)
                 slot = self._unanswered.popleft()
                 if completion.intent is not slot.intent:
                     raise RuntimeError("the store answered its intents out of order")
