@@ -36,7 +36,11 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(join)
 
-for _module, _name in (("chatcli.cli.replay", "replay"), ("chatcli.cli.bench", "bench")):
+for _module, _name in (
+    ("chatcli.cli.replay", "replay"),
+    ("chatcli.cli.bench", "bench"),
+    ("chatcli.cli.cluster", "cluster"),
+):
     try:
         cli.add_command(getattr(__import__(_module, fromlist=[_name]), _name))
     except ModuleNotFoundError as _exc:  # command not built yet in this checkout

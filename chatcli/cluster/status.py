@@ -1,0 +1,236 @@
+"""``chatcli cluster``: what the nodes of a cluster say about themselves, and the NATS under them.
+
+:func:`gather_status` connects to NATS once (bounded: a one-shot tool must not retry for
+ever as a node does), reads the node registry and the two streams' sizes, and closes.
+:func:`render_status` draws it for a terminal (rich), :func:`status_json` for scripts;
+both are pure, on a :class:`ClusterStatus` taken at one ``now``.
+
+Everything in the registry was written by other processes: names, hosts, versions and
+addresses are shown as plain text (no rich markup, control characters removed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from chatcli.cluster.layout import BOARDS_STREAM, MSGS_STREAM, NODES_BUCKET
+from chatcli.cluster.nodes import NodeList, liveness, read_nodes
+from chatcli.cluster.options import NatsOptions, redact
+from chatcli.core.sanitize import clean_text
+from chatcli.errors import ConnectionFailed
+
+__all__ = ["ClusterStatus", "StreamSize", "gather_status", "render_status", "status_json"]
+
+#: bound on the queries once connected (seconds)
+QUERY_TIMEOUT: Final = 5.0
+_STYLES: Final = {"alive": "green", "stale": "yellow", "dead": "red"}
+
+
+@dataclass(frozen=True)
+class StreamSize:
+    """A JetStream stream's size: messages and bytes stored."""
+
+    messages: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """One look at a cluster: the NATS server answered, its streams, the node registry."""
+
+    #: the URL of the server connected to (password masked)
+    server: str
+    #: that server's version
+    version: str
+    #: CHATCLI_MSGS and CHATCLI_BOARDS by name; None for a stream that does not exist
+    streams: dict[str, StreamSize | None]
+    nodes: NodeList
+    #: when the registry was read (unix seconds): ages are computed against it
+    now: float
+
+
+async def gather_status(nats: NatsOptions, clock: Callable[[], float] = time.time) -> ClusterStatus:
+    """Connect to NATS, read the registry and the streams, close; ConnectionFailed if NATS
+    cannot be reached within the connect timeout or has no JetStream.
+    """
+    import nats as nats_py
+    from nats.errors import Error as NatsError
+    from nats.errors import NoRespondersError
+
+    errors: list[BaseException] = []
+
+    async def remember(exc: Exception) -> None:  # nats-py would log a traceback instead
+        errors.append(exc)
+
+    # every server is tried twice at most (nats-py retries a server once with a count of
+    # 1, and for ever with 0), and the whole attempt is bounded below
+    kwargs = replace(nats, max_reconnect_attempts=1).connect_kwargs()
+    kwargs.update(allow_reconnect=False, error_cb=remember)
+    shown = nats.shown_servers()
+    try:
+        async with asyncio.timeout(nats.connect_timeout + 1.0):
+            nc = await nats_py.connect(**kwargs)
+    except (TimeoutError, OSError, NatsError) as exc:
+        raise ConnectionFailed(f"cannot reach NATS at {shown}: {_why(errors, exc)}") from exc
+    try:
+        async with asyncio.timeout(QUERY_TIMEOUT):
+            js = nc.jetstream()
+            streams = {name: await _stream_size(js, name) for name in (MSGS_STREAM, BOARDS_STREAM)}
+            nodes = await read_nodes(js, timeout=QUERY_TIMEOUT)
+        url = nc.connected_url
+        server = redact(url.geturl()) if url is not None else shown
+        version = str(nc.connected_server_version)
+    except NoRespondersError as exc:
+        raise ConnectionFailed(
+            f"NATS at {shown} has no JetStream (start nats-server with -js)"
+        ) from exc
+    except (TimeoutError, NatsError) as exc:
+        raise ConnectionFailed(f"NATS at {shown} did not answer: {_why(errors, exc)}") from exc
+    finally:
+        await nc.close()
+    return ClusterStatus(server, version, streams, nodes, clock())
+
+
+async def _stream_size(js: Any, name: str) -> StreamSize | None:
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        return None
+    return StreamSize(messages=int(info.state.messages), bytes=int(info.state.bytes))
+
+
+def _why(errors: list[BaseException], exc: BaseException) -> str:
+    """The most telling reason among what nats-py reported and what it raised."""
+    for error in reversed([*errors, exc]):
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused"
+        text = str(error).strip()
+        if isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower():
+            continue
+        if text and "no servers available" not in text.lower():
+            return clean_text(text.removeprefix("nats: ")).lower()
+    return "no answer (timed out)"
+
+
+def _age(status: ClusterStatus, seen: float) -> float:
+    return max(0.0, status.now - seen)
+
+
+def _plain(text: str) -> Text:
+    """Untrusted text as a rich Text: never markup, no control characters."""
+    return Text(clean_text(text))
+
+
+def _size(count: int) -> str:
+    """Bytes in SI units: 512 B, 34.2 kB, 1.5 MB."""
+    if count < 1000:
+        return f"{count} B"
+    size = float(count)
+    for unit in ("kB", "MB", "GB"):
+        size /= 1000
+        if size < 1000 or unit == "GB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def _when(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def nats_line(status: ClusterStatus) -> Text:
+    """One line about NATS: where we connected, its version, the streams' sizes."""
+    line = Text("NATS ")
+    line.append(clean_text(status.server), style="bold")
+    line.append(f" (nats-server {clean_text(status.version)})")
+    parts = []
+    for name, size in status.streams.items():
+        if size is None:
+            parts.append(f"{name} absent")
+        else:
+            parts.append(f"{name} {size.messages} messages, {_size(size.bytes)}")
+    line.append(": " + "; ".join(parts))
+    return line
+
+
+def render_status(status: ClusterStatus) -> RenderableType:
+    """The NATS line, then a table of the nodes (or a line saying there are none)."""
+    parts: list[RenderableType] = [nats_line(status)]
+    nodes = status.nodes
+    if not nodes:
+        if nodes.bucket:
+            parts.append(Text(f"no chatcli node in the registry ({NODES_BUCKET} is empty)"))
+        else:
+            parts.append(Text(f"no chatcli node has run on this NATS (no {NODES_BUCKET} bucket)"))
+    else:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("node", "host", "listen", "users", "rooms", "up since", "heartbeat"):
+            table.add_column(column, justify="right" if column in ("users", "rooms") else "left")
+        table.add_column("state")
+        counts = {"alive": 0, "stale": 0, "dead": 0}
+        for info in nodes:
+            state = liveness(info, status.now)
+            counts[state] += 1
+            shown_state = Text(state, style=_STYLES[state])
+            if info.state != "ok":
+                shown_state.append(f" ({clean_text(info.state)})", style="yellow")
+            table.add_row(
+                _plain(info.node),
+                _plain(f"{info.host} pid {info.pid}"),
+                _plain(" ".join(info.listen) or "-"),
+                str(info.users),
+                str(info.rooms),
+                _when(info.started),
+                f"{_age(status, info.seen):.1f} s ago",
+                shown_state,
+            )
+        parts.append(table)
+        alive = [info for info in nodes if liveness(info, status.now) != "dead"]
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        users = sum(info.users for info in alive)
+        parts.append(
+            Text(f"{len(nodes)} node{'s' * (len(nodes) != 1)}: {summary}; {users} users online")
+        )
+    if nodes.damaged:
+        parts.append(
+            Text(
+                f"{nodes.damaged} unreadable entr{'ies' if nodes.damaged != 1 else 'y'} "
+                f"in {NODES_BUCKET} skipped",
+                style="yellow",
+            )
+        )
+    return Group(*parts)
+
+
+def status_json(status: ClusterStatus) -> dict[str, Any]:
+    """The status for scripts: the registry's entries as written, plus age and liveness."""
+    nodes = []
+    for info in status.nodes:
+        entry: dict[str, Any] = {name: getattr(info, name) for name in info.__struct_fields__}
+        entry["listen"] = list(info.listen)
+        entry["age"] = round(_age(status, info.seen), 3)
+        entry["liveness"] = liveness(info, status.now)
+        nodes.append(entry)
+    return {
+        "nats": {
+            "server": status.server,
+            "version": status.version,
+            "streams": {
+                name: None if size is None else {"messages": size.messages, "bytes": size.bytes}
+                for name, size in status.streams.items()
+            },
+        },
+        "now": status.now,
+        "nodes": nodes,
+        "damaged": status.nodes.damaged,
+        "registry": status.nodes.bucket,
+    }
