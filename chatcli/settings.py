@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from chatcli.core.protocol import DEFAULT_MAX_FRAME
 from chatcli.core.relay import DEFAULT_MAX_PER_IP
@@ -76,6 +77,11 @@ class ServerSettings:
     max_output_total: int = 256 * 1024 * 1024
     #: seconds a text (nc/telnet) session may stay silent before it is closed (0: never)
     text_idle: float = 3600.0
+    #: a cluster (``--cluster``): the NATS connection (chatcli.cluster.options.NatsOptions),
+    #: this node's name, and seconds to wait for NATS at start-up (None: for ever)
+    cluster: Any = None
+    node: str | None = None
+    nats_wait: float | None = None
     #: TLS: the certificate chain and private key (PEM) that make the port speak TLS only
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 import click
 
+from chatcli.cluster.options import NatsOptions, nats_options
 from chatcli.settings import DEFAULT_HOST, DEFAULT_MAX_PER_IP, DEFAULT_PORT, ServerSettings
 
 __all__ = ["serve"]
@@ -262,6 +263,20 @@ _DEFAULTS = ServerSettings()
     help="Another page origin (like https://chat.example.org) allowed to open the "
     "WebSocket; repeatable. The page's own origin always is.",
 )
+@nats_options(name="chatcli-serve")
+@click.option(
+    "--node",
+    metavar="NAME",
+    help="This node's name in the cluster (1-32 of A-Z a-z 0-9 _ -; default: HOST-PID). "
+    "With --cluster only.",
+)
+@click.option(
+    "--nats-wait",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="With --cluster: give up (exit 1) when NATS cannot be reached within SECONDS at "
+    "start-up (default: keep trying and say so).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
     "--ready-fd",
@@ -300,6 +315,9 @@ def serve(
     tls_key: Path | None,
     web: str | None,
     web_origins: tuple[str, ...],
+    nats: NatsOptions | None,
+    node: str | None,
+    nats_wait: float | None,
     quiet: bool,
     ready_fd: int | None,
 ) -> None:
@@ -367,6 +385,9 @@ def serve(
         tls_key=tls_key,
         web=web_address,
         web_origins=tuple(_origin(origin) for origin in web_origins),
+        cluster=nats,
+        node=_node_name(nats, node, nats_wait),
+        nats_wait=nats_wait,
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
     asked = click.get_current_context().get_parameter_source("max_connections")
@@ -404,6 +425,7 @@ def serve(
         store_lines.append(describe_store(store))
 
     from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.cluster.node import ClusterError
     from chatcli.errors import StoreError
     from chatcli.store import Store, describe_store
     from chatcli.transports.tcp import ChatServer
@@ -412,6 +434,8 @@ def serve(
         run(run_server(settings, on_listening=listening, on_store=opened, setup=servers.append))
     except StoreError as exc:
         fail(str(exc), EXIT_USAGE)
+    except ClusterError as exc:
+        fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen on {format_address(host, port)}: {exc.strerror or exc}")
     finally:
@@ -579,3 +603,20 @@ def _origin(text: str) -> str:
             f"--web-origin wants scheme://host[:port] (like https://chat.example.org), not {text!r}"
         )
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _node_name(nats: NatsOptions | None, node: str | None, nats_wait: float | None) -> str | None:
+    """The node's name: checked, defaulted; a usage error without ``--cluster``."""
+    from chatcli.cli.common import EXIT_USAGE, fail
+    from chatcli.cluster.layout import valid_node_name
+    from chatcli.cluster.node import default_node_name
+
+    if nats is None:
+        if node is not None or nats_wait is not None:
+            fail("--node and --nats-wait need --cluster", EXIT_USAGE)
+        return None
+    if node is None:
+        return default_node_name()
+    if not valid_node_name(node):
+        fail(f"--node {node!r}: 1-32 of A-Z a-z 0-9 _ -", EXIT_USAGE)
+    return node

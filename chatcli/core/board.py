@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
 
-from chatcli.core.events import Drawn, Ref, Shape
+from chatcli.core.events import Cleared, Drawn, Erased, Moved, Ref, Shape
 from chatcli.core.sanitize import clean_text
 from chatcli.errors import ProtocolError
 
@@ -235,6 +235,56 @@ class RoomBoard:
         self.pending.popleft()
         self.committed.apply(write)
         return True
+
+    def settle(
+        self, event: Drawn | Erased | Moved | Cleared, key_of: Callable[[str], str], own: bool
+    ) -> Drawn | Erased | Moved | Cleared | None:
+        """A cluster's change at its place in the shared order: apply it to ``committed``.
+
+        Every node settles the same changes in the same order against the same board, so
+        they agree without talking: a draw takes the id it carries (its place in the
+        order), a move is made from the shape as it stands now (clamped), an erase or a
+        move of a shape that is gone is nothing (None), a clear removes what the name
+        ``by`` (compared by ``key_of``) has now. ``own``: the oldest pending write of this
+        relay is the one settled. The projection follows: the same write when nothing of
+        this relay's is pending (then both boards agree), else made again.
+        """
+        committed = self.committed
+        if own and self.pending:
+            self.pending.popleft()
+        room, next_id = event.room, committed.next_id
+        settled: Drawn | Erased | Moved | Cleared | None = event
+        write: BoardWrite | None = None
+        if type(event) is Drawn:
+            if len(committed) < self.max_shapes and event.id not in committed.shapes:
+                write = BoardWrite(room, put=[event], next_id=max(next_id, event.id + 1))
+        elif type(event) is Erased:
+            if event.id in committed.shapes:
+                write = BoardWrite(room, delete=[event.id], next_id=next_id)
+        elif type(event) is Moved:
+            current = committed.shapes.get(event.id)
+            if current is not None:
+                shape, dx, dy = moved(current.shape, event.dx, event.dy)
+                put = msgspec.structs.replace(current, shape=shape)
+                write = BoardWrite(room, put=[put], next_id=next_id)
+                settled = msgspec.structs.replace(event, dx=dx, dy=dy)
+        else:
+            assert type(event) is Cleared
+            by = key_of(event.by)
+            shapes = committed.shapes.values()
+            ids = [s.id for s in shapes if event.all or key_of(s.from_) == by]
+            write = BoardWrite(room, delete=ids, next_id=next_id)
+        if write is None:
+            settled = None
+        else:
+            committed.apply(write)
+        if own or self.pending:
+            self.projected = committed.copy()
+            for pending in self.pending:
+                self.projected.apply(pending)
+        elif write is not None:
+            self.projected.apply(write)
+        return settled
 
     def fail(self, write: BoardWrite) -> None:
         """The store could not keep ``write``: forget it; the others still count."""

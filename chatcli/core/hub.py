@@ -122,6 +122,8 @@ class Hub:
         self._applying = False
         #: unsent output of every connection added up, against --max-output-total
         self.meter = OutputMeter(settings.max_output_total)
+        #: called after every relay call (a cluster publishes the relay's presence notes)
+        self.after_apply: Callable[[], None] | None = None
 
     # -- what the adapter reports ---------------------------------------------------------
 
@@ -157,9 +159,15 @@ class Hub:
         self._apply(effects)
         return conn
 
+    def inject(self, effects: Iterable[Effect]) -> None:
+        """Carry out effects the relay produced outside a connection's call (a cluster's
+        news of other nodes' users, a delivery forwarded from another node)."""
+        self._apply(effects)
+
     def store_answered(self) -> None:
-        """The store's wake-up fired (an asynchronous store answered): deliver what waited."""
-        self._apply(())
+        """The store's wake-up fired (an asynchronous store answered): deliver what waited
+        (and, in a cluster, what other nodes stored)."""
+        self._apply((), drain=True)
 
     def receive_data(self, conn: ServerConnection, data: bytes) -> None:
         """Bytes from ``conn``'s peer: act on the frames they complete."""
@@ -279,7 +287,7 @@ class Hub:
             return
         self._apply(effects)
 
-    def _apply(self, effects: Iterable[Effect]) -> None:
+    def _apply(self, effects: Iterable[Effect], *, drain: bool = False) -> None:
         """The one place relay output goes: intents to the store, deliveries to targets.
 
         Every ``Relay`` result (``handle``, ``leave``, ``connect``) comes through here. The
@@ -291,7 +299,9 @@ class Hub:
         call, so a room full of slow clients is cut off in a loop, not in a recursion as
         deep as the room is large.
         """
-        ready = self.pipeline.run(effects)
+        ready = self.pipeline.drain() if drain else self.pipeline.run(effects)
+        if self.after_apply is not None:
+            self.after_apply()
         if self.relay.audit:  # operator actions, also those acted on after a store answer
             for record in self.relay.take_audit():
                 log.warning("%s", audit_line(record))

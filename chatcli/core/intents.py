@@ -36,6 +36,7 @@ __all__ = [
     "Recalled",
     "Register",
     "Relayed",
+    "RelayedBoard",
     "Stored",
 ]
 
@@ -275,9 +276,15 @@ class Answered:
 
 @dataclass(slots=True, eq=False)
 class BoardSaved:
-    """The board change of ``intent`` is kept."""
+    """The board change of ``intent`` is kept.
+
+    ``seq``: a cluster's store gives the change's place in the rooms' shared order (a
+    draw's shape id is it), and the relay settles the change against the board as it
+    stands then (chatcli.core.board.RoomBoard.settle); None for a single server.
+    """
 
     intent: BoardChange
+    seq: int | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -291,4 +298,22 @@ class Relayed:
     msg: Msg
 
 
-Completion = Relayed | Stored | Recalled | Failed | Authenticated | Answered | AddressChecked | BoardSaved
+@dataclass(slots=True, eq=False)
+class RelayedBoard:
+    """Not an answer: a board change another cluster node stored, at its place ``seq``."""
+
+    event: Drawn | Erased | Moved | Cleared
+    seq: int
+
+
+Completion = (
+    Relayed
+    | RelayedBoard
+    | Stored
+    | Recalled
+    | Failed
+    | Authenticated
+    | Answered
+    | AddressChecked
+    | BoardSaved
+)

@@ -70,6 +70,7 @@ from chatcli.core.intents import (
     Recall,
     Recalled,
     Relayed,
+    RelayedBoard,
     Stored,
 )
 from chatcli.core.intents import ChangePassword as ChangePasswordIntent
@@ -578,7 +579,7 @@ class Relay:
         #: in a cluster (chatcli.cluster): the local presence changes to share, oldest
         #: first, and a factory of the links of other nodes' sessions; None standalone
         self.presence: deque[PresenceNote] | None = None
-        self.remote_link: Callable[[str], Any] | None = None
+        self.remote_link: Callable[[str, Session], Any] | None = None
 
     # -- sessions -----------------------------------------------------------------
 
@@ -911,16 +912,16 @@ class Relay:
             return out
         if holder is None:
             assert self.remote_link is not None, "a cluster relay needs remote_link"
-            ghost = Session(self.remote_link(node), _NO_BUCKET)
-            ghost.node = node
+            ghost = Session(None, _NO_BUCKET)
+            ghost.link, ghost.node = self.remote_link(node, ghost), node
             ghost.name, ghost.key = name, keys[0]
             ghost.op, ghost.account, ghost.resume = op, account, digest
             self._hold(ghost, keys)
             self.users[keys[0]] = ghost
             return self._enter_ghost(ghost, room)
         holder.op, holder.account, holder.resume = op, account, digest
-        if holder.node != node:
-            holder.node, holder.link = node, self.remote_link(node) if self.remote_link else None
+        if holder.node != node and self.remote_link is not None:
+            holder.node, holder.link = node, self.remote_link(node, holder)
         if holder.room == room:
             return []
         return [*self._exit(holder, "part"), *self._enter_ghost(holder, room)]
@@ -971,8 +972,8 @@ class Relay:
         """
         assert holder.name is not None and holder.key is not None
         assert self.remote_link is not None, "a cluster relay needs remote_link"
-        ghost = Session(self.remote_link(node), _NO_BUCKET)
-        ghost.node = node
+        ghost = Session(None, _NO_BUCKET)
+        ghost.link, ghost.node = self.remote_link(node, ghost), node
         ghost.name, ghost.key, ghost.resume = holder.name, holder.key, digest
         ghost.account, ghost.op = holder.account, holder.op
         if holder.claim is not None:
@@ -1074,7 +1075,11 @@ class Relay:
         if isinstance(completion, Answered):
             return self._answered(completion)
         if isinstance(completion, BoardSaved):
+            if completion.seq is not None:
+                return self._board_settled(completion.intent, completion.seq)
             return self._board_saved(completion.intent)
+        if isinstance(completion, RelayedBoard):
+            return self._board_relayed(completion.event, completion.seq)
         if isinstance(completion, AddressChecked):
             ban, session = completion.ban, completion.intent.session
             if ban is None:
@@ -1511,6 +1516,42 @@ class Relay:
             if sender.logged_in and sender.room == room and sender not in targets:
                 targets += (sender,)
         return [Delivery(targets, change.event, sender, change.echo)]
+
+    def _board_settled(self, change: BoardChange, seq: int) -> list[Effect]:
+        """A cluster kept this relay's board change at place ``seq``: settle it, tell the room."""
+        event = change.event
+        if type(event) is Drawn:
+            event = msgspec.structs.replace(event, id=seq)
+        settled = self.board(change.write.room).settle(event, name_key, own=True)
+        sender = change.session
+        if settled is None:
+            if not sender.logged_in:
+                return []
+            gone = "the board changed meanwhile: that change no longer applies"
+            return [Delivery((sender,), Error(code="bad_request", message=gone, ref=change.ref))]
+        room = change.write.room
+        targets = change.targets
+        state = self._rooms.get(room)
+        if state is None or state.version != change.version:
+            targets = tuple(s for s in targets if s.room == room)
+            if sender.logged_in and sender.room == room and sender not in targets:
+                targets += (sender,)
+        echo = None if change.ref is None else msgspec.structs.replace(settled, ref=change.ref)
+        return [Delivery(targets, settled, sender, echo)]
+
+    def _board_relayed(self, event: Drawn | Erased | Moved | Cleared, seq: int) -> list[Effect]:
+        """Another node's board change at place ``seq``: settle it, tell the ready members."""
+        if type(event) is Drawn:
+            event = msgspec.structs.replace(event, id=seq)
+        settled = self.board(event.room).settle(event, name_key, own=False)
+        state = self._rooms.get(event.room)
+        if settled is None or state is None or not state.ready:
+            return []
+        return [Delivery(tuple(state.ready), settled)]
+
+    def replay_board(self, event: Drawn | Erased | Moved | Cleared) -> None:
+        """A board change read back at start-up (a cluster's boards are their changes)."""
+        self.board(event.room).settle(event, name_key, own=False)
 
 
 _size_encoder = msgspec.json.Encoder()

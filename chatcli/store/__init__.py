@@ -42,6 +42,9 @@ def open_store(spec: str | Path | None, *, history: int, retain: int) -> Store:
 
 def describe_store(store: Store) -> str:
     """Where ``store`` keeps things, for the start-up line."""
+    describe = getattr(store, "describe", None)
+    if describe is not None:
+        return str(describe())
     path = getattr(store, "path", None)
     if path is None:
         return "memory (history is lost when the server stops)"

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from chatcli.core.intents import Intent, Relayed
+from chatcli.core.intents import Intent, Relayed, RelayedBoard
 from chatcli.core.relay import Close, Delivery, Effect, Raw, Relay
 from chatcli.store.base import Store
 
@@ -97,11 +97,11 @@ class StorePipeline:
         A relayed message goes to ``out`` behind what may go before it."""
         while completions := self.store.completed():
             for completion in completions:
-                if type(completion) is Relayed:
+                if type(completion) is Relayed or type(completion) is RelayedBoard:
                     self._release(out)
                     out.extend(self.relay.complete(completion))  # type: ignore[arg-type]
                     continue
-                assert not isinstance(completion, Relayed)
+                assert not isinstance(completion, (Relayed, RelayedBoard))
                 slot = self._unanswered.popleft()
                 if completion.intent is not slot.intent:
                     raise RuntimeError("the store answered its intents out of order")

@@ -22,7 +22,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from chatcli.core.connection import LineFraming, ServerConnection, Shutdown
@@ -345,6 +345,9 @@ async def run_server(
     Raises StoreError before listening when the store cannot be used.
     """
     raise_open_files_limit(settings.max_connections)
+    if settings.cluster is not None:
+        await _serve_cluster(settings, on_listening, setup, on_store)
+        return
     store = open_store(settings.store, history=settings.history, retain=settings.retain)
     if isinstance(store, SQLiteStore):
         favour_writer_thread()
@@ -356,15 +359,43 @@ async def run_server(
         store.close()
 
 
+async def _serve_cluster(
+    settings: ServerSettings,
+    on_listening: Callable[[list[tuple[str, int]]], None] | None,
+    setup: Callable[[ChatServer], Any] | None,
+    on_store: Callable[[Store], None] | None,
+) -> None:
+    """``serve --cluster``: a node sharing its rooms through NATS (chatcli.cluster)."""
+    from chatcli.cluster.node import ClusterNode
+
+    assert settings.node is not None
+    node = ClusterNode(settings.cluster, settings.node, wait=settings.nats_wait)
+    await node.connect()
+    try:
+        store = await node.open_store(history=settings.history, retain=settings.retain)
+        if on_store is not None:
+            on_store(store)
+
+        async def joined(server: ChatServer) -> None:
+            await node.start(server)
+
+        await _serve(settings, store, on_listening, setup, joined)
+    finally:
+        await node.stop()
+
+
 async def _serve(
     settings: ServerSettings,
     store: Store,
     on_listening: Callable[[list[tuple[str, int]]], None] | None,
     setup: Callable[[ChatServer], Any] | None,
+    before_listening: Callable[[ChatServer], Awaitable[None]] | None = None,
 ) -> None:
     server = ChatServer(settings, store=store)
     if setup is not None:
         setup(server)
+    if before_listening is not None:
+        await before_listening(server)
     recorder = _start_recording(server) if settings.record_dir is not None else None
     await server.start()
     web = await _start_web(server) if settings.web is not None else None

@@ -1,0 +1,367 @@
+"""One node of a cluster: the NATS connection and everything a node shares through it.
+
+``serve --cluster`` runs a :class:`ClusterNode` beside the usual ``ChatServer``: it
+connects to NATS (waiting for it, one log line per change of state), opens the
+:class:`~chatcli.cluster.store.ClusterStore` (rooms, ids, history, boards), the accounts
+and bans mirror, the presence (name claims, other nodes' users as ghosts), the node's
+own subject (``chatcli.node.<node>.*``: DMs and closes other nodes forward to its users),
+and the registry heartbeat (chatcli.cluster.nodes), and notices dead nodes.
+
+Other nodes' users are reached through :class:`RemoteLink`, which stands where a local
+session has its connection: what the relay sends one of them alone (a DM, a kick, a
+``replaced``) is forwarded to its node; room traffic never is (every node delivers the
+room's messages to its own members from the feed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+import nats
+from nats.js import api
+
+from chatcli import __version__
+from chatcli.cluster.accounts import ClusterAccounts
+from chatcli.cluster.layout import HEARTBEAT, NODES_BUCKET, node_subject
+from chatcli.cluster.nodes import NodeInfo, decode_node, encode_node
+from chatcli.cluster.options import NatsOptions
+from chatcli.cluster.presence import Presence
+from chatcli.cluster.store import ClusterStore
+from chatcli.core.connection import JSON_LINES, State
+from chatcli.core.intents import Authenticate, Authenticated, Completion, Intent
+from chatcli.core.protocol import Error, ServerEvent, decode_server_frame
+from chatcli.core.relay import Close, Delivery, Effect, Session
+from chatcli.errors import ChatError
+
+if TYPE_CHECKING:
+    from chatcli.transports.tcp import ChatServer
+
+__all__ = ["ClusterError", "ClusterNode", "RemoteLink", "default_node_name"]
+
+log = logging.getLogger("chatcli.server")
+
+#: seconds between two attempts to reach NATS while a node starts
+START_RETRY: Final = 1.0
+#: seconds the feed may take to read the stream back at start-up
+CATCH_UP: Final = 120.0
+
+
+class ClusterError(ChatError):
+    """The node cannot join its cluster (NATS unreachable when told not to wait, ...)."""
+
+
+def default_node_name() -> str:
+    """``<host>-<pid>`` cut to a valid node name: unique enough when none is given."""
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    return f"{host[:20] or 'node'}-{os.getpid()}"[:32]
+
+
+class _Close(msgspec.Struct, frozen=True):
+    key: str
+    reason: str
+    code: str
+    message: str
+    node: str
+
+
+class RemoteLink:
+    """Where another node's user is connected, as the hub's fan-out sees it.
+
+    Looks like a connection to the fan-out (``wire``, ``state``, ``queue``, ``send``,
+    ``close``); what is queued is forwarded to the user's node, which delivers it.
+    """
+
+    __slots__ = ("node", "owner", "session")
+
+    wire = JSON_LINES
+    state = State.OPEN
+
+    def __init__(self, owner: ClusterNode, node: str, session: Session) -> None:
+        self.owner = owner
+        self.node = node
+        self.session = session
+
+    def queue(self, data: bytes) -> None:
+        key = self.session.key
+        if key is not None:
+            self.owner.forward(self.node, "deliver", data, {"To": key})
+
+    def send(self, event: ServerEvent) -> None:
+        data = JSON_LINES.encode(event)
+        if data is not None:
+            self.queue(data)
+
+    def close(self, error: Error | None, reason: str) -> None:
+        key = self.session.key
+        if key is None:
+            return
+        code = error.code if error is not None else ""
+        message = error.message if error is not None else ""
+        data = msgspec.json.encode(_Close(key, reason, code, message, self.owner.name))
+        self.owner.forward(self.node, "close", data, {})
+
+
+class ClusterNode:
+    """This process's place in the cluster; see the module doc."""
+
+    def __init__(self, options: NatsOptions, name: str, *, wait: float | None = None) -> None:
+        self.options = options
+        self.name = name
+        #: seconds to wait for NATS at start-up (None: for ever)
+        self.wait = wait
+        self.nc: Any = None
+        self.js: Any = None
+        self.store: ClusterStore | None = None
+        self.server: ChatServer | None = None
+        self.presence: Presence | None = None
+        self.accounts = ClusterAccounts()
+        self._nodes_kv: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[Any] = []
+        self.started = time.time()
+        self.connected = False
+        self.stopping = False
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Reach NATS, retrying every START_RETRY s (for ``wait`` s when given)."""
+        shown = self.options.shown_servers()
+        deadline = None if self.wait is None else time.monotonic() + self.wait
+        said = False
+        kwargs = self.options.connect_kwargs()
+        kwargs.update(
+            name=f"chatcli-{self.name}",
+            disconnected_cb=self._disconnected,
+            reconnected_cb=self._reconnected,
+            error_cb=self._error,
+            max_reconnect_attempts=-1,
+        )
+        while True:
+            try:
+                self.nc = await nats.connect(**{**kwargs, "allow_reconnect": True})
+                break
+            except Exception as exc:
+                why = str(exc) or type(exc).__name__
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ClusterError(f"cannot reach NATS at {shown}: {why}") from exc
+                if not said:
+                    log.warning("cluster: waiting for NATS at %s (%s)", shown, why)
+                    said = True
+                await asyncio.sleep(START_RETRY)
+        self.connected = True
+        self.js = self.nc.jetstream()
+        log.info(
+            "cluster: node %s connected to NATS at %s", self.name, self.nc.connected_url.netloc
+        )
+
+    async def _disconnected(self) -> None:
+        if self.connected and not self.stopping:
+            self.connected = False
+            log.warning("cluster: NATS unreachable: new messages are refused until it is back")
+
+    async def _reconnected(self) -> None:
+        if not self.connected:
+            self.connected = True
+            log.warning("cluster: NATS reachable again at %s", self.nc.connected_url.netloc)
+
+    async def _error(self, exc: Exception) -> None:
+        log.debug("cluster: NATS: %s", exc)
+
+    async def bucket(self, name: str) -> Any:
+        """The key-value bucket ``name``, made when it does not exist yet."""
+        try:
+            return await self.js.key_value(name)
+        except Exception:
+            return await self.js.create_key_value(api.KeyValueConfig(bucket=name, history=1))
+
+    # -- the store ------------------------------------------------------------------------------
+
+    async def open_store(self, *, history: int, retain: int) -> ClusterStore:
+        """The cluster's store, read back until caught up with the stream."""
+        store = self.store = ClusterStore(self.name, history=history, retain=retain)
+        store.answer_account = self.answer_account
+        await store.open(self.nc)
+        try:
+            await asyncio.wait_for(store.caught_up.wait(), CATCH_UP)
+        except TimeoutError as exc:
+            raise ClusterError("the message stream could not be read back in time") from exc
+        return store
+
+    async def answer_account(self, intent: Intent) -> Completion:
+        """Accounts and bans from the mirror; a login also claims its name cluster-wide."""
+        done = await self.accounts.answer(intent)
+        if (
+            type(intent) is Authenticate
+            and type(done) is Authenticated
+            and done.ban is None
+            and (not done.registered or done.verified)
+        ):
+            assert self.presence is not None
+            if not self.nc.is_connected:
+                raise ChatError("NATS unreachable")
+            done.taken = await self.presence.claim(intent.name, intent.keys)
+        return done
+
+    # -- running beside a server -------------------------------------------------------------------
+
+    async def start(self, server: ChatServer) -> None:
+        """Share ``server``'s relay with the cluster (before it listens)."""
+        assert self.store is not None
+        self.server = server
+        relay = server.relay
+        relay.presence = deque()
+        relay.remote_link = lambda node, session: RemoteLink(self, node, session)
+        relay.features = (*relay.features, "cluster")
+        for events in self.store.board_events().values():
+            for event in events:
+                relay.replay_board(event)
+        self.presence = Presence(self.name, relay, self.inject)
+        await self.accounts.open(self.js, self.bucket)
+        await self.presence.open(self.bucket)
+        server.hub.after_apply = self.presence.take_notes
+        self._subs.append(
+            await self.nc.subscribe(node_subject(self.name) + ".*", cb=self._forwarded)
+        )
+        self._nodes_kv = await self.bucket(NODES_BUCKET)
+        watcher = await self._nodes_kv.watchall()
+        self._subs.append(watcher)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._watch_nodes(watcher)))
+        self._tasks.append(loop.create_task(self._heartbeat()))
+        self._tasks.append(loop.create_task(self._sweep()))
+
+    def inject(self, effects: list[Effect]) -> None:
+        """Effects the cluster caused (not a connection): through the hub, then written."""
+        if not effects or self.server is None:
+            return
+        self.server.hub.inject(effects)
+        self.server.settle(None)
+
+    def forward(self, node: str, kind: str, data: bytes, headers: dict[str, str]) -> None:
+        """Send ``data`` to ``node`` (its subject ``kind``); lost if NATS is away."""
+        if not self.nc.is_connected:
+            log.info("cluster: NATS away: a %s for node %s is dropped", kind, node)
+            return
+        subject = node_subject(node, kind)
+        task = asyncio.get_running_loop().create_task(
+            self.nc.publish(subject, data, headers=headers or None)
+        )
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def _forwarded(self, msg: Any) -> None:
+        """A delivery or a close another node sends one of this node's users."""
+        assert self.server is not None
+        relay = self.server.relay
+        kind = msg.subject.rpartition(".")[2]
+        try:
+            if kind == "deliver":
+                key = (msg.headers or {}).get("To", "")
+                session = relay.users.get(key)
+                if session is None or session.node is not None:
+                    return
+                event = decode_server_frame(msg.data.rstrip(b"\n"))
+                self.inject([Delivery((session,), event)])
+            elif kind == "close":
+                close = msgspec.json.decode(msg.data, type=_Close)
+                session = relay.users.get(close.key)
+                if session is None or session.node is not None:
+                    return
+                if close.code == "replaced":
+                    self.inject(relay.hand_over(session, close.node, None))
+                else:
+                    error = Error(code=close.code, message=close.message) if close.code else None
+                    self.inject([Close(session, close.reason, error)])
+        except (msgspec.DecodeError, ValueError) as exc:
+            log.warning("cluster: unreadable forward from NATS: %s", exc)
+
+    # -- the registry ------------------------------------------------------------------------
+
+    def info(self) -> NodeInfo:
+        assert self.server is not None
+        relay = self.server.relay
+        local = [s for s in relay.users.values() if s.node is None]
+        rooms = {s.room for s in local if s.room is not None}
+        try:
+            listen = tuple(f"{h}:{p}" for h, p in self.server.addresses)
+        except AssertionError:  # not listening yet
+            listen = ()
+        return NodeInfo(
+            node=self.name,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started=self.started,
+            seen=time.time(),
+            listen=listen,
+            web=relay.web_url,
+            users=len(local),
+            rooms=len(rooms),
+            version=__version__,
+            state="ok" if self.nc.is_connected else "unavailable",
+        )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await self._nodes_kv.put(self.name, encode_node(self.info()))
+            except Exception as exc:
+                log.debug("cluster: heartbeat not written: %s", exc)
+            await asyncio.sleep(HEARTBEAT)
+
+    async def _watch_nodes(self, watcher: Any) -> None:
+        assert self.presence is not None
+        async for entry in watcher:
+            if entry is None or entry.key == self.name:
+                continue
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                continue  # a clean stop: its users said goodbye one by one
+            try:
+                info = decode_node(entry.value)
+            except ValueError as exc:
+                log.warning("cluster: damaged registry entry %s: %s", entry.key, exc)
+                continue
+            if time.time() - info.seen < 2 * HEARTBEAT + 1:
+                self.presence.node_seen(info.node)
+
+    async def _sweep(self) -> None:
+        assert self.presence is not None
+        while True:
+            await asyncio.sleep(1.0)
+            if self.nc.is_connected:  # without NATS, silence proves nothing
+                try:
+                    await self.presence.sweep()
+                except Exception as exc:
+                    log.warning("cluster: sweeping dead nodes: %s", exc)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """After the server closed its clients: publish their leaves, leave the registry."""
+        self.stopping = True
+        if self.presence is not None:
+            self.presence.take_notes()
+            await self.presence.flush(5.0)
+            await self.presence.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._nodes_kv is not None and self.nc.is_connected:
+            try:
+                await asyncio.wait_for(self._nodes_kv.delete(self.name), 2.0)
+            except Exception as exc:
+                log.debug("cluster: registry entry not deleted: %s", exc)
+        if self.store is not None:
+            await self.store.aclose()
+        await self.accounts.close()
+        if self.nc is not None:
+            try:
+                await asyncio.wait_for(self.nc.drain(), 5.0)
+            except Exception as exc:
+                log.debug("cluster: NATS drain: %s", exc)
