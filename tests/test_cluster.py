@@ -1,0 +1,818 @@
+"""``serve --cluster``, end to end: real nats-server, real ``chatcli serve`` nodes.
+
+Protocol v1.1 section 6: a client cannot tell a cluster from one server. Every test here
+starts a real ``nats-server -js`` (tests/nats_server.py) and two ``chatcli serve --cluster
+URL --node nX`` subprocesses, and talks to them over loopback sockets with a small
+JSON-lines client whose every read is bounded. A failing expectation reports the frames
+the client saw and the tail of every running node's log.
+
+The tests that leave the cluster as they found it share one nats-server and two nodes per
+module (each uses its own room and its own names); those that kill a node or restart
+nats-server get a cluster of their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats_server import NatsServer
+from processes import EXIT_TIMEOUT, START_TIMEOUT, chatcli
+
+HOST = "127.0.0.1"
+#: bound on one expected frame when nothing slow is going on
+WAIT = 10.0
+#: the spec's bound on a dead node's users' ``leave``
+LOST_WITHIN = 30.0
+_LISTENING = re.compile(r"chatcli serve listening on 127\.0\.0\.1:(\d+)")
+
+Frame = dict[str, Any]
+Predicate = Callable[[Frame], bool]
+
+#: the nodes running now, whose logs a failing expectation shows
+_RUNNING: list[Node] = []
+
+
+def diagnostics() -> str:
+    """The tail of every running node's log, for a failure message."""
+    parts = [
+        f"--- node {node.name} (port {node.port}) log (tail):\n{node.log()[-4000:]}"
+        for node in _RUNNING
+    ]
+    return "\n".join(parts)
+
+
+class Node:
+    """One ``chatcli serve --cluster URL --node NAME`` subprocess on 127.0.0.1, port 0.
+
+    Its stdout and stderr go to files (never to pipes nobody reads, which would stall a
+    chatty node once they fill up); the port is taken from the "listening" line.
+    """
+
+    def __init__(self, url: str, name: str, directory: Path, *extra: str) -> None:
+        self.url = url
+        self.name = name
+        self.directory = directory
+        self.extra = extra
+        self.out_path = directory / f"{name}.out"
+        self.err_path = directory / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> Node:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.out_path, "wb") as out, open(self.err_path, "ab") as err:
+            self.proc = chatcli(
+                "serve",
+                "--port",
+                "0",
+                "-q",
+                "--host",
+                HOST,
+                "--rate-limit",
+                "0",
+                "--cluster",
+                self.url,
+                "--node",
+                self.name,
+                *self.extra,
+                stdout=out,
+                stderr=err,
+            )
+        _RUNNING.append(self)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            match = _LISTENING.search(self.out_path.read_text(errors="replace"))
+            if match:
+                self.port = int(match.group(1))
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node {self.name} exited at start:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node {self.name} not listening in time:\n{self.log()}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL: the node dies without a word to NATS or to its clients."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(EXIT_TIMEOUT)
+
+    def stop(self) -> None:
+        """SIGTERM (a clean stop), SIGKILL if it does not exit in time."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+
+    def log(self) -> str:
+        try:
+            return self.err_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class Client:
+    """A JSON-lines client on a blocking socket; every read waits at most its timeout.
+
+    Frames are queued as they arrive; :meth:`expect` takes the first one that matches
+    and drops what it skips, but :attr:`seen` keeps every frame ever received, so a test
+    can check what did *not* arrive between two points. Pings are answered.
+    """
+
+    def __init__(self, port: int, label: str = "") -> None:
+        self.port = port
+        self.label = label or f"client@{port}"
+        self.sock = socket.create_connection((HOST, port), timeout=WAIT)
+        self.buf = b""
+        self.queue: deque[Frame] = deque()
+        self.seen: list[Frame] = []
+        self.closed = False
+        self.welcome = self.expect("welcome")
+        self.ready: Frame = {}
+
+    def send(self, frame: Frame) -> None:
+        self.sock.sendall(json.dumps(frame).encode() + b"\n")
+
+    def hello(self, name: str, room: str = "lobby", **fields: Any) -> Frame:
+        """Log in; the ``ready`` or ``error`` that answers."""
+        self.label = f"{name}@{self.port}"
+        self.send({"type": "hello", "name": name, "room": room, **fields})
+        answer = self.expect_any(("ready", "error"))
+        if answer["type"] == "ready":
+            self.ready = answer
+        return answer
+
+    def _fill(self, deadline: float) -> bool:
+        """Read once from the socket (until ``deadline``); False on timeout or EOF."""
+        if self.closed:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            frame = json.loads(line)
+            self.seen.append(frame)
+            if frame.get("type") == "ping":
+                self.send({"type": "pong"})
+                continue
+            self.queue.append(frame)
+        return True
+
+    def next(self, timeout: float) -> Frame | None:
+        deadline = time.monotonic() + timeout
+        while not self.queue:
+            if not self._fill(deadline):
+                return None
+        return self.queue.popleft()
+
+    def expect(self, kind: str, where: Predicate | None = None, timeout: float = WAIT) -> Frame:
+        """Skip frames until one of type ``kind`` for which ``where`` holds; fail after
+        ``timeout`` s with every frame skipped and the nodes' logs."""
+        return self.expect_any((kind,), where, timeout)
+
+    def expect_any(
+        self, kinds: tuple[str, ...], where: Predicate | None = None, timeout: float = WAIT
+    ) -> Frame:
+        deadline = time.monotonic() + timeout
+        skipped: list[Frame] = []
+        while True:
+            frame = self.next(max(0.0, deadline - time.monotonic()))
+            if frame is None:
+                state = "closed" if self.closed else "open"
+                raise AssertionError(
+                    f"{self.label}: no {'/'.join(kinds)} matching within {timeout:g} s "
+                    f"(connection {state}); skipped: {skipped}\n{diagnostics()}"
+                )
+            if frame.get("type") in kinds and (where is None or where(frame)):
+                return frame
+            skipped.append(frame)
+
+    def msgs(self, count: int, room: str, timeout: float = WAIT) -> list[Frame]:
+        """The next ``count`` messages of ``room``, in the order they arrived."""
+        deadline = time.monotonic() + timeout
+        got: list[Frame] = []
+        while len(got) < count:
+            left = deadline - time.monotonic()
+            try:
+                frame = self.expect("msg", lambda f: f["room"] == room, max(0.0, left))
+            except AssertionError as exc:
+                raise AssertionError(f"{self.label}: {len(got)} of {count} msgs; {exc}") from None
+            got.append(frame)
+        return got
+
+    def quiet(self, seconds: float) -> list[Frame]:
+        """Everything that arrives within ``seconds`` (reads the whole time)."""
+        deadline = time.monotonic() + seconds
+        while self._fill(deadline):
+            pass
+        frames = list(self.queue)
+        self.queue.clear()
+        return frames
+
+    def wait_closed(self, timeout: float = WAIT) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.closed:
+            if not self._fill(deadline) and not self.closed:
+                raise AssertionError(f"{self.label}: still open after {timeout:g} s")
+
+    def bye(self) -> None:
+        if not self.closed:
+            try:
+                self.send({"type": "bye"})
+                self.wait_closed(5.0)
+            except (OSError, AssertionError):
+                pass  # already gone: closing the socket below is all that is left
+        self.sock.close()
+
+
+def login(node: Node, name: str, room: str = "lobby", **fields: Any) -> Client:
+    """A client logged in on ``node`` as ``name`` (fails unless ``ready`` answers)."""
+    client = Client(node.port)
+    answer = client.hello(name, room, **fields)
+    assert answer["type"] == "ready", f"{name} on {node.name}: {answer}\n{diagnostics()}"
+    return client
+
+
+def refused(node: Node, name: str, room: str = "lobby") -> Frame:
+    """The error a login as ``name`` on ``node`` gets (fails if it is let in)."""
+    client = Client(node.port)
+    try:
+        answer = client.hello(name, room)
+        assert answer["type"] == "error", f"{name!r} let in on {node.name}: {answer}"
+        return answer
+    finally:
+        client.sock.close()
+
+
+def welcome_listing(node: Node, name: str, within: float = 2.0) -> Client:
+    """A new connection to ``node`` whose ``welcome`` lists ``name`` (tried for ``within`` s:
+    a login on another node reaches this one through the presence watcher)."""
+    deadline = time.monotonic() + within
+    while True:
+        client = Client(node.port)
+        if name in client.welcome["users"]:
+            return client
+        client.sock.close()
+        assert time.monotonic() < deadline, (
+            f"{node.name} welcome never lists {name}: {client.welcome}"
+        )
+        time.sleep(0.02)
+
+
+def login_when_free(node: Node, name: str, room: str = "lobby", within: float = 2.0) -> Client:
+    """``login``, retried while ``name`` is still taken: a name freed on another node is
+    freed here when its presence entry's deletion reaches this node."""
+    deadline = time.monotonic() + within
+    while True:
+        client = Client(node.port)
+        answer = client.hello(name, room)
+        if answer["type"] == "ready":
+            return client
+        client.sock.close()
+        assert answer["code"] == "name_taken", answer
+        assert time.monotonic() < deadline, f"{name} still taken on {node.name} after {within} s"
+        time.sleep(0.01)
+
+
+def room_count(client: Client, room: str) -> int | None:
+    """The member count of ``room`` in a ``rooms`` reply to ``client`` (None: not listed)."""
+    client.send({"type": "rooms"})
+    counts = {r["name"]: r["users"] for r in client.expect("rooms")["rooms"]}
+    return counts.get(room)
+
+
+def until(check: Callable[[], bool], within: float, what: str) -> None:
+    """Wait (at most ``within`` s) until ``check()`` holds."""
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}\n{diagnostics()}"
+        time.sleep(0.02)
+
+
+def ref_is(ref: str) -> Predicate:
+    """A predicate: the frame echoes ``ref``."""
+    return lambda frame: frame.get("ref") == ref
+
+
+def users_of(frame: Frame) -> set[str]:
+    return set(frame["users"])
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    """A list a test appends its clients to; all of them say ``bye`` at the end."""
+    made: list[Client] = []
+    yield made
+    for client in made:
+        client.bye()
+
+
+@pytest.fixture(scope="module")
+def shared_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    with NatsServer(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pair(
+    shared_nats: NatsServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Node, Node]]:
+    """Two nodes, n1 and n2, on the module's nats-server."""
+    directory = tmp_path_factory.mktemp("nodes")
+    nodes = [Node(shared_nats.url, name, directory) for name in ("n1", "n2")]
+    try:
+        for node in nodes:
+            node.start()
+        yield nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+@pytest.fixture
+def own_pair(nats_server: NatsServer, tmp_path: Path) -> Iterator[tuple[Node, Node]]:
+    """Two nodes on a nats-server of this test alone (for tests that break things)."""
+    nodes = [Node(nats_server.url, name, tmp_path / "nodes") for name in ("n1", "n2")]
+    try:
+        for node in nodes:
+            node.start()
+        yield nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+# --- what was verified by hand first ---------------------------------------------------
+
+
+def test_two_nodes_behave_as_one_server(pair: tuple[Node, Node], clients: list[Client]) -> None:
+    n1, n2 = pair
+    alice = login(n1, "alice")
+    clients.append(alice)
+    assert "cluster" in alice.welcome.get("features", []), alice.welcome
+    # n2 learns of alice from the presence bucket's watcher, a few ms after her ready
+    bob = welcome_listing(n2, "alice")
+    clients.append(bob)
+    assert bob.hello("bob")["type"] == "ready"
+    assert {"alice", "bob"} <= users_of(bob.ready), bob.ready
+    alice.expect("join", lambda f: f["name"] == "bob" and f["room"] == "lobby")
+
+    # messages both ways, the same id on both sides, the ref on the sender's copy only
+    alice.send({"type": "say", "text": "hi from n1", "ref": "a1"})
+    mine = alice.expect("msg", lambda f: f["text"] == "hi from n1")
+    theirs = bob.expect("msg", lambda f: f["text"] == "hi from n1")
+    assert mine["ref"] == "a1" and "ref" not in theirs, (mine, theirs)
+    assert mine["id"] == theirs["id"] and theirs["from"] == "alice"
+    bob.send({"type": "say", "text": "hi from n2", "ref": "b1"})
+    mine = bob.expect("msg", lambda f: f["text"] == "hi from n2")
+    theirs = alice.expect("msg", lambda f: f["text"] == "hi from n2")
+    assert mine["ref"] == "b1" and "ref" not in theirs, (mine, theirs)
+    assert mine["id"] == theirs["id"] > 0 and theirs["from"] == "bob"
+
+    # dm both ways across the nodes, each side gets its copy
+    alice.send({"type": "dm", "to": "bob", "text": "psst"})
+    bob.expect("dm", lambda f: f["from"] == "alice" and f["to"] == "bob" and f["text"] == "psst")
+    alice.expect("dm", lambda f: f["from"] == "alice" and f["text"] == "psst")
+    bob.send({"type": "dm", "to": "Alice", "text": "back"})
+    alice.expect("dm", lambda f: f["from"] == "bob" and f["text"] == "back")
+    bob.expect("dm", lambda f: f["from"] == "bob" and f["text"] == "back")
+
+    # who, on either node, lists both
+    for client in (alice, bob):
+        client.send({"type": "who"})
+        reply = client.expect("users")
+        assert {"alice", "bob"} <= users_of(reply), reply
+
+    # names are unique across nodes, look-alikes too
+    assert refused(n2, "Alice")["code"] == "name_taken"
+    assert refused(n2, "ａｌｉｃｅ")["code"] == "name_taken"  # full width
+    assert refused(n1, "BOB")["code"] == "name_taken"
+    coco = login(n1, "coco")
+    clients.append(coco)
+    assert refused(n2, "сосо")["code"] == "name_taken"  # all Cyrillic
+
+    # bye on n2: its leave (quit) reaches n1
+    bob.bye()
+    alice.expect("leave", lambda f: f["name"] == "bob" and f["reason"] == "quit")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_killed_node_users_leave_lost(own_pair: tuple[Node, Node], clients: list[Client]) -> None:
+    n1, n2 = own_pair
+    alice = login(n1, "alice")
+    bob = login(n2, "bob")
+    clients += [alice, bob]
+    assert "alice" in users_of(bob.ready), bob.ready
+    n1.kill()
+    began = time.monotonic()
+    bob.expect("leave", lambda f: f["name"] == "alice", LOST_WITHIN)
+    took = time.monotonic() - began
+    frame = [f for f in bob.seen if f.get("type") == "leave" and f["name"] == "alice"][-1]
+    assert frame["reason"] == "lost", frame
+    assert took <= LOST_WITHIN
+    # the name is free again, on the surviving node (the sweep deletes her claims just
+    # after announcing her leave: allow it the round trip)
+    clients.append(login_when_free(n2, "alice", within=2.0))
+
+
+def test_concurrent_logins_of_one_name_on_two_nodes(
+    pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    """Two hellos for one name (or look-alikes) at once on two nodes: exactly one is let in."""
+    n1, n2 = pair
+    for first, second in (("zed", "zed"), ("yolanda", "YOLANDA"), ("xena", "ｘｅｎａ")):
+        one, two = Client(n1.port), Client(n2.port)
+        clients += [one, two]
+        one.send({"type": "hello", "name": first, "room": "race"})
+        two.send({"type": "hello", "name": second, "room": "race"})
+        answers = [c.expect_any(("ready", "error")) for c in (one, two)]
+        kinds = sorted(a["type"] for a in answers)
+        assert kinds == ["error", "ready"], answers
+        assert next(a for a in answers if a["type"] == "error")["code"] == "name_taken", answers
+
+
+def test_every_member_sees_one_order(pair: tuple[Node, Node], clients: list[Client]) -> None:
+    """3 clients on 2 nodes send 30 messages each, interleaved, without waiting: all three
+    receive the 90 in one order, ids strictly increasing, none twice."""
+    n1, n2 = pair
+    room, each = "burst", 30
+    senders = [login(n1, "b1", room), login(n2, "b2", room), login(n1, "b3", room)]
+    clients += senders
+    for i in range(each):
+        for k, client in enumerate(senders):
+            client.send({"type": "say", "text": f"b{k + 1} {i}", "ref": f"r{i}"})
+    seen = [client.msgs(3 * each, room, timeout=30.0) for client in senders]
+    orders = [[m["id"] for m in got] for got in seen]
+    texts = [[m["text"] for m in got] for got in seen]
+    assert orders[0] == orders[1] == orders[2], orders
+    assert texts[0] == texts[1] == texts[2]
+    ids = orders[0]
+    assert all(a < b for a, b in itertools.pairwise(ids)), ids
+    expected = {f"b{k + 1} {i}" for k in range(3) for i in range(each)}
+    assert set(texts[0]) == expected and len(texts[0]) == 3 * each
+    for k, got in enumerate(seen):  # each sender's own copies carry its refs, in order
+        own = [m for m in got if m["from"] == f"b{k + 1}"]
+        assert [m.get("ref") for m in own] == [f"r{i}" for i in range(each)], own
+        assert all("ref" not in m for m in got if m["from"] != f"b{k + 1}")
+    for client in senders:  # and nothing more comes
+        extra = [f for f in client.quiet(0.5) if f["type"] == "msg"]
+        assert not extra, extra
+
+
+def test_rooms_are_cluster_wide(pair: tuple[Node, Node], clients: list[Client]) -> None:
+    n1, n2 = pair
+    bob = login(n2, "rbob", "rx")
+    alice = login(n1, "ralice", "ry")
+    carol = login(n2, "rcarol", "rx")
+    clients += [bob, alice, carol]
+    # carol's login on n2 reaches n1 through the presence watcher (a few ms)
+    until(lambda: room_count(alice, "rx") == 2, 2.0, "n1 counts rx's 2 members")
+
+    alice.send({"type": "join", "room": "rx"})
+    ready = alice.expect("ready", lambda f: f["room"] == "rx")
+    assert users_of(ready) == {"ralice", "rbob", "rcarol"}, ready
+    bob.expect("join", lambda f: f["name"] == "ralice" and f["room"] == "rx")
+
+    def rooms(client: Client) -> dict[str, int]:
+        """Every room of a ``rooms`` reply and its count."""
+        client.send({"type": "rooms"})
+        return {r["name"]: r["users"] for r in client.expect("rooms")["rooms"]}
+
+    listed = rooms(bob)
+    assert listed.get("rx") == 3 and "ry" not in listed, listed
+    bob.send({"type": "who"})
+    assert users_of(bob.expect("users")) == {"ralice", "rbob", "rcarol"}
+
+    alice.send({"type": "join", "room": "rz"})
+    alice.expect("ready", lambda f: f["room"] == "rz")
+    bob.expect("leave", lambda f: f["name"] == "ralice" and f["reason"] == "part")
+    listed = rooms(carol)
+    assert listed.get("rx") == 2 and listed.get("rz") == 1, listed
+    assert rooms(alice) == listed
+
+
+SHAPE = {"kind": "line", "points": [[1, 1], [50, 50]], "color": "#112233", "width": 3}
+
+
+def test_late_joiner_on_another_node_gets_history_and_board(
+    pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    n1, n2 = pair
+    room = "hist"
+    carol = login(n2, "hcarol", room)  # a member on n2 while it happens
+    alice = login(n1, "halice", room)
+    clients += [carol, alice]
+    said = []
+    for i in range(3):
+        alice.send({"type": "say", "text": f"h{i}", "ref": f"h{i}"})
+        said.append(alice.expect("msg", ref_is(f"h{i}")))
+    alice.send({"type": "draw", "shape": SHAPE, "ref": "d1"})
+    drawn = alice.expect("draw", lambda f: f.get("ref") == "d1")
+    live = carol.expect("draw")
+    assert live["id"] == drawn["id"] and live["shape"] == drawn["shape"], (live, drawn)
+    assert live["from"] == "halice" and "ref" not in live
+
+    dave = login(n2, "hdave", room)
+    clients.append(dave)
+    history = [(m["id"], m["from"], m["text"]) for m in dave.ready["history"]]
+    assert history[-3:] == [(m["id"], "halice", m["text"]) for m in said], dave.ready
+    board = dave.ready.get("board", [])
+    assert [(s["id"], s["shape"]) for s in board] == [(drawn["id"], drawn["shape"])], board
+
+
+def test_txn_resent_on_the_other_node_is_stored_once(
+    pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    n1, n2 = pair
+    room = "txn"
+    bob = login(n2, "tbob", room)
+    alice = login(n1, "talice", room)
+    clients += [bob]
+    alice.send({"type": "say", "text": "once", "txn": "abc", "ref": "t1"})
+    first = alice.expect("msg", lambda f: f.get("ref") == "t1")
+    bob.expect("msg", lambda f: f["text"] == "once")
+    alice.bye()
+
+    again = login_when_free(n2, "talice", room)
+    clients.append(again)
+    again.send({"type": "say", "text": "once", "txn": "abc", "ref": "t2"})
+    echo = again.expect("msg", lambda f: f.get("ref") == "t2")
+    assert (echo["id"], echo["text"]) == (first["id"], "once"), (echo, first)
+    again.send({"type": "say", "text": "marker", "ref": "t3"})
+    again.expect("msg", lambda f: f.get("ref") == "t3")
+    bob.expect("msg", lambda f: f["text"] == "marker")
+    onces = [f for f in bob.seen if f.get("type") == "msg" and f["text"] == "once"]
+    assert len(onces) == 1, bob.seen
+    # the other node's copy of alice too: a resend from n1 is the same message again
+    again.bye()
+    third = login_when_free(n1, "talice", room)
+    clients.append(third)
+    third.send({"type": "say", "text": "once", "txn": "abc", "ref": "t4"})
+    assert third.expect("msg", lambda f: f.get("ref") == "t4")["id"] == first["id"]
+    third.send({"type": "say", "text": "marker2", "ref": "t5"})
+    bob.expect("msg", lambda f: f["text"] == "marker2")
+    onces = [f for f in bob.seen if f.get("type") == "msg" and f["text"] == "once"]
+    assert len(onces) == 1, bob.seen
+
+
+def test_resume_on_another_node(pair: tuple[Node, Node], clients: list[Client]) -> None:
+    n1, n2 = pair
+    room = "res"
+    alice = login(n1, "salice", room)
+    bob = login(n2, "sbob", room)
+    carol = login(n1, "scarol", room)
+    clients += [alice, bob, carol]
+    alice.expect("join", lambda f: f["name"] == "scarol")
+    bob.send({"type": "say", "text": "before", "ref": "x"})
+    last = alice.expect("msg", lambda f: f["text"] == "before")["id"]
+    token, epoch = alice.ready["resume"], alice.ready["epoch"]
+    marks = {c.label: len(c.seen) for c in (bob, carol)}
+
+    new = Client(n2.port)
+    clients.append(new)
+    answer = new.hello("salice", room, resume=token, since=last, epoch=epoch)
+    assert answer["type"] == "ready", f"{answer}\n{diagnostics()}"
+    assert answer["history"] == [], answer  # nothing after `since`
+    assert answer["resume"] != token
+    error = alice.expect("error")
+    assert error["code"] == "replaced", error
+    alice.wait_closed()
+
+    new.send({"type": "say", "text": "back", "ref": "y"})
+    new.expect("msg", lambda f: f.get("ref") == "y")
+    for client in (bob, carol):
+        client.expect("msg", lambda f: f["text"] == "back" and f["from"] == "salice")
+        notes = [
+            f
+            for f in client.seen[marks[client.label] :]
+            if f.get("type") in ("join", "leave") and f.get("name") == "salice"
+        ]
+        assert not notes, f"{client.label} saw {notes}"
+    bob.send({"type": "say", "text": "to the new one", "ref": "z"})
+    new.expect("msg", lambda f: f["text"] == "to the new one")
+    for client in (bob, new):
+        client.send({"type": "who"})
+        assert users_of(client.expect("users")) == {"salice", "sbob", "scarol"}
+
+
+def test_cluster_command_lists_the_nodes(pair: tuple[Node, Node]) -> None:
+    n1, n2 = pair
+    url = n1.url
+    done = subprocess.run(
+        [*chatcli_argv(), "cluster", "--cluster", url, "--json"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    status = json.loads(done.stdout)
+    nodes = {entry["node"]: entry for entry in status["nodes"]}
+    assert {"n1", "n2"} <= set(nodes), status
+    for node in (n1, n2):
+        entry = nodes[node.name]
+        assert f"{HOST}:{node.port}" in entry["listen"], entry
+        assert node.proc is not None
+        assert entry["liveness"] == "alive" and entry["pid"] == node.proc.pid, entry
+    table = subprocess.run(
+        [*chatcli_argv(), "cluster", "--cluster", url],
+        capture_output=True,
+        timeout=30,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+    )
+    assert table.returncode == 0, table.stderr.decode()
+    assert b"n1" in table.stdout and b"n2" in table.stdout, table.stdout.decode()
+
+
+def chatcli_argv() -> list[str]:
+    """``python -m chatcli`` with this interpreter."""
+    return [sys.executable, "-m", "chatcli"]
+
+
+def test_name_freed_by_bye_is_free_on_the_other_node_at_once(
+    pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    """On one server a name is free the moment its owner's ``bye`` is answered; across
+    nodes only the presence bucket's round trip (milliseconds) may come in between."""
+    n1, n2 = pair
+    took = []
+    for i in range(8):
+        owner = login(n2, f"f{i}", "free")
+        owner.bye()
+        began = time.monotonic()
+        clients.append(login_when_free(n1, f"f{i}", "free", within=3.0))
+        took.append(round(time.monotonic() - began, 3))
+    assert max(took) < 0.25, f"seconds until the name was free on n1: {took}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_resume_on_another_node_after_kill_loses_and_repeats_nothing(
+    own_pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    """alice's node dies (kill -9) while bob keeps talking and her last message's ack may
+    be lost; she resumes on the other node with her token and ``since``, resends that
+    message with its ``txn``: she has every message once, the room has hers once, and the
+    dead node's sweep later does not announce her as lost."""
+    n1, n2 = own_pair
+    alice = login(n1, "alice")
+    bob = login(n2, "bob")
+    clients += [alice, bob]
+    alice.expect("join", lambda f: f["name"] == "bob")
+    for i in range(5):
+        bob.send({"type": "say", "text": f"m{i}", "ref": f"m{i}"})
+    got = alice.msgs(5, "lobby")
+    assert [m["text"] for m in got] == [f"m{i}" for i in range(5)]
+    since, token, epoch = got[-1]["id"], alice.ready["resume"], alice.ready["epoch"]
+    alice.send({"type": "say", "text": "last words", "txn": "t-last", "ref": "l1"})
+    n1.kill()
+    alice.sock.close()
+    for i in range(5, 10):
+        bob.send({"type": "say", "text": f"m{i}", "ref": f"m{i}"})
+    sent = [bob.expect("msg", ref_is(f"m{i}")) for i in range(5, 10)]
+
+    again = Client(n2.port)
+    clients.append(again)
+    answer = again.hello("alice", "lobby", resume=token, since=since, epoch=epoch)
+    assert answer["type"] == "ready", f"{answer}\n{diagnostics()}"
+    history = [(m["id"], m["text"]) for m in answer["history"]]
+    mine = [m for m in answer["history"] if m["from"] == "alice"]
+    assert not answer.get("truncated"), answer
+    expected = sorted([(m["id"], m["text"]) for m in sent] + [(m["id"], m["text"]) for m in mine])
+    assert history == expected, answer["history"]  # everything after `since`, once, in order
+    assert [m["text"] for m in mine] in ([], ["last words"]), mine
+
+    again.send({"type": "say", "text": "last words", "txn": "t-last", "ref": "l2"})
+    echo = again.expect("msg", lambda f: f.get("ref") == "l2")
+    if mine:
+        assert echo["id"] == mine[0]["id"], (echo, mine)
+    again.send({"type": "say", "text": "after", "ref": "l3"})
+    again.expect("msg", lambda f: f.get("ref") == "l3")
+    bob.expect("msg", lambda f: f["text"] == "after")
+    lasts = [f for f in bob.seen if f.get("type") == "msg" and f["text"] == "last words"]
+    assert len(lasts) == 1 and lasts[0]["id"] == echo["id"], lasts
+    bob.send({"type": "say", "text": "welcome back", "ref": "w"})
+    again.expect("msg", lambda f: f["text"] == "welcome back")
+
+    # the dead node is swept (NODE_TIMEOUT 10 s after its last heartbeat): alice is on n2
+    # now, so nobody is told she left
+    frames = bob.quiet(15.0)
+    notes = [f for f in bob.seen if f.get("type") in ("leave", "join") and f["name"] == "alice"]
+    assert not notes, (notes, frames)
+    bob.send({"type": "who"})
+    assert users_of(bob.expect("users")) == {"alice", "bob"}
+    again.send({"type": "say", "text": "still here", "ref": "l4"})
+    bob.expect("msg", lambda f: f["text"] == "still here")
+
+
+def say_until_stored(client: Client, text: str, within: float) -> tuple[Frame, list[str]]:
+    """Say ``text-N`` (N = 1, 2, ...) until one is acknowledged; that ack and the texts
+    refused on the way (``unavailable`` while NATS is away), which nobody may ever get."""
+    deadline = time.monotonic() + within
+    refused: list[str] = []
+    while True:
+        attempt = f"{text}-{len(refused) + 1}"
+        client.send({"type": "say", "text": attempt, "ref": attempt})
+        left = max(0.5, deadline - time.monotonic())
+        answer = client.expect_any(("msg", "error"), ref_is(attempt), min(left, WAIT))
+        if answer["type"] == "msg":
+            return answer, refused
+        assert answer["code"] == "unavailable", answer
+        refused.append(attempt)
+        assert time.monotonic() < deadline, f"{text!r} never stored: {refused}\n{diagnostics()}"
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_nats_restart_refuses_then_recovers(
+    nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    """nats-server stops: ``say``/``draw`` get ``unavailable`` and connections stay; it
+    comes back: within ~10 s messages flow both ways again, what was refused never shows
+    up, what was acknowledged before is still in the history and the board, and nobody
+    connected all along is announced as gone."""
+    n1, n2 = own_pair
+    alice = login(n1, "alice")
+    bob = login(n2, "bob")
+    clients += [alice, bob]
+    alice.expect("join", lambda f: f["name"] == "bob")
+    marks = {c.label: len(c.seen) for c in (alice, bob)}
+    alice.send({"type": "say", "text": "before", "ref": "b"})
+    before = alice.expect("msg", lambda f: f.get("ref") == "b")
+    bob.expect("msg", lambda f: f["text"] == "before")
+    alice.send({"type": "draw", "shape": SHAPE, "ref": "d"})
+    drawn = alice.expect("draw", lambda f: f.get("ref") == "d")
+
+    nats_server.stop()
+    # NATS is away: new messages are refused, the connections stay open and answer
+    alice.send({"type": "say", "text": "during", "ref": "u1"})
+    refusal = alice.expect_any(("msg", "error"), lambda f: f.get("ref") == "u1", WAIT)
+    assert refusal["type"] == "error" and refusal["code"] == "unavailable", refusal
+    bob.send({"type": "draw", "shape": SHAPE, "ref": "u2"})
+    refusal = bob.expect_any(("draw", "error"), lambda f: f.get("ref") == "u2", WAIT)
+    assert refusal["type"] == "error" and refusal["code"] == "unavailable", refusal
+    for client in (alice, bob):
+        client.send({"type": "who"})
+        assert users_of(client.expect("users")) == {"alice", "bob"}
+        assert not client.closed
+
+    nats_server.restart()
+    after, refused = say_until_stored(alice, "after", within=10.0)
+    assert after["id"] > before["id"], (after, before)
+    assert bob.expect("msg", lambda f: f["text"] == after["text"])["id"] == after["id"]
+    bob.send({"type": "say", "text": "and back", "ref": "k"})
+    assert alice.expect("msg", lambda f: f["text"] == "and back")["id"] > after["id"]
+
+    # past the registry's NODE_TIMEOUT: no one was declared lost, the refused never came
+    for client in (alice, bob):
+        client.quiet(6.0)
+        client.send({"type": "who"})
+        assert users_of(client.expect("users")) == {"alice", "bob"}, client.label
+    gone = ["during", *refused]
+    for client in (alice, bob):
+        texts = [f["text"] for f in client.seen if f.get("type") == "msg"]
+        assert not set(gone) & set(texts), (client.label, gone, texts)
+        notes = [
+            f for f in client.seen[marks[client.label] :] if f.get("type") in ("join", "leave")
+        ]
+        assert not notes, (client.label, notes)
+
+    # nothing acknowledged before the outage is lost, on either node
+    for node, name in ((n1, "carol"), (n2, "dave")):
+        late = login(node, name)
+        clients.append(late)
+        texts = [(m["id"], m["text"]) for m in late.ready["history"]]
+        assert (before["id"], "before") in texts and (after["id"], after["text"]) in texts, texts
+        assert not set(gone) & {t for _, t in texts}, texts
+        assert [s["id"] for s in late.ready.get("board", [])] == [drawn["id"]], late.ready
