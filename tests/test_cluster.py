@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nats_server import NatsServer
+from nats_server import NatsServer, free_port
 from processes import EXIT_TIMEOUT, START_TIMEOUT, chatcli
 
 HOST = "127.0.0.1"
@@ -72,6 +72,11 @@ class Node:
         self.port = 0
 
     def start(self) -> Node:
+        """Spawn the node and wait until it listens."""
+        return self.spawn().wait_listening(START_TIMEOUT)
+
+    def spawn(self) -> Node:
+        """Start the process (it listens once it has reached NATS)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.out_path, "wb") as out, open(self.err_path, "ab") as err:
             self.proc = chatcli(
@@ -92,7 +97,12 @@ class Node:
                 stderr=err,
             )
         _RUNNING.append(self)
-        deadline = time.monotonic() + START_TIMEOUT
+        return self
+
+    def wait_listening(self, timeout: float) -> Node:
+        """Wait (at most ``timeout`` s) for the "listening" line; its port."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
         while True:
             match = _LISTENING.search(self.out_path.read_text(errors="replace"))
             if match:
@@ -816,3 +826,40 @@ def test_nats_restart_refuses_then_recovers(
         assert (before["id"], "before") in texts and (after["id"], after["text"]) in texts, texts
         assert not set(gone) & {t for _, t in texts}, texts
         assert [s["id"] for s in late.ready.get("board", [])] == [drawn["id"]], late.ready
+
+
+def test_node_started_before_nats_says_so_and_comes_up(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    """A node whose NATS is not there yet says so (one line) and keeps trying; once NATS
+    is up it listens and serves."""
+    server = NatsServer(tmp_path / "nats", port=free_port())
+    node = Node(server.url, "early", tmp_path / "nodes").spawn()
+    try:
+        until(lambda: "waiting for NATS" in node.log(), 5.0, "the node says it waits for NATS")
+        assert node.proc is not None and node.proc.poll() is None, node.log()
+        with server:
+            node.wait_listening(10.0)
+            alice = login(node, "alice")
+            clients.append(alice)
+            alice.send({"type": "say", "text": "up", "ref": "u"})
+            alice.expect("msg", ref_is("u"))
+        assert node.log().count("waiting for NATS") == 1, node.log()
+    finally:
+        node.stop()
+
+
+def test_nats_wait_gives_up_with_one_clear_line(tmp_path: Path) -> None:
+    """``--nats-wait 1`` with no NATS: exit 1 within a few seconds, one line, no traceback."""
+    node = Node(f"nats://{HOST}:{free_port()}", "late", tmp_path, "--nats-wait", "1").spawn()
+    try:
+        assert node.proc is not None
+        try:
+            code = node.proc.wait(10.0)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 10 s after --nats-wait 1:\n{node.log()}") from None
+        assert code == 1, node.log()
+        lines = node.log().strip().splitlines()
+        assert lines and "NATS" in lines[-1] and "Traceback" not in node.log(), lines
+    finally:
+        node.stop()
