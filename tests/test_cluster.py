@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -863,3 +864,161 @@ def test_nats_wait_gives_up_with_one_clear_line(tmp_path: Path) -> None:
         assert lines and "NATS" in lines[-1] and "Traceback" not in node.log(), lines
     finally:
         node.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_every_acknowledged_message_survives_kill_9_of_its_node(
+    tmp_path: Path, nats_server: NatsServer, clients: list[Client]
+) -> None:
+    """The durable-store crash test on a cluster: alice's node is killed (-9) after she
+    got acks for 30 messages (and while more are in flight); once it is back, under the
+    same name, both nodes' history holds every acknowledged message with its id, the ids
+    are never given again, and the dead life's users are announced gone."""
+    n1 = Node(nats_server.url, "n1", tmp_path / "nodes").start()
+    n2 = Node(nats_server.url, "n2", tmp_path / "nodes").start()
+    try:
+        bob = login(n2, "bob")
+        alice = login(n1, "alice")
+        clients.append(bob)
+        acked = []
+        for i in range(30):
+            alice.send({"type": "say", "text": f"k{i}", "ref": f"k{i}"})
+            acked.append(alice.expect("msg", ref_is(f"k{i}"))["id"])
+        for i in range(30, 40):  # in flight when the node dies
+            alice.send({"type": "say", "text": f"k{i}", "ref": f"k{i}"})
+        n1.kill()
+        bob.expect("leave", lambda f: f["name"] == "alice", LOST_WITHIN)
+        n1.start()
+        for node, name in ((n1, "reader1"), (n2, "reader2")):
+            reader = login(node, name, since=0)
+            clients.append(reader)
+            history = [(m["id"], m["text"]) for m in reader.ready["history"]]
+            assert history[:30] == [(n, f"k{i}") for i, n in enumerate(acked)], history
+            rest = [t for _, t in history[30:]]
+            assert rest == [f"k{i}" for i in range(30, 30 + len(rest))], history
+            ids = [n for n, _ in history]
+            assert ids == sorted(set(ids)), ids
+        again = login_when_free(n1, "alice")
+        clients.append(again)
+        again.send({"type": "say", "text": "after", "ref": "z"})
+        assert again.expect("msg", ref_is("z"))["id"] > max(ids)
+    finally:
+        n1.stop()
+        n2.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_kill_9_at_random_moments_with_resume_elsewhere_loses_and_repeats_nothing(
+    tmp_path: Path, nats_server: NatsServer, clients: list[Client]
+) -> None:
+    """The crash test on a cluster: alice talks without waiting for acks; four times her
+    node is killed at a random moment, she resumes on the other node (token, ``since``,
+    epoch) and resends what was not acknowledged with its ``txn``, and the dead node
+    comes back. bob, on a third node, and a late reader see every message once, in one
+    order; alice saw that same sequence, every one of her messages was acknowledged."""
+    rng = random.Random(11)
+    directory = tmp_path / "nodes"
+    nodes = [Node(nats_server.url, f"n{k}", directory).start() for k in (1, 2, 3)]
+    try:
+        bob = login(nodes[2], "bob")
+        alice = login(nodes[0], "alice")
+        clients.append(bob)
+        pending: dict[str, str] = {}  # txn -> text, not acknowledged yet
+        acks: dict[str, int] = {}  # text -> id
+        view: list[int] = []  # the room's message ids as alice was shown them
+
+        def take(frames: list[Frame]) -> None:
+            for frame in frames:
+                if frame.get("type") != "msg":
+                    continue
+                ref = frame.get("ref")
+                if ref in pending:
+                    acks[pending.pop(ref)] = frame["id"]
+                if frame["id"] not in view:  # a resend's echo repeats a known id
+                    view.append(frame["id"])
+
+        said = 0
+        current, other = 0, 1
+        for _round in range(4):
+            for _ in range(rng.randint(5, 12)):
+                txn = f"t{said}"
+                pending[txn] = f"a{said}"
+                alice.send({"type": "say", "text": f"a{said}", "txn": txn, "ref": txn})
+                said += 1
+            bob.send({"type": "say", "text": f"bob {_round}", "ref": f"b{_round}"})
+            take(alice.quiet(rng.uniform(0.0, 0.3)))
+            nodes[current].kill()
+            take(alice.quiet(0.5))  # what was on its way before the socket died
+            token, epoch = alice.ready["resume"], alice.ready["epoch"]
+            alice.sock.close()
+            alice = Client(nodes[other].port)
+            since = max(view) if view else 0
+            answer = alice.hello("alice", "lobby", resume=token, since=since, epoch=epoch)
+            assert answer["type"] == "ready", f"{answer}\n{diagnostics()}"
+            assert not answer.get("truncated"), answer
+            for msg in answer["history"]:
+                assert msg["id"] not in view, (msg, view)
+                view.append(msg["id"])
+            for txn, text in sorted(pending.items()):
+                alice.send({"type": "say", "text": text, "txn": txn, "ref": txn})
+            nodes[current].start()
+            current, other = other, current
+        clients.append(alice)
+        deadline = time.monotonic() + 20
+        while pending:
+            assert time.monotonic() < deadline, f"never acknowledged: {pending}\n{diagnostics()}"
+            take(alice.quiet(0.2))
+        texts = [f"a{i}" for i in range(said)] + [f"bob {r}" for r in range(4)]
+        got = bob.msgs(len(texts), "lobby", timeout=20.0)
+        assert not [f for f in bob.quiet(1.0) if f.get("type") == "msg"], "bob got more"
+        ids = [m["id"] for m in got]
+        assert ids == sorted(set(ids)), ids
+        assert sorted(m["text"] for m in got) == sorted(texts), got
+        assert {m["text"]: m["id"] for m in got if m["from"] == "alice"} == acks
+        take(alice.quiet(0.5))
+        assert view == ids, (view, ids)
+        reader = login(nodes[2], "reader", since=0)
+        clients.append(reader)
+        assert [(m["id"], m["text"]) for m in reader.ready["history"]] == [
+            (m["id"], m["text"]) for m in got
+        ]
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_node_started_later_serves_the_history_and_board(
+    pair: tuple[Node, Node],
+    shared_nats: NatsServer,
+    tmp_path: Path,
+    clients: list[Client],
+) -> None:
+    """A node that joins a cluster whose stream already holds messages (a new node, or one
+    restarted) gives a joiner the history and the board said before it started."""
+    n1, _n2 = pair
+    room = "older"
+    alice = login(n1, "oalice", room)
+    clients.append(alice)
+    said = []
+    for i in range(3):
+        alice.send({"type": "say", "text": f"o{i}", "ref": f"o{i}"})
+        said.append(alice.expect("msg", ref_is(f"o{i}")))
+    alice.send({"type": "draw", "shape": SHAPE, "ref": "od"})
+    drawn = alice.expect("draw", ref_is("od"))
+    n3 = Node(shared_nats.url, "n3", tmp_path).start()
+    try:
+        late = login(n3, "olate", room)
+        clients.append(late)
+        history = [(m["id"], m["text"]) for m in late.ready["history"]]
+        assert history == [(m["id"], m["text"]) for m in said], late.ready
+        assert [s["id"] for s in late.ready.get("board", [])] == [drawn["id"]], late.ready
+        resumed = login(n3, "oresume", room, since=said[0]["id"])
+        clients.append(resumed)
+        assert [m["id"] for m in resumed.ready["history"]] == [m["id"] for m in said[1:]]
+    finally:
+        for client in clients[1:]:
+            client.bye()
+        del clients[1:]
+        n3.stop()
