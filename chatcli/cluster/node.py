@@ -30,7 +30,7 @@ from nats.js import api
 from chatcli import __version__
 from chatcli.cluster.accounts import ClusterAccounts
 from chatcli.cluster.layout import HEARTBEAT, NODES_BUCKET, node_subject
-from chatcli.cluster.nodes import NodeInfo, decode_node, encode_node
+from chatcli.cluster.nodes import NodeInfo, encode_node, read_nodes
 from chatcli.cluster.options import NatsOptions
 from chatcli.cluster.presence import Presence
 from chatcli.cluster.store import ClusterStore
@@ -128,6 +128,8 @@ class ClusterNode:
         self.started = time.time()
         self.connected = False
         self.stopping = False
+        #: when this node's heartbeat was last written (others are judged only after it)
+        self.beat = 0.0
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -171,6 +173,10 @@ class ClusterNode:
         if not self.connected:
             self.connected = True
             log.warning("cluster: NATS reachable again at %s", self.nc.connected_url.netloc)
+        if self.presence is not None:
+            self.presence.grace()
+        if self.store is not None:  # a restarted server lost the feed's consumer
+            self._tasks.append(asyncio.get_running_loop().create_task(self.store.resubscribe()))
 
     async def _error(self, exc: Exception) -> None:
         log.debug("cluster: NATS: %s", exc)
@@ -231,10 +237,8 @@ class ClusterNode:
             await self.nc.subscribe(node_subject(self.name) + ".*", cb=self._forwarded)
         )
         self._nodes_kv = await self.bucket(NODES_BUCKET)
-        watcher = await self._nodes_kv.watchall()
-        self._subs.append(watcher)
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._watch_nodes(watcher)))
+        self._tasks.append(loop.create_task(self._watch_nodes()))
         self._tasks.append(loop.create_task(self._heartbeat()))
         self._tasks.append(loop.create_task(self._sweep()))
 
@@ -312,30 +316,41 @@ class ClusterNode:
         while True:
             try:
                 await self._nodes_kv.put(self.name, encode_node(self.info()))
-            except Exception as exc:
+                self.beat = time.monotonic()
+            except Exception as exc:  # NATS away: the next beat tries again
                 log.debug("cluster: heartbeat not written: %s", exc)
+                if self.presence is not None:  # others' silence meanwhile proves nothing
+                    self.presence.grace()
             await asyncio.sleep(HEARTBEAT)
 
-    async def _watch_nodes(self, watcher: Any) -> None:
+    async def _watch_nodes(self) -> None:
+        """Read the registry every heartbeat: a node whose ``seen`` moved is alive.
+
+        A fresh read each time (not a long-lived watcher), so a NATS restart cannot
+        leave this node reading nothing; ``seen`` is compared with its last value, not
+        with this machine's clock, so clocks that differ do not matter.
+        """
         assert self.presence is not None
-        async for entry in watcher:
-            if entry is None or entry.key == self.name:
-                continue
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
-                continue  # a clean stop: its users said goodbye one by one
+        last: dict[str, float] = {}
+        while True:
             try:
-                info = decode_node(entry.value)
-            except ValueError as exc:
-                log.warning("cluster: damaged registry entry %s: %s", entry.key, exc)
-                continue
-            if time.time() - info.seen < 2 * HEARTBEAT + 1:
-                self.presence.node_seen(info.node)
+                listing = await read_nodes(self.js)
+            except Exception as exc:  # NATS away: silence proves nothing
+                log.debug("cluster: registry not read: %s", exc)
+            else:
+                for info in listing:
+                    if info.node != self.name and last.get(info.node) != info.seen:
+                        if info.node in last:
+                            self.presence.node_seen(info.node)
+                        last[info.node] = info.seen
+            await asyncio.sleep(HEARTBEAT)
 
     async def _sweep(self) -> None:
         assert self.presence is not None
         while True:
             await asyncio.sleep(1.0)
-            if self.nc.is_connected:  # without NATS, silence proves nothing
+            # judged only while this node's own heartbeats get through
+            if self.nc.is_connected and time.monotonic() - self.beat < 2 * HEARTBEAT:
                 try:
                     await self.presence.sweep()
                 except Exception as exc:

@@ -29,6 +29,7 @@ of logins in the presence bucket (chatcli.cluster.presence).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -75,7 +76,7 @@ WARM_MESSAGES: Final = 200_000
 #: seconds a published message may wait for JetStream's acknowledgement
 ACK_TIMEOUT: Final = 3.0
 #: seconds an acknowledged message may wait for the feed before it is answered anyway
-ECHO_TIMEOUT: Final = 10.0
+ECHO_TIMEOUT: Final = 30.0
 #: how long JetStream remembers a message id (a ``txn``): spec 1.1 asks for 24 hours
 DUPLICATE_WINDOW: Final = 24 * 3600.0
 #: what a sender is told when the cluster cannot store its message
@@ -171,7 +172,17 @@ class ClusterStore:
         self._start_seq = last
         self._ack_prefix = f"_INBOX.chatcli.{self.node}.{nc._nuid.next().decode()}."
         self._acks = await nc.subscribe(self._ack_prefix + "*", cb=self._on_ack)
-        self._feed = await self.js.subscribe(
+        self._feed = await self._subscribe(first)
+        if last == 0:
+            self.caught_up.set()
+        self._timer = asyncio.get_running_loop().create_task(self._watch_timeouts())
+
+    def describe(self) -> str:
+        """For serve's start-up line."""
+        return f"NATS JetStream stream {MSGS_STREAM} (shared by the cluster; epoch {self.epoch})"
+
+    async def _subscribe(self, first: int) -> Any:
+        return await self.js.subscribe(
             "chatcli.>",
             stream=MSGS_STREAM,
             cb=self._on_feed,
@@ -181,13 +192,29 @@ class ClusterStore:
             pending_msgs_limit=-1,
             pending_bytes_limit=-1,
         )
-        if last == 0:
-            self.caught_up.set()
-        self._timer = asyncio.get_running_loop().create_task(self._watch_timeouts())
 
-    def describe(self) -> str:
-        """For serve's start-up line."""
-        return f"NATS JetStream stream {MSGS_STREAM} (shared by the cluster; epoch {self.epoch})"
+    async def resubscribe(self) -> None:
+        """After NATS came back: a new feed from where this one stopped, at once.
+
+        (nats-py's ordered consumer would find out by itself, after some missed
+        heartbeats; a restarted server has forgotten it.) What both deliver twice is
+        skipped by its sequence.
+        """
+        old, self._feed = self._feed, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.unsubscribe()
+        for attempt in range(120):
+            try:
+                self._feed = await self._subscribe(self._read + 1)
+            except Exception as exc:  # JetStream still starting: retry
+                log.debug("cluster: feed not resubscribed yet: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if attempt:
+                log.info("cluster: message feed back after %d attempts", attempt + 1)
+            return
+        log.warning("cluster: the message feed could not be resubscribed; relying on NATS")
 
     # -- the store port ----------------------------------------------------------------------
 
@@ -433,7 +460,9 @@ class ClusterStore:
                     entry.answer = Failed(entry.intent, UNAVAILABLE)  # type: ignore[arg-type]
                     changed = True
                 elif entry.acked and age > ECHO_TIMEOUT:
-                    log.warning("cluster: the feed never brought back message %s", nonce)
+                    # kept, but the feed is late: the sender may resend (its txn makes
+                    # that safe)
+                    log.warning("cluster: the feed is %.0f s late with message %s", age, nonce)
                     del self._waiting_echo[nonce]
                     entry.answer = Failed(entry.intent, UNAVAILABLE)  # type: ignore[arg-type]
                     changed = True
