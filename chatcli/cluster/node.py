@@ -71,6 +71,15 @@ class _Close(msgspec.Struct, frozen=True):
     node: str
 
 
+class _Mute(msgspec.Struct, frozen=True):
+    key: str
+    minutes: int
+
+
+#: where operators' mutes are broadcast to every node
+MUTES: Final = "chatcli.mute"
+
+
 class RemoteLink:
     """Where another node's user is connected, as the hub's fan-out sees it.
 
@@ -224,6 +233,7 @@ class ClusterNode:
         self.server = server
         relay = server.relay
         relay.presence = deque()
+        relay.shared_mutes = deque()
         relay.remote_link = lambda node, session: RemoteLink(self, node, session)
         relay.features = (*relay.features, "cluster")
         for events in self.store.board_events().values():
@@ -232,7 +242,8 @@ class ClusterNode:
         self.presence = Presence(self.name, relay, self.inject)
         await self.accounts.open(self.js, self.bucket)
         await self.presence.open(self.bucket)
-        server.hub.after_apply = self.presence.take_notes
+        server.hub.after_apply = self._after_apply
+        self._subs.append(await self.nc.subscribe(MUTES, cb=self._muted))
         self._subs.append(
             await self.nc.subscribe(node_subject(self.name) + ".*", cb=self._forwarded)
         )
@@ -241,6 +252,31 @@ class ClusterNode:
         self._tasks.append(loop.create_task(self._watch_nodes()))
         self._tasks.append(loop.create_task(self._heartbeat()))
         self._tasks.append(loop.create_task(self._sweep()))
+
+    def _after_apply(self) -> None:
+        """After every relay call: share presence changes and mutes."""
+        assert self.presence is not None and self.server is not None
+        self.presence.take_notes()
+        mutes = self.server.relay.shared_mutes
+        while mutes:
+            key, minutes = mutes.popleft()
+            data = msgspec.json.encode(_Mute(key, minutes))
+            if self.nc.is_connected:
+                task = asyncio.get_running_loop().create_task(self.nc.publish(MUTES, data))
+                self._tasks.append(task)
+                task.add_done_callback(self._tasks.remove)
+            else:
+                log.warning("cluster: NATS away: a mute holds on this node only")
+
+    async def _muted(self, msg: Any) -> None:
+        """An operator on any node muted (or unmuted) a name: every node applies it."""
+        assert self.server is not None
+        try:
+            mute = msgspec.json.decode(msg.data, type=_Mute)
+        except msgspec.DecodeError as exc:
+            log.warning("cluster: unreadable mute from NATS: %s", exc)
+            return
+        self.server.relay.mute(mute.key, mute.minutes)
 
     def inject(self, effects: list[Effect]) -> None:
         """Effects the cluster caused (not a connection): through the hub, then written."""
