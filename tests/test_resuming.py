@@ -366,7 +366,7 @@ async def test_join_session_says_what_happened_and_sends_what_was_typed_in_order
     tail = screen.lines[screen.lines.index("<bob> missed") :]
     assert tail == [
         "<bob> missed",
-        "** reconnected; 1 message you missed is shown above",
+        f"** reconnected to {HOST}:{srv.port}; 1 message you missed is shown above",
         "<alice> two",
     ]
     assert session.refused == 1
