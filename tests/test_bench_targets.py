@@ -22,6 +22,7 @@ from processes import EXIT_TIMEOUT, chatcli, serve_process
 from chatcli.bench.accounting import ClientLog, account
 from chatcli.bench.metrics import METRICS
 from chatcli.bench.report_facts import run_facts, target_text
+from chatcli.bench.report_html import render_html
 from chatcli.bench.report_md import render_markdown
 from chatcli.bench.report_schema import BenchReport, loads_report
 from chatcli.bench.runner import BenchOptions, target_rows
@@ -112,6 +113,8 @@ def test_params_and_report_say_every_target() -> None:
     assert ("target", target_text(again)) in [(f.name, f.value) for f in run_facts(again)]
     markdown = render_markdown(again)
     assert "(2/2 clients)" in markdown and "cross-node deliveries" in markdown
+    page = render_html(again)
+    assert "[::1]:2 (1/1 clients)" in page and "cross-node deliveries" in page
     with pytest.raises(UsageError, match="'targets'"):
         loads_report(json.dumps({**report.to_dict(), "targets": [{"target": 1}]}))
 
