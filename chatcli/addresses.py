@@ -59,6 +59,8 @@ def split_address(text: str, option: str = "address") -> tuple[str, int | None]:
     spec = text.strip()
     if not spec:
         raise AddressError(option, text, "it is empty")
+    if "," in spec:  # no host or address has one: a list given where one server is wanted
+        raise AddressError(option, text, "one address is wanted here, not a list")
     if spec.startswith("["):
         inside, bracket, rest = spec[1:].partition("]")
         if not bracket:

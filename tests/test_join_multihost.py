@@ -41,7 +41,7 @@ from processes import (
     run_join,
 )
 
-from chatcli.addresses import AddressError, parse_address_list
+from chatcli.addresses import AddressError, parse_address, parse_address_list
 from chatcli.client.resume import ResumeState
 from chatcli.client.resuming import Lost, Resumed, ResumingClient, Status
 from chatcli.config import LastJoin, load_last_join, save_last_join
@@ -82,6 +82,9 @@ def test_a_host_list_reads_commas_and_repeats_in_order_once_each() -> None:
         parse_address_list("a:1,,b:2")
     with pytest.raises(AddressError, match="no port"):
         parse_address_list("a:1,b")
+    # where one server is wanted (replay --to, serve --host), a list is said to be one
+    with pytest.raises(AddressError, match="one address is wanted here, not a list"):
+        parse_address("a:1,b:2", option="--to")
 
 
 def test_the_remembered_list_reads_back(
