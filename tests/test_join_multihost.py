@@ -435,3 +435,21 @@ def test_a_piped_session_loses_no_line_when_its_server_is_killed(
     assert set(on_first) | set(on_second) == {f"line {n}" for n in range(20)}
     assert len(on_first) == len(set(on_first)) and len(on_second) == len(set(on_second))
     assert on_second and on_second[-1] == "line 19"
+
+
+@pytest.mark.e2e
+def test_a_remembered_list_is_named_when_none_of_it_answers(config: dict[str, str]) -> None:
+    a, b = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
+    remembered = Path(config["CHATCLI_CONFIG_DIR"]) / "last-join.json"
+    remembered.parent.mkdir(parents=True)
+    first_port = int(a.rsplit(":", 1)[1])
+    remembered.write_text(
+        json.dumps({"host": HOST, "port": first_port, "name": "alice", "hosts": [a, b]})
+    )
+    done = run_join(env=config)  # no name, no host: all of it remembered
+    assert done.returncode == 1
+    (line,) = done.stderr.decode().splitlines()
+    assert line.startswith("chatcli: cannot connect to any of the 2 servers: ")
+    assert line.endswith(
+        f"; host {a},{b} remembered from your last join; give --host to change it"
+    ), line

@@ -208,19 +208,16 @@ def _servers(
 
     Adds what was taken from the last join to ``remembered`` (said if connecting fails).
     """
-    from chatcli.addresses import format_address, parse_address_list
+    from chatcli.addresses import format_address, parse_address_list, split_address
 
     default_port = port or (last.port if last else DEFAULT_PORT)
     if hosts:
         servers = parse_address_list(
             hosts, option="--host", default_host=DEFAULT_HOST, default_port=default_port
         )
-        if (
-            not port
-            and last
-            and last.port != DEFAULT_PORT
-            and default_port in {p for _, p in servers}
-        ):
+        entries = [entry for text in hosts for entry in text.split(",")]
+        portless = any(split_address(entry, "--host")[1] is None for entry in entries)
+        if not port and last and last.port != DEFAULT_PORT and portless:
             remembered.append(f"port {last.port}")
         return servers
     if last is None:
