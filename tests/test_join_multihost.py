@@ -46,6 +46,7 @@ from chatcli.client.resume import ResumeState
 from chatcli.client.resuming import Lost, Resumed, ResumingClient, Status
 from chatcli.config import LastJoin, load_last_join, save_last_join
 from chatcli.core.protocol import (
+    Error,
     Hello,
     LineFramer,
     Msg,
@@ -125,6 +126,8 @@ class StubNode:
         self.writers: list[asyncio.StreamWriter] = []
         #: die right after storing the next message, before anyone gets it (its ack lost)
         self.die_after_store = False
+        #: refuse this many messages with ``unavailable`` (as a node cut off from NATS)
+        self.unavailable = 0
 
     async def start(self) -> StubNode:
         self.server = await asyncio.start_server(self._session, HOST, 0)
@@ -181,6 +184,10 @@ class StubNode:
 
     def _say(self, name: str, say: Say, writer: asyncio.StreamWriter) -> None:
         shared = self.shared
+        if self.unavailable:
+            self.unavailable -= 1
+            writer.write(encode(Error(code="unavailable", message="try again", ref=say.ref)))
+            return
         if say.txn is not None and (name, say.txn) in shared.txns:  # a resend: ack only
             kept = shared.txns[(name, say.txn)]
             writer.write(encode(Msg(**{**_fields(kept), "ref": say.ref})))
@@ -261,9 +268,57 @@ async def test_a_session_moves_to_the_next_node_and_misses_nothing_nor_sees_twic
     assert texts() == ["one", "away", "typed while down", "three"]
     assert [m.text for m in shared.log] == texts()  # each stored once, in that order
     assert [type(s) for s in statuses] == [Lost, Resumed, Lost, Resumed]
+    # each pause said which server comes next
+    assert [s.address for s in statuses if isinstance(s, Lost)] == [
+        f"{HOST}:{nodes[1].port}",
+        f"{HOST}:{nodes[2].port}",
+    ]
     assert statuses[-1] == Resumed(1, False, 1, f"{HOST}:{nodes[2].port}")
     for node in nodes:
         await node.kill()
+
+
+class Screen:
+    """An Output that keeps what join would show, as text."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def show(self, event: object, raw: bytes = b"") -> None:
+        if isinstance(event, Msg):
+            self.lines.append(f"<{event.from_}> {event.text}")
+
+    def notice(self, text: str, error: bool = False) -> None:
+        self.lines.append(f"** {text}")
+
+    def flush(self) -> None:
+        pass
+
+
+@async_test
+async def test_join_says_a_message_refused_as_unavailable_once_and_gets_it_through() -> None:
+    from chatcli.ui.join import JoinOptions, JoinSession
+    from chatcli.ui.render import Renderer
+
+    node = await StubNode(SharedRoom()).start()
+    node.unavailable = 2
+    link = ResumingClient(HOST, node.port, ResumeState("alice", "lobby"), connect_timeout=WAIT)
+    await link.start()
+    screen = Screen()
+    session = JoinSession(link, JoinOptions(HOST, node.port, "alice"), screen, Renderer(me="alice"))
+    receiver = asyncio.create_task(session.receive_forever())
+    await session.submit("hello")
+    async with asyncio.timeout(WAIT):
+        await session.acked.wait()
+    await link.close()
+    await asyncio.wait_for(receiver, WAIT)
+    await node.kill()
+    assert screen.lines == [
+        "** the server cannot store messages right now; retrying",
+        "<alice> hello",
+    ]
+    assert session.refused == 0 and link.state.in_flight == 0
+    assert [m.text for m in node.shared.log] == ["hello"]
 
 
 @async_test
@@ -376,7 +431,7 @@ def test_kill_the_server_in_use_and_the_session_goes_on_on_the_other(
             watcher = Watcher(second.port, name="watcher")
             try:
                 first.kill()
-                _see(term, "connection lost, reconnecting in")
+                _see(term, f"connection lost, reconnecting to {second.address} in")
                 # another server, another epoch: said as possibly truncated
                 _see(term, f"reconnected to {second.address}; some messages may have been lost")
                 term.type(b"after\r")

@@ -85,6 +85,8 @@ class Lost:
     delay: float
     attempt: int
     reason: str
+    #: the server (HOST:PORT) of the next attempt when there are several ("" when one)
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -343,11 +345,12 @@ class ResumingClient:
                     f"gave up reconnecting to {self.every_address} after "
                     f"{self.state.retry_for:g} s ({reason})"
                 )
-            on_status(Lost(delay, self.state.attempt, reason))
+            self._use(self._current + 1)  # the next server (the same one when alone)
+            upcoming = self.address if len(self.servers) > 1 else ""
+            on_status(Lost(delay, self.state.attempt, reason, upcoming))
             await self._sleep(delay)
             if self._closing:
                 return
-            self._use(self._current + 1)  # the next server (the same one when alone)
             offered = self.state.token is not None
             try:
                 client = await self._connect()

@@ -426,8 +426,9 @@ class JoinSession:
     def status(self, status: Status) -> None:
         """Say what the connection is doing: lost (and when it retries), or back."""
         if isinstance(status, Lost):
+            to = f" to {status.address}" if status.address else ""
             self.output.notice(
-                f"connection lost, reconnecting in {_seconds(status.delay)} "
+                f"connection lost, reconnecting{to} in {_seconds(status.delay)} "
                 f"(attempt {status.attempt})",
                 error=True,
             )
