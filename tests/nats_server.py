@@ -68,19 +68,28 @@ def free_port() -> int:
 class NatsServer:
     """One ``nats-server -js`` process on 127.0.0.1 with its store under ``directory``.
 
+    ``jetstream=False`` leaves ``-js`` out (a plain NATS, for the "no JetStream" paths);
+    ``args`` are added to the command line (``--user``, ``--tls``...).
+
     ``port`` is chosen free at the first start and kept by :meth:`restart`, and so is the
     store directory: JetStream's streams and buckets survive a stop or a kill. Use it as a
     context manager, or call :meth:`start` and :meth:`stop`.
     """
 
     def __init__(
-        self, directory: Path, *, port: int | None = None, args: tuple[str, ...] = ()
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        jetstream: bool = True,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.directory = Path(directory)
         self.store_dir = self.directory / "jetstream"
         self.log_path = self.directory / "nats-server.log"
         self.port = port
         self.monitor_port = 0
+        self.jetstream = jetstream
         self.args = args
         self.binary = find_binary()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -122,7 +131,7 @@ class NatsServer:
         self.monitor_port = free_port()
         command = [
             self.binary,
-            "-js",
+            *(["-js"] if self.jetstream else []),
             "-a",
             HOST,
             "-p",
