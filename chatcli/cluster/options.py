@@ -23,11 +23,12 @@ from __future__ import annotations
 import functools
 import ssl
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from chatcli.addresses import AddressError, format_address, split_address
 from chatcli.errors import UsageError
@@ -112,7 +113,7 @@ class NatsOptions:
     #: a NATS credentials file (JWT and seed)
     creds: Path | None = None
     user: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = None
     #: CA certificates (PEM) to verify the servers with, instead of the system's
     ca: Path | None = None
     #: a client certificate and its key (PEM), for servers that verify clients
@@ -134,6 +135,17 @@ class NatsOptions:
             raise UsageError("--nats-creds and --nats-user/--nats-password: give one of them")
         if (self.user is None) != (self.password is None):
             raise UsageError("--nats-user and --nats-password go together: give both")
+
+    def __repr__(self) -> str:
+        """The fields that are set, passwords masked (in URLs too): safe to log."""
+        shown = [f"servers={tuple(redact(url) for url in self.servers)!r}"]
+        for name in ("creds", "user", "ca", "cert", "key"):
+            value = getattr(self, name)
+            if value is not None:
+                shown.append(f"{name}={value!r}")
+        if self.password is not None:
+            shown.append("password='***'")
+        return f"NatsOptions({', '.join(shown)}, name={self.name!r})"
 
     @property
     def tls(self) -> bool:
@@ -297,7 +309,14 @@ def _build(values: dict[str, Any], name: str) -> NatsOptions | None:
     """The NatsOptions the option values describe (None without --cluster)."""
     servers = values["cluster"]
     if servers is None:
-        given = [f"--{key.replace('_', '-')}" for key in _KEYS[1:] if values[key] is not None]
+        # a password in the environment is no mistake when this run is not a cluster's
+        from_env = click.get_current_context().get_parameter_source("nats_password")
+        ignored = {"nats_password"} if from_env is ParameterSource.ENVIRONMENT else set()
+        given = [
+            f"--{key.replace('_', '-')}"
+            for key in _KEYS[1:]
+            if values[key] is not None and key not in ignored
+        ]
         if given:
             raise UsageError(f"{given[0]} needs --cluster")
         return None

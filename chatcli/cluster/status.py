@@ -12,6 +12,8 @@ addresses are shown as plain text (no rich markup, control characters removed).
 from __future__ import annotations
 
 import asyncio
+import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,6 +28,7 @@ from chatcli.cluster.nodes import NodeList, liveness, read_nodes
 from chatcli.cluster.options import NatsOptions, redact
 from chatcli.core.sanitize import clean_text
 from chatcli.errors import ConnectionFailed
+from chatcli.tls import client_reason
 
 __all__ = ["ClusterStatus", "StreamSize", "gather_status", "render_status", "status_json"]
 
@@ -61,6 +64,21 @@ async def gather_status(nats: NatsOptions, clock: Callable[[], float] = time.tim
     """Connect to NATS, read the registry and the streams, close; ConnectionFailed if NATS
     cannot be reached within the connect timeout or has no JetStream.
     """
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.addFilter(_quiet_tls_eof)
+    try:
+        return await _gather(nats, clock)
+    finally:
+        asyncio_log.removeFilter(_quiet_tls_eof)
+
+
+def _quiet_tls_eof(record: logging.LogRecord) -> bool:
+    """Drop asyncio's warning about ``eof_received`` under TLS: nats-py's transport makes
+    it on every close of a TLS connection, and it means nothing to the user."""
+    return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+async def _gather(nats: NatsOptions, clock: Callable[[], float]) -> ClusterStatus:
     import nats as nats_py
     from nats.errors import Error as NatsError
     from nats.errors import NoRespondersError
@@ -124,11 +142,19 @@ def _why(errors: list[BaseException], exc: BaseException) -> str:
     for error in reversed([*errors, exc]):
         if isinstance(error, ConnectionRefusedError):
             return "connection refused"
+        if isinstance(error, ssl.SSLCertVerificationError):
+            why = error.verify_message or "not verified"
+            return (
+                f"its certificate is not trusted ({why}); give --nats-ca FILE with the CA "
+                "that signed it"
+            )
+        if isinstance(error, ssl.SSLError):
+            return client_reason(error)
         text = str(error).strip()
         if isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower():
             continue
         if text and "no servers available" not in text.lower():
-            return clean_text(text.removeprefix("nats: ")).lower()
+            return clean_text(text.removeprefix("nats: ")).strip("'\"").lower()
     return "no answer (timed out)"
 
 
