@@ -288,3 +288,15 @@ def test_render_status_in_process(nats_server: NatsServer) -> None:
     Console(file=out, width=200).print(render_status(status))
     text = out.getvalue()
     assert "11.0 s ago" in text and text.splitlines()[3].rstrip().endswith("dead")
+
+
+def test_first_reachable_server_of_the_list(nats_server: NatsServer) -> None:
+    """A dead server in the list does not stop the command: it connects to a live one."""
+    dead = NatsServer(nats_server.directory.parent / "dead").start()
+    dead_url = dead.url
+    dead.stop()
+    code, out, err = run_cluster("--cluster", f"{dead_url},{nats_server.url}")
+    assert (code, err) == (0, "")
+    assert out.startswith(f"NATS {nats_server.url}, nats-server ")
+    code, out, err = run_cluster(env={"CHATCLI_CLUSTER": f"{nats_server.url} {dead_url}"})
+    assert (code, err) == (0, "") and out.startswith(f"NATS {nats_server.url}, ")
