@@ -119,7 +119,7 @@ def test_table_shows_alive_stale_and_dead_nodes(nats_server: NatsServer) -> None
             nats_server.url,
             {
                 "n1": encode_node(node("n1", now, listen=("127.0.0.1:7001", "10.0.0.1:7001"))),
-                "n2": encode_node(node("n2", now - 7, host="box2", users=1, pid=77)),
+                "n2": encode_node(node("n2", now - 5, host="box2", users=1, pid=77)),
                 "n3": encode_node(node("n3", now - 60, host="box3", users=9)),
             },
             messages=5,
@@ -132,7 +132,7 @@ def test_table_shows_alive_stale_and_dead_nodes(nats_server: NatsServer) -> None
                 "n1": lambda t: node(
                     "n1", t, started=now - 3600, listen=("127.0.0.1:7001", "10.0.0.1:7001")
                 ),
-                "n2": lambda t: node("n2", t - 7, host="box2", users=1, pid=77),
+                "n2": lambda t: node("n2", t - 5, host="box2", users=1, pid=77),
             },
             lambda: run_cluster("--cluster", nats_server.url),
         )
@@ -149,7 +149,8 @@ def test_table_shows_alive_stale_and_dead_nodes(nats_server: NatsServer) -> None
     assert rows[0][:6] == ["n1", "box1", "127.0.0.1:7001", "3", "2", "1h00m"]
     assert rows[0][-1] == "alive"
     assert rows[1] == ["10.0.0.1:7001"]  # one address a line
-    # a stale node: its heartbeats are 7 s late, more than 4 s, not yet dead (10 s)
+    # a stale node: its heartbeats are 5 s old, more than 4 s, not yet dead (10 s): the
+    # command has 5 s from a put to its reading of the registry, on a busy machine too
     assert rows[2][:5] == ["n2", "box2", "127.0.0.1:7001", "1", "2"]
     assert rows[2][-1] == "stale"
     assert rows[3][:3] == ["n3", "box3", "127.0.0.1:7001"]
@@ -165,7 +166,7 @@ def test_json_for_scripts(nats_server: NatsServer) -> None:
             nats_server.url,
             {
                 "n1": lambda t: node("n1", t, web="http://127.0.0.1:8080/"),
-                "n2": lambda t: node("n2", t - 7, state="unavailable"),
+                "n2": lambda t: node("n2", t - 5, state="unavailable"),
             },
             lambda: run_cluster("--cluster", nats_server.url, "--json"),
         )
@@ -179,7 +180,7 @@ def test_json_for_scripts(nats_server: NatsServer) -> None:
     assert by_name["n1"]["liveness"] == "alive" and by_name["n2"]["liveness"] == "stale"
     assert by_name["n1"]["web"] == "http://127.0.0.1:8080/"
     assert by_name["n2"]["state"] == "unavailable"
-    assert 7.0 <= by_name["n2"]["age"] < 8.0
+    assert 5.0 <= by_name["n2"]["age"] <= 10.0
     # every field of the registry entry passes through as written
     expected = {
         "node": "n1", "pid": 4242, "host": "box1", "listen": ["127.0.0.1:7001"],
