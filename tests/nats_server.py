@@ -188,6 +188,7 @@ class NatsServer:
         if proc is None:
             return
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a paused server would not act on SIGTERM
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout)
@@ -205,6 +206,16 @@ class NatsServer:
             proc.kill()
         proc.wait(STOP_TIMEOUT)
         self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs with its sockets open (a partition, not a refusal)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: a paused server carries on where it was."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
 
     def restart(self, timeout: float = START_TIMEOUT) -> NatsServer:
         """Stop (if running) and start again on the same port with the same store."""

@@ -301,3 +301,17 @@ def test_first_reachable_server_of_the_list(nats_server: NatsServer) -> None:
     assert out.startswith(f"NATS {nats_server.url}, nats-server ")
     code, out, err = run_cluster(env={"CHATCLI_CLUSTER": f"{nats_server.url} {dead_url}"})
     assert (code, err) == (0, "") and out.startswith(f"NATS {nats_server.url}, ")
+
+
+def test_hanging_nats_is_one_line_and_exit_1_in_bounded_time(nats_server: NatsServer) -> None:
+    """A NATS that accepts the connection and then says nothing (paused): no hang."""
+    nats_server.pause()
+    try:
+        started = time.monotonic()
+        code, out, err = run_cluster("--cluster", nats_server.url)
+        took = time.monotonic() - started
+    finally:
+        nats_server.resume()
+    assert (code, out) == (1, "")
+    assert err == f"chatcli: cannot reach NATS at {nats_server.url}: no answer (timed out)\n"
+    assert took < 3.0 + START_TIMEOUT  # the 3 s bound, plus a cold start on a busy machine
