@@ -189,10 +189,7 @@ async def _ignore(exc: Exception) -> None:
 
 async def _round_trip(options: NatsOptions) -> bytes:
     # one try per server (nats-py's 0 would mean: retry for ever), so a refusal raises
-    nc = await nats.connect(
-        **{**options.connect_kwargs(), "max_reconnect_attempts": 1, "allow_reconnect": False},
-        error_cb=_ignore,
-    )
+    nc = await options.connect(max_reconnect_attempts=1, allow_reconnect=False, error_cb=_ignore)
     try:
         sub = await nc.subscribe("probe")
         await nc.publish("probe", b"ok")
@@ -269,3 +266,30 @@ def test_mutual_tls(tmp_path: Path, ca: trustme.CA) -> None:
         with pytest.raises((OSError, nats.errors.Error)) as refused:
             run(_round_trip(anonymous), timeout=10)
         assert not isinstance(refused.value, TimeoutError)
+
+
+@pytest.mark.e2e
+def test_tls_asked_for_but_not_required_by_the_server_is_refused(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    """nats-py alone would log in in the clear to a tls:// URL whose server does not
+    require TLS (or to someone in the way who says so); NatsOptions.connect refuses."""
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    with NatsServer(tmp_path / "plain", args=("--user", "alice", "--pass", "s3cret")) as plain:
+        tls_url = plain.url.replace("nats://", "tls://")
+        login = {"user": "alice", "password": "s3cret"}
+        for options in (
+            NatsOptions(servers=(tls_url,), **login),
+            NatsOptions(servers=(plain.url,), ca=tmp_path / "ca.pem", **login),
+        ):
+            with pytest.raises(nats.errors.Error, match="does not require TLS"):
+                run(_round_trip(options), timeout=10)
+        # the same server without TLS asked for: the login works (the refusal was TLS's)
+        plain_login = NatsOptions(servers=(plain.url,), user="alice", password="s3cret")
+        assert run(_round_trip(plain_login)) == b"ok"
+        code, out, err = cluster_cli("--cluster", tls_url)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"chatcli: cannot reach NATS at {tls_url}: the server does not require TLS, and TLS "
+        "was asked for: nothing was sent to it in the clear\n"
+    )

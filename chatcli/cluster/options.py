@@ -15,7 +15,9 @@ decorator :func:`nats_options`, which hands the command one ``nats`` argument: a
   ``--nats-cert FILE`` with ``--nats-key FILE`` (a client certificate: mutual TLS).
 
 Passwords are never printed: :class:`NatsOptions` leaves the password out of its repr and
-:func:`redact` masks the one in a URL before it is shown or logged.
+:func:`redact` masks the one in a URL before it is shown or logged. Nor are they sent in
+the clear when TLS is asked for: :meth:`NatsOptions.connect` refuses a server that does
+not require TLS (nats-py alone would fall back to plaintext).
 """
 
 from __future__ import annotations
@@ -207,6 +209,48 @@ class NatsOptions:
         if context is not None:
             kwargs["tls"] = context
         return kwargs
+
+    async def connect(self, **overrides: Any) -> Any:
+        """A connected ``nats.aio.client.Client``: ``connect_kwargs()`` plus ``overrides``.
+
+        Use this rather than ``nats.connect(**connect_kwargs())``: when TLS is asked for,
+        a server that does not require it is refused before anything is sent to it
+        (nats-py alone would send the credentials in the clear).
+        """
+        client = _client_class()()
+        await client.connect(**{**self.connect_kwargs(), **overrides})
+        return client
+
+
+@functools.cache
+def _client_class() -> type:
+    """nats-py's client, refusing a server that does not require TLS when TLS is wanted.
+
+    nats-py 2.x upgrades to TLS only when the server's INFO says ``tls_required``: to a
+    server (or someone in the way) that does not, it would send CONNECT, credentials
+    included, in the clear despite a ``tls://`` URL or a CA. This subclass checks the
+    INFO first, on every (re)connection, as nats.go's ``checkForSecure`` does.
+    """
+    from nats.aio.client import Client
+    from nats.errors import Error
+
+    class TlsRequiredError(Error):
+        def __str__(self) -> str:
+            return (
+                "nats: the server does not require TLS, and TLS was asked for: "
+                "nothing was sent to it in the clear"
+            )
+
+    class Guarded(Client):
+        async def _process_info(
+            self, info: dict[str, Any], initial_connection: bool = False
+        ) -> None:
+            wants_tls = self.options.get("tls") is not None
+            if initial_connection and wants_tls and not info.get("tls_required"):
+                raise TlsRequiredError()
+            await super()._process_info(info, initial_connection)
+
+    return Guarded
 
 
 def _no_passphrase(key: Path) -> Callable[[], str]:

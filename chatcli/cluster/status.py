@@ -79,7 +79,6 @@ def _quiet_tls_eof(record: logging.LogRecord) -> bool:
 
 
 async def _gather(nats: NatsOptions, clock: Callable[[], float]) -> ClusterStatus:
-    import nats as nats_py
     from nats.errors import Error as NatsError
     from nats.errors import NoRespondersError
     from nats.js.errors import ServiceUnavailableError
@@ -91,12 +90,11 @@ async def _gather(nats: NatsOptions, clock: Callable[[], float]) -> ClusterStatu
 
     # every server is tried twice at most (nats-py retries a server once with a count of
     # 1, and for ever with 0), and the whole attempt is bounded below
-    kwargs = replace(nats, max_reconnect_attempts=1).connect_kwargs()
-    kwargs.update(allow_reconnect=False, error_cb=remember)
+    once = replace(nats, max_reconnect_attempts=1)
     shown = nats.shown_servers()
     try:
         async with asyncio.timeout(nats.connect_timeout + 1.0):
-            nc = await nats_py.connect(**kwargs)
+            nc = await once.connect(allow_reconnect=False, error_cb=remember)
     except (TimeoutError, OSError, NatsError) as exc:
         raise ConnectionFailed(f"cannot reach NATS at {shown}: {_why(errors, exc)}") from exc
     try:
@@ -104,6 +102,7 @@ async def _gather(nats: NatsOptions, clock: Callable[[], float]) -> ClusterStatu
             js = nc.jetstream()
             streams = {name: await _stream_size(js, name) for name in (MSGS_STREAM, BOARDS_STREAM)}
             nodes = await read_nodes(js, timeout=QUERY_TIMEOUT)
+        now = clock()  # ages as of the reading, not of the close below
         url = nc.connected_url
         server = redact(url.geturl()) if url is not None else shown
         version = _version(nc)
@@ -112,10 +111,10 @@ async def _gather(nats: NatsOptions, clock: Callable[[], float]) -> ClusterStatu
             f"NATS at {shown} has no JetStream (start nats-server with -js)"
         ) from exc
     except (TimeoutError, NatsError) as exc:
-        raise ConnectionFailed(f"NATS at {shown} did not answer: {_why(errors, exc)}") from exc
+        raise ConnectionFailed(f"NATS at {shown}: {_why(errors, exc)}") from exc
     finally:
         await nc.close()
-    return ClusterStatus(server, version, streams, nodes, clock())
+    return ClusterStatus(server, version, streams, nodes, now)
 
 
 def _version(nc: Any) -> str:
@@ -154,7 +153,10 @@ def _why(errors: list[BaseException], exc: BaseException) -> str:
         if isinstance(error, TimeoutError) or "timeout" in type(error).__name__.lower():
             continue
         if text and "no servers available" not in text.lower():
-            return clean_text(text.removeprefix("nats: ")).strip("'\"").lower()
+            text = clean_text(text.removeprefix("nats: "))
+            if text[:1] in ("'", '"'):  # the server's own -ERR, quoted: 'Authorization Violation'
+                return text.strip("'\"").lower()
+            return text
     return "no answer (timed out)"
 
 
