@@ -67,7 +67,7 @@ def test_parse_servers_refuses(given: list[str], reason: str) -> None:
 def test_redact() -> None:
     assert redact("nats://u:secret@h:1") == "nats://u:***@h:1"
     assert redact("nats://u:p@ss@h:1") == "nats://u:***@h:1"
-    assert redact("nats://token@h:1") == "nats://token@h:1"
+    assert redact("nats://s3cr3t-token@h:1") == "nats://***@h:1"
     assert redact("nats://h:1") == "nats://h:1"
 
 

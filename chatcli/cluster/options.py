@@ -95,13 +95,15 @@ def _parse_server(item: str, whole: str) -> str:
 
 
 def redact(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part (if any) masked."""
+    """``url`` with the password of its ``user:password@`` part, or its token, masked."""
     head, sep, rest = url.partition("://")
     if not sep:
         head, rest = "", url
     userinfo, at, hostport = rest.rpartition("@")
-    if not at or ":" not in userinfo:
+    if not at:
         return url
+    if ":" not in userinfo:  # nats://TOKEN@host: a user alone is an auth token to NATS
+        return f"{head}{sep}***@{hostport}"
     user = userinfo.partition(":")[0]
     return f"{head}{sep}{user}:***@{hostport}"
 
@@ -125,7 +127,8 @@ class NatsOptions:
     name: str = "chatcli"
     connect_timeout: float = CONNECT_TIMEOUT
     reconnect_time_wait: float = RECONNECT_WAIT
-    #: -1: a node never gives up reconnecting; a one-shot tool passes 0
+    #: -1: a node never gives up reconnecting; a one-shot tool passes 1 (one retry per
+    #: server: with 0, nats-py's first connect retries for ever)
     max_reconnect_attempts: int = -1
 
     def __post_init__(self) -> None:
