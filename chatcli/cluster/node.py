@@ -24,7 +24,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
-import nats
 from nats.js import api
 
 from chatcli import __version__
@@ -120,8 +119,12 @@ class RemoteLink:
 class ClusterNode:
     """This process's place in the cluster; see the module doc."""
 
-    def __init__(self, options: NatsOptions, name: str, *, wait: float | None = None) -> None:
+    def __init__(
+        self, options: NatsOptions, name: str, *, wait: float | None = None, replicas: int = 1
+    ) -> None:
         self.options = options
+        #: copies of the stream and buckets this node creates (when they do not exist)
+        self.replicas = replicas
         self.name = name
         #: seconds to wait for NATS at start-up (None: for ever)
         self.wait = wait
@@ -147,17 +150,18 @@ class ClusterNode:
         shown = self.options.shown_servers()
         deadline = None if self.wait is None else time.monotonic() + self.wait
         said = False
-        kwargs = self.options.connect_kwargs()
-        kwargs.update(
-            name=f"chatcli-{self.name}",
-            disconnected_cb=self._disconnected,
-            reconnected_cb=self._reconnected,
-            error_cb=self._error,
-            max_reconnect_attempts=-1,
-        )
+        overrides = {
+            "name": f"chatcli-{self.name}",
+            "disconnected_cb": self._disconnected,
+            "reconnected_cb": self._reconnected,
+            "error_cb": self._error,
+            "max_reconnect_attempts": -1,
+        }
         while True:
             try:
-                self.nc = await nats.connect(**{**kwargs, "allow_reconnect": True})
+                # NatsOptions.connect refuses a server that would not speak TLS when TLS
+                # is asked for (nats-py alone would send the credentials in the clear)
+                self.nc = await self.options.connect(**overrides)
                 break
             except Exception as exc:
                 why = str(exc) or type(exc).__name__
@@ -195,13 +199,16 @@ class ClusterNode:
         try:
             return await self.js.key_value(name)
         except Exception:
-            return await self.js.create_key_value(api.KeyValueConfig(bucket=name, history=1))
+            config = api.KeyValueConfig(bucket=name, history=1, replicas=self.replicas)
+            return await self.js.create_key_value(config)
 
     # -- the store ------------------------------------------------------------------------------
 
     async def open_store(self, *, history: int, retain: int) -> ClusterStore:
         """The cluster's store, read back until caught up with the stream."""
-        store = self.store = ClusterStore(self.name, history=history, retain=retain)
+        store = self.store = ClusterStore(
+            self.name, history=history, retain=retain, replicas=self.replicas
+        )
         store.answer_account = self.answer_account
         await store.open(self.nc)
         try:

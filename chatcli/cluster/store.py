@@ -116,8 +116,9 @@ class _Entry:
 class ClusterStore:
     """The store port over JetStream, ordered by one feed; see the module doc."""
 
-    def __init__(self, node: str, *, history: int, retain: int) -> None:
+    def __init__(self, node: str, *, history: int, retain: int, replicas: int = 1) -> None:
         self.node = node
+        self.replicas = replicas
         self.history = history
         #: messages kept per room in the stream (``serve --retain``)
         self.retain = max(retain, CACHE_PER_ROOM)
@@ -158,9 +159,11 @@ class ClusterStore:
         config = api.StreamConfig(
             name=MSGS_STREAM,
             subjects=[MSG_SUBJECTS, BOARD_SUBJECTS],
-            max_msgs_per_subject=-1,
+            # per room: the newest --retain messages, and as many board changes
+            max_msgs_per_subject=self.retain,
             duplicate_window=DUPLICATE_WINDOW,
             storage=api.StorageType.FILE,
+            num_replicas=self.replicas,
         )
         try:
             info = await self.js.stream_info(MSGS_STREAM)
