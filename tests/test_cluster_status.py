@@ -24,7 +24,6 @@ from processes import EXIT_TIMEOUT, START_TIMEOUT, chatcli
 from rich.console import Console
 
 from chatcli.cluster.layout import (
-    BOARDS_STREAM,
     MSG_SUBJECTS,
     MSGS_STREAM,
     NODES_BUCKET,
@@ -141,7 +140,7 @@ def test_table_shows_alive_stale_and_dead_nodes(nats_server: NatsServer) -> None
     lines = out.splitlines()
     assert re.fullmatch(rf"NATS {nats_server.url}, nats-server 2\.\d+\.\d+", lines[0])
     assert lines[1].startswith(f"streams: {MSGS_STREAM} 5 messages (")
-    assert lines[1].endswith(f" B); {BOARDS_STREAM} absent")
+    assert lines[1].endswith(" B)")
     assert lines[2].split() == [
         "node", "host", "listen", "users", "rooms", "up", "heartbeat", "state"
     ]  # fmt: skip
@@ -174,7 +173,7 @@ def test_json_for_scripts(nats_server: NatsServer) -> None:
     assert (code, err) == (0, "")
     status = json.loads(out)
     assert status["nats"]["server"] == nats_server.url
-    assert status["nats"]["streams"] == {MSGS_STREAM: None, BOARDS_STREAM: None}
+    assert status["nats"]["streams"] == {MSGS_STREAM: None}
     assert status["registry"] is True and status["damaged"] == 0
     by_name = {entry["node"]: entry for entry in status["nodes"]}
     assert by_name["n1"]["liveness"] == "alive" and by_name["n2"]["liveness"] == "stale"

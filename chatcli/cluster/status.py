@@ -23,7 +23,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from chatcli.cluster.layout import BOARDS_STREAM, MSGS_STREAM, NODES_BUCKET
+from chatcli.cluster.layout import MSGS_STREAM, NODES_BUCKET
 from chatcli.cluster.nodes import NodeList, liveness, read_nodes
 from chatcli.cluster.options import NatsOptions, redact
 from chatcli.core.sanitize import clean_text
@@ -53,7 +53,7 @@ class ClusterStatus:
     server: str
     #: that server's version
     version: str
-    #: CHATCLI_MSGS and CHATCLI_BOARDS by name; None for a stream that does not exist
+    #: CHATCLI_MSGS by name; None when it does not exist (no node ran yet)
     streams: dict[str, StreamSize | None]
     nodes: NodeList
     #: when the registry was read (unix seconds): ages are computed against it
@@ -100,7 +100,7 @@ async def _gather(nats: NatsOptions, clock: Callable[[], float]) -> ClusterStatu
     try:
         async with asyncio.timeout(QUERY_TIMEOUT):
             js = nc.jetstream()
-            streams = {name: await _stream_size(js, name) for name in (MSGS_STREAM, BOARDS_STREAM)}
+            streams = {name: await _stream_size(js, name) for name in (MSGS_STREAM,)}
             nodes = await read_nodes(js, timeout=QUERY_TIMEOUT)
         now = clock()  # ages as of the reading, not of the close below
         url = nc.connected_url
