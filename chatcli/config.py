@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -100,9 +101,11 @@ def save_last_join(last: LastJoin) -> None:
     path = _last_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(last)), "utf-8")
-        tmp.replace(path)
+        # a temporary file of its own: two joins starting at once must not share one
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
+            tmp.write(json.dumps(asdict(last)))
+        Path(name).replace(path)
     except OSError as exc:
         import logging
 

@@ -508,3 +508,26 @@ def test_a_remembered_list_is_named_when_none_of_it_answers(config: dict[str, st
     assert line.endswith(
         f"; host {a},{b} remembered from your last join; give --host to change it"
     ), line
+
+
+def test_two_joins_saving_the_last_join_at_once_do_not_trip_over_each_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each save writes a temporary file of its own (two terminals started together)."""
+    import threading
+
+    from chatcli import config
+
+    monkeypatch.setenv("CHATCLI_CONFIG_DIR", str(tmp_path))
+
+    def save(name: str) -> None:
+        for _ in range(200):
+            config.save_last_join(config.LastJoin(name=name, host="127.0.0.1", port=7777))
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in ("alice", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert "could not remember" not in caplog.text
+    assert [p.name for p in tmp_path.iterdir()] == ["last-join.json"]
