@@ -50,6 +50,8 @@ log = logging.getLogger("chatcli.server")
 START_RETRY: Final = 1.0
 #: seconds the feed may take to read the stream back at start-up
 CATCH_UP: Final = 120.0
+#: seconds a dead node stays in the registry (shown dead by ``chatcli cluster``)
+FORGET_DEAD: Final = 600.0
 
 
 class ClusterError(ChatError):
@@ -374,18 +376,27 @@ class ClusterNode:
         with this machine's clock, so clocks that differ do not matter.
         """
         assert self.presence is not None
-        last: dict[str, float] = {}
+        last: dict[str, tuple[float, float]] = {}  # node -> (its seen, when it changed)
         while True:
             try:
                 listing = await read_nodes(self.js)
             except Exception as exc:  # NATS away: silence proves nothing
                 log.debug("cluster: registry not read: %s", exc)
             else:
+                now = time.monotonic()
                 for info in listing:
-                    if info.node != self.name and last.get(info.node) != info.seen:
-                        if info.node in last:
+                    if info.node == self.name:
+                        continue
+                    before = last.get(info.node)
+                    if before is None or before[0] != info.seen:
+                        if before is not None:
                             self.presence.node_seen(info.node)
-                        last[info.node] = info.seen
+                        last[info.node] = (info.seen, now)
+                    elif now - before[1] > FORGET_DEAD and now - self.beat < 2 * HEARTBEAT:
+                        # long dead: its entry leaves the registry (chatcli cluster)
+                        await self._nodes_kv.delete(info.node)
+                        del last[info.node]
+                        log.info("cluster: node %s forgotten (silent for ever)", info.node)
             await asyncio.sleep(HEARTBEAT)
 
     async def _sweep(self) -> None:
