@@ -140,6 +140,10 @@ class ClusterStore:
         self._forgotten: dict[str, int] = {}
         self._boards: dict[str, list[_BoardEvent]] = {}
         self._wakeup: Callable[[], None] = lambda: None
+        #: a wake-up is scheduled for the end of this loop turn
+        self._waking = False
+        #: messages published in this loop turn, sent by one task
+        self._outbox: list[tuple[str, bytes, str, dict[str, str]]] = []
         self._ack_prefix = ""
         self._feed: Any = None
         self._acks: Any = None
@@ -247,6 +251,16 @@ class ClusterStore:
     def set_wakeup(self, wakeup: Callable[[], None]) -> None:
         self._wakeup = wakeup
 
+    def _wake(self) -> None:
+        """Call the wake-up once per loop turn, however many answers came in it."""
+        if not self._waking:
+            self._waking = True
+            asyncio.get_running_loop().call_soon(self._woken)
+
+    def _woken(self) -> None:
+        self._waking = False
+        self._wakeup()
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -286,9 +300,15 @@ class ClusterStore:
         entry.sent = time.monotonic()
         self._waiting_echo[nonce] = entry
         self._waiting_ack[nonce] = entry
-        asyncio.get_running_loop().create_task(
-            self.nc.publish(subject, payload, reply=self._ack_prefix + nonce, headers=headers)
-        )
+        self._outbox.append((subject, payload, self._ack_prefix + nonce, headers))
+        if len(self._outbox) == 1:  # one task sends what one loop turn published
+            asyncio.get_running_loop().create_task(self._send_outbox())
+
+    async def _send_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        publish = self.nc.publish
+        for subject, payload, reply, headers in outbox:
+            await publish(subject, payload, reply=reply, headers=headers)
 
     async def _on_ack(self, msg: Any) -> None:
         nonce = msg.subject.rpartition(".")[2]
@@ -310,7 +330,7 @@ class ClusterStore:
             entry.acked = True
             return
         self._advance()
-        self._wakeup()
+        self._wake()
 
     async def _answer_duplicate(self, entry: _Entry, seq: int) -> None:
         """A resend of a kept message (same ``txn``): answer with what was kept then."""
@@ -381,7 +401,7 @@ class ClusterStore:
         if not self.caught_up.is_set() and seq >= self._start_seq:
             self.caught_up.set()
         self._advance()
-        self._wakeup()
+        self._wake()
 
     def _keep(self, message: Msg) -> None:
         room = self._rooms.get(message.room)
@@ -445,7 +465,7 @@ class ClusterStore:
             log.warning("cluster: %s failed: %s", type(entry.intent).__name__, exc)
             entry.answer = Failed(entry.intent, UNAVAILABLE)
         self._advance()
-        self._wakeup()
+        self._wake()
 
     async def _watch_timeouts(self) -> None:
         """Fail what JetStream never acknowledged; answer what the feed never brought."""
@@ -471,7 +491,7 @@ class ClusterStore:
                     changed = True
             if changed:
                 self._advance()
-                self._wakeup()
+                self._wake()
 
 
 def _with_id(event: _BoardEvent, seq: int) -> _BoardEvent:
