@@ -10,6 +10,10 @@ Every command that takes an address (``join --host``, ``serve --host``, ``replay
     IPV6           bare, as ::1 (a bare IPv6 address never carries a port: it would be
                    ambiguous, ``::1:7777`` being an address too)
 
+A list of servers (``join --host``, ``bench --target``) is several of these, given as
+repeated options, comma-separated, or both: ``a:7777,b:7777``, ``[::1]:7777,[::1]:7778``
+(:func:`parse_address_list`).
+
 No I/O, no name resolution: a name is checked for shape only, the resolver has the last
 word when the connection is made.
 """
@@ -17,11 +21,19 @@ word when the connection is made.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import Final
 
 from chatcli.errors import UsageError
 
-__all__ = ["AddressError", "format_address", "parse_address", "parse_host", "split_address"]
+__all__ = [
+    "AddressError",
+    "format_address",
+    "parse_address",
+    "parse_address_list",
+    "parse_host",
+    "split_address",
+]
 
 #: how the messages show a good address, by what was wanted
 EXAMPLES: Final = {"HOST:PORT": "127.0.0.1:7777 or [::1]:7777", "a HOST": "127.0.0.1 or ::1"}
@@ -47,6 +59,8 @@ def split_address(text: str, option: str = "address") -> tuple[str, int | None]:
     spec = text.strip()
     if not spec:
         raise AddressError(option, text, "it is empty")
+    if "," in spec:  # no host or address has one: a list given where one server is wanted
+        raise AddressError(option, text, "one address is wanted here, not a list")
     if spec.startswith("["):
         inside, bracket, rest = spec[1:].partition("]")
         if not bracket:
@@ -79,6 +93,35 @@ def parse_address(
     if port is None:
         raise AddressError(option, text, "no port")
     return host or default_host, port
+
+
+def parse_address_list(
+    texts: str | Iterable[str],
+    *,
+    option: str = "address",
+    default_host: str = "127.0.0.1",
+    default_port: int | None = None,
+) -> list[tuple[str, int]]:
+    """Every address in ``texts`` (one text or several, each a comma-separated list), in
+    order, the same one named twice kept once; AddressError names the faulty entry.
+
+    Each entry is read by :func:`parse_address` with the same defaults. Commas never
+    occur in a host name or an IPv6 address, so splitting on them is unambiguous.
+    """
+    found: list[tuple[str, int]] = []
+    for text in [texts] if isinstance(texts, str) else texts:
+        entries = text.split(",")
+        if len(entries) > 1 and not all(entry.strip() for entry in entries):
+            raise AddressError(option, text, "an empty entry in the list")
+        for entry in entries:
+            address = parse_address(
+                entry, option=option, default_host=default_host, default_port=default_port
+            )
+            if address not in found:
+                found.append(address)
+    if not found:
+        raise AddressError(option, "", "it is empty")
+    return found
 
 
 def parse_host(text: str, option: str = "--host") -> str:

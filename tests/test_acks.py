@@ -101,6 +101,23 @@ def test_a_retried_message_is_acknowledged_with_its_attempts() -> None:
     assert answer == Settled("c-1", None, Outcome.ACKNOWLEDGED, None, 2)
 
 
+def test_unavailable_is_tried_again_like_rate_limited_then_refused() -> None:
+    # a cluster node that cannot store for a moment says "unavailable": try again later
+    policy = AckPolicy(retry_rate_limited=True, max_retries=2, retry_first=0.2)
+    acks: AckTracker[str] = AckTracker(policy)
+    acks.sent("c-1", "the line")
+    for attempt in (1, 2):
+        answer = acks.receive(refusal("c-1", "unavailable"))
+        assert isinstance(answer, Retry) and answer.attempt == attempt
+    answer = acks.receive(refusal("c-1", "unavailable"))
+    assert answer == Settled("c-1", "the line", Outcome.REFUSED, "unavailable", 3)
+    # bench and replay count it as the refusal it is
+    counting: AckTracker[None] = AckTracker(COUNT_RATE_LIMITED)
+    counting.sent("c-2", None)
+    answer = counting.receive(refusal("c-2", "unavailable"))
+    assert answer == Settled("c-2", None, Outcome.REFUSED, "unavailable")
+
+
 def test_join_policy_matches_what_join_always_did() -> None:
     assert [RETRY_RATE_LIMITED.retry_delay(n) for n in (1, 2, 30, 31)] == [0.2, 0.4, 2.0, None]
     assert COUNT_RATE_LIMITED.retry_delay(1) is None

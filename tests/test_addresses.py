@@ -130,12 +130,25 @@ def test_join_reaches_an_ipv6_server(
 
 
 @pytest.mark.e2e
-def test_join_refuses_a_port_in_host_with_one_clear_line(config: dict[str, str]) -> None:
-    done = run_join("amy", "--host", "[::1]:7777", env=config)
+def test_join_takes_the_port_in_host(relay6: RelayProcess, config: dict[str, str]) -> None:
+    done = run_join("v6port", "--host", f"[::1]:{relay6.port}", stdin=b"hi\n", env=config)
+    assert done.returncode == 0, done.stderr
+    assert "<v6port> hi" in done.stdout.decode()
+
+
+@pytest.mark.e2e
+def test_join_refuses_a_bad_host_list_with_one_clear_line(config: dict[str, str]) -> None:
+    done = run_join("amy", "--host", "[::1]:7777,", env=config)
     assert done.returncode == 2
     assert done.stderr.decode().splitlines() == [
-        "chatcli: --host wants a HOST (like 127.0.0.1 or ::1), not '[::1]:7777': "
-        "give the port with --port"
+        "chatcli: --host wants HOST:PORT (like 127.0.0.1:7777 or [::1]:7777), not "
+        "'[::1]:7777,': an empty entry in the list"
+    ]
+    done = run_join("amy", "--host", "a:7777", "--host", "[::1]:99999", env=config)
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        "chatcli: --host wants HOST:PORT (like 127.0.0.1:7777 or [::1]:7777), not "
+        "'[::1]:99999': port 99999 is outside 1-65535"
     ]
 
 

@@ -473,7 +473,7 @@ def test_lossy_relay_loss_is_reported_exactly() -> None:
     # Drop every 7th delivery of seqs 6..18: planned 0.6..1.88 s, well inside the window.
     faults = Faults(drop_every=7, drop_seqs=range(6, 19))
     with FakeRelay(faults) as relay:
-        options = short(5, target=relay.target, thresholds=(parse_threshold("loss==0"),))
+        options = short(5, targets=(relay.target,), thresholds=(parse_threshold("loss==0"),))
         report = run_bench(options)
     eligible = 5 * len(faults.drop_seqs) * 4
     assert relay.says == 5 * SEQS_PER_CLIENT, "every planned message was sent"
@@ -517,7 +517,7 @@ def test_relay_that_drops_the_senders_copies_fails_loss() -> None:
     # 8..13 (the acks) vanish. That is a loss the protocol promises never happens.
     faults = Faults(drop_acks=range(8, 14))
     with FakeRelay(faults) as relay:
-        options = short(4, target=relay.target, thresholds=(parse_threshold("loss==0"),))
+        options = short(4, targets=(relay.target,), thresholds=(parse_threshold("loss==0"),))
         report = run_bench(options)
     unacked = 4 * len(faults.drop_acks)
     assert relay.acks_dropped == unacked
@@ -544,7 +544,7 @@ def test_relay_that_drops_every_ack_is_not_a_clean_run() -> None:
     # A relay that never answers its senders: every measured send is unacked.
     faults = Faults(drop_acks=range(SEQS_PER_CLIENT))
     with FakeRelay(faults) as relay:
-        report = run_bench(short(3, target=relay.target))
+        report = run_bench(short(3, targets=(relay.target,)))
     m = report.metrics
     assert (m["sent"], m["received"], m["expected"]) == (45, 90, 90)
     assert (m["unacked"], m["lost"]) == (45, 45)
@@ -559,7 +559,7 @@ def test_slow_relay_latency_is_at_least_its_delay() -> None:
     planned = Schedule(range(5), rate=RATE, duration=WARMUP + DURATION, arrivals="poisson", seed=7)
     measured = sum(1 for when, _, _ in planned if when >= WARMUP)
     with FakeRelay(Faults(delay=delay)) as relay:
-        report = run_bench(dataclasses.replace(options, target=relay.target))
+        report = run_bench(dataclasses.replace(options, targets=(relay.target,)))
     assert_exact_run(report, 5, sent=measured)
     assert relay.says == planned.emitted
     m = report.metrics
@@ -583,7 +583,7 @@ def test_duplicating_and_reordering_relay_is_caught() -> None:
     # other delivery arrives twice. Both are counted over the whole run, warmup included.
     faults = Faults(duplicate_every=9, hold_seqs=frozenset({3, 8, 13}))
     with FakeRelay(faults) as relay:
-        report = run_bench(short(5, target=relay.target))
+        report = run_bench(short(5, targets=(relay.target,)))
     pairs = 5 * 4  # (sender, receiver)
     assert relay.reordered == 3 * pairs
     ordinary = pairs * SEQS_PER_CLIENT - 2 * relay.reordered  # neither held nor releasing
@@ -616,7 +616,7 @@ def test_churn_counts_reconnects_the_relay_refused() -> None:
                 duration=4.5,
                 warmup=0.5,
                 scenario="churn",
-                target=relay.target,
+                targets=(relay.target,),
             )
         )
     assert relay.refused >= 2, "both churners (4 and 9) tried to come back"
@@ -630,7 +630,7 @@ def test_generator_stall_drops_nothing_from_the_figures() -> None:
     # out after it. They were planned in the window, so they are owed, received and
     # timed like the others; the run is invalid (bench fell behind), and says why.
     with FakeRelay(Faults(stall_at=1.85, stall_for=0.3)) as relay:
-        report = run_bench(short(5, target=relay.target))
+        report = run_bench(short(5, targets=(relay.target,)))
     assert relay.stalled, "the worker process was found and frozen"
     assert_exact_run(report, 5)
     assert num(report, "lag_max") >= 200

@@ -159,8 +159,8 @@ def test_the_draw_mix_against_a_target_needs_its_web_port() -> None:
     from chatcli.errors import UsageError
 
     with pytest.raises(UsageError, match="--draw-target"):
-        BenchOptions(draw_clients=2, target=("127.0.0.1", 7777)).check()
-    BenchOptions(draw_clients=2, target=("127.0.0.1", 7777), draw_target=(HOST, 8080)).check()
+        BenchOptions(draw_clients=2, targets=(("127.0.0.1", 7777),)).check()
+    BenchOptions(draw_clients=2, targets=(("127.0.0.1", 7777),), draw_target=(HOST, 8080)).check()
     params = BenchOptions(draw_clients=2, draw_target=(HOST, 8080)).params()
     assert params["draw_clients"] == 2 and params["draw_target"] == "127.0.0.1:8080"
 

@@ -8,13 +8,14 @@ tests would prove nothing.
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import nats
 import pytest
 from helpers import run
 from nats.js.api import StreamConfig
-from nats_server import NatsServer, NatsServerError
+from nats_server import STOP_TIMEOUT, NatsServer, NatsServerError
 
 STREAM = "TESTS"
 SUBJECT = "tests.one"
@@ -78,6 +79,22 @@ def test_kill_then_restart_keeps_acknowledged_messages(nats_server: NatsServer) 
     assert _refused(nats_server.port)  # type: ignore[arg-type]
     nats_server.restart()
     assert run(_read_all(nats_server.url)) == [f"m{i}" for i in range(50)]
+
+
+def test_pause_hangs_and_resume_recovers(nats_server: NatsServer) -> None:
+    """A paused server accepts no new client in time (nothing answers), then carries on."""
+    run(_publish(nats_server.url, "one"))
+    nats_server.pause()
+    try:
+        with pytest.raises((TimeoutError, nats.errors.Error)):
+            run(_read_all(nats_server.url), timeout=3)
+    finally:
+        nats_server.resume()
+    assert run(_read_all(nats_server.url)) == ["one"]
+    nats_server.pause()
+    started = time.monotonic()
+    nats_server.stop()  # a paused server still stops at once
+    assert time.monotonic() - started < STOP_TIMEOUT
 
 
 def test_two_servers_side_by_side(tmp_path: Path, nats_server: NatsServer) -> None:

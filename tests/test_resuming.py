@@ -366,7 +366,7 @@ async def test_join_session_says_what_happened_and_sends_what_was_typed_in_order
     tail = screen.lines[screen.lines.index("<bob> missed") :]
     assert tail == [
         "<bob> missed",
-        "** reconnected; 1 message you missed is shown above",
+        f"** reconnected to {HOST}:{srv.port}; 1 message you missed is shown above",
         "<alice> two",
     ]
     assert session.refused == 1
@@ -384,12 +384,16 @@ def test_join_words_each_status_through_the_one_output() -> None:
     session.status(Resumed(12, False, 0))
     session.status(Resumed(3, True, 1))
     session.status(Resumed(0, False, 0))
+    session.status(Lost(0.4, 1, "connection refused", "[::1]:7778"))
+    session.status(Resumed(0, False, 0, "[::1]:7778"))
     assert screen.lines == [
         "** connection lost, reconnecting in 4 s (attempt 3)",
         "** connection lost, reconnecting in 0.3 s (attempt 1)",
         "** reconnected; 12 messages you missed are shown above",
         "** reconnected; some messages may have been lost while you were away",
         "** reconnected",
+        "** connection lost, reconnecting to [::1]:7778 in 0.4 s (attempt 1)",
+        "** reconnected to [::1]:7778",
     ]
 
 

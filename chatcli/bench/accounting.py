@@ -26,6 +26,12 @@ race with messages in flight). The simulator marks a membership with four moment
   period before actually leaving, so messages sent just before ``t`` can still arrive);
 - ``left(t)``: gone; nothing sent from ``t`` on can arrive.
 
+With several relays (``bench --target a,b``: the nodes of a cluster), each client is on
+one of them; given ``target_of`` (client index -> which relay), ``account`` also counts
+the owed deliveries, and those that arrived, whose sender was on another relay than the
+receiver (``cross_node_expected``, ``cross_node``): the traffic that crossed between
+nodes. They are part of ``expected`` and ``received``, never counted apart from them.
+
 Receiving costs one dict lookup in the common case: per sender the log keeps the highest
 contiguous run of seqs seen; gaps, late arrivals and duplicates take a slower path that
 keeps older runs. Memory is a few words per (receiver, sender) pair plus one run per gap,
@@ -40,7 +46,7 @@ import math
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice, pairwise
 from typing import Final
@@ -286,6 +292,10 @@ class DeliveryCounts:
     """Some (receiver, sender, seq) that were owed and never arrived."""
     unexpected_examples: list[tuple[int, int, int]] = field(default_factory=list)
     """Some (receiver, sender, seq) that arrived where they should not have."""
+    cross_node_expected: int | None = None
+    """Of ``expected``, those whose sender was on another relay (None: one relay)."""
+    cross_node: int | None = None
+    """Of ``received``, those whose sender was on another relay (None: one relay)."""
 
     @property
     def loss(self) -> float | None:
@@ -297,8 +307,9 @@ class DeliveryCounts:
         return self.lost / self.expected if self.expected else None
 
     def metrics(self) -> dict[str, float | None]:
-        """These figures under their ``METRICS`` names."""
-        return {
+        """These figures under their ``METRICS`` names (the cross-relay ones only when
+        counted: a run against one relay has none)."""
+        figures: dict[str, float | None] = {
             "sent": float(self.sent),
             "expected": float(self.expected),
             "received": float(self.received),
@@ -309,6 +320,10 @@ class DeliveryCounts:
             "reordered": float(self.reordered),
             "unexpected": float(self.unexpected),
         }
+        if self.cross_node is not None and self.cross_node_expected is not None:
+            figures["cross_node_expected"] = float(self.cross_node_expected)
+            figures["cross_node"] = float(self.cross_node)
+        return figures
 
 
 # A sender's messages in one room, as a range of indexes into its send arrays.
@@ -393,6 +408,8 @@ class _Tally:
     max_examples: int
     expected: int = 0
     received: int = 0
+    cross_expected: int = 0
+    cross_received: int = 0
     unexpected: int = 0
     permitted: int = 0
     lost_examples: list[tuple[int, int, int]] = field(default_factory=list)
@@ -406,11 +423,13 @@ class _Tally:
         runs: list[tuple[int, int]],
         owed: list[tuple[int, int]],
         allowed: list[tuple[int, int]],
+        cross: bool = False,
     ) -> None:
         """Add what ``receiver`` was owed by, permitted from and got from one sender.
 
         ``found`` is the sender's (log, measured index range), None when its log is
-        missing; ``owed`` and ``allowed`` are index ranges into its sends.
+        missing; ``owed`` and ``allowed`` are index ranges into its sends; ``cross``
+        says the two were on different relays.
         """
         if found is None:  # no log of this sender: nothing it sent was expected
             self.unexpected += sum(end - start for start, end in runs)
@@ -430,6 +449,9 @@ class _Tally:
         stray = _count_in_runs(seqs, lo, hi, runs) - n_allowed + never_sent
         self.expected += n_owed
         self.received += n_got
+        if cross:
+            self.cross_expected += n_owed
+            self.cross_received += n_got
         self.permitted += n_allowed - n_got
         self.unexpected += stray
         if n_got < n_owed:
@@ -452,6 +474,7 @@ def account(
     until: float = _NEVER,
     in_flight: float = 0.0,
     max_examples: int = DEFAULT_EXAMPLES,
+    target_of: Callable[[int], int] | None = None,
 ) -> DeliveryCounts:
     """Count the deliveries of the messages sent in ``[since, until)`` by these clients.
 
@@ -461,6 +484,7 @@ def account(
     backwards: a message sent up to that long before a client asked to join may still be
     delivered to it without being wrong. A delivery from a sender whose log is missing,
     or of a seq it never sent, is unexpected. Pass every client's log, from every worker.
+    ``target_of`` (client index -> its relay) adds the cross-relay counts.
     """
     clients = list(logs)
     by_room, measured = _segments(clients, since, until)
@@ -485,6 +509,7 @@ def account(
                     receiver.received_runs(sender),
                     owed.get(sender, []),
                     allowed.get(sender, []),
+                    target_of is not None and target_of(sender) != target_of(receiver.client),
                 )
     unacked = sum(log.unacked_between(lo, hi) for log, lo, hi in measured.values())
     return DeliveryCounts(
@@ -499,4 +524,6 @@ def account(
         unacked=unacked,
         lost_examples=tally.lost_examples,
         unexpected_examples=tally.unexpected_examples,
+        cross_node_expected=None if target_of is None else tally.cross_expected,
+        cross_node=None if target_of is None else tally.cross_received,
     )

@@ -40,6 +40,8 @@ class Connected:
     failures: int
     #: why the worker's first failed connection failed (None: none failed)
     first_failure: str | None = None
+    #: clients logged in, per relay (by its place in the list of targets)
+    per_target: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,12 @@ _METRICS: Final = [
     Metric("duplicated", "count", "extra copies of a message at one receiver", "lower"),
     Metric("reordered", "count", "arrivals after a later message from the same sender", "lower"),
     Metric("unexpected", "count", "arrivals at a client that was not in the room", "lower"),
+    # several --target relays (a cluster's nodes): the part of expected/received that
+    # crossed from one relay to another (sender's client and receiver's on different ones)
+    Metric(
+        "cross_node_expected", "count", "expected deliveries from a sender on another relay", None
+    ),
+    Metric("cross_node", "count", "received deliveries from a sender on another relay", None),
     Metric("errors", "count", "error frames, failed connects and dropped connections", "lower"),
     Metric("connected", "count", "clients that logged in", None),
     Metric("duration_s", "s", "length of the measured window", None),

@@ -31,6 +31,7 @@ __all__ = [
     "label",
     "plain",
     "run_facts",
+    "target_text",
     "threshold_rows",
 ]
 
@@ -43,6 +44,7 @@ KEY_FIGURES: Final = (
     "sent_per_s",
     "loss",
     "lost",
+    "cross_node",
     "duplicated",
     "reordered",
     "errors",
@@ -63,6 +65,8 @@ _LABELS: Final = {
     "offered_per_s": "planned/s",
     "loss": "loss",
     "connect_p99": "connect p99",
+    "cross_node": "cross-node deliveries",
+    "cross_node_expected": "cross-node owed",
     "relay_cpu_s": "relay CPU",
     "relay_rss_mb": "relay memory",
     "generator_cpu_pct": "generator CPU",
@@ -119,9 +123,8 @@ def run_facts(report: BenchReport) -> list[Fact]:
     """The run header: what was run, against what, with which versions."""
     p = report.params
     env = report.environment
-    target = p.get("target")
     facts = [
-        Fact("target", str(target) if target else "its own relay (started by bench)"),
+        Fact("target", target_text(report)),
         Fact("scenario", str(p.get("scenario", "-"))),
         Fact("clients", str(p.get("clients", "-"))),
         Fact("rooms", str(p.get("rooms", "-"))),
@@ -143,6 +146,18 @@ def run_facts(report: BenchReport) -> list[Fact]:
         Fact("machine", f"{env.get('platform', '-')}, {env.get('cpu_count', '?')} CPUs"),
     ]
     return facts
+
+
+def target_text(report: BenchReport) -> str:
+    """The relay(s) of a run: ``a:7777 (25/25 clients), b:7777 (25/25 clients)`` when
+    there were several (clients logged in / planned on each), else the one target."""
+    if report.targets:
+        return ", ".join(
+            f"{row['target']} ({row['connected']}/{row['clients']} clients)"
+            for row in report.targets
+        )
+    target = report.params.get("target")
+    return str(target) if target else "its own relay (started by bench)"
 
 
 def key_figures(report: BenchReport) -> list[tuple[str, str]]:

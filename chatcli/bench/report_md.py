@@ -19,6 +19,7 @@ from chatcli.bench.report_facts import (
     key_figures,
     label,
     plain,
+    target_text,
     threshold_rows,
 )
 from chatcli.bench.report_schema import BenchReport
@@ -41,7 +42,6 @@ def _count(n: object, noun: str) -> str:
 def _run_line(report: BenchReport) -> str:
     p = report.params
     rate = "closed loop" if p.get("closed") else f"{p.get('rate', '?')} msg/s per client"
-    target = p.get("target")
     parts = [
         f"{p.get('scenario', 'steady')}",
         _count(p.get("clients"), "client"),
@@ -50,7 +50,7 @@ def _run_line(report: BenchReport) -> str:
         f"{p.get('duration', '?')} s (+{p.get('warmup', 0)} s warm-up)",
         f"seed {report.seed if report.seed is not None else '-'}",
         _count(p.get("workers"), "worker"),
-        f"target {target}" if target else "its own relay",
+        f"target {target_text(report)}" if p.get("target") else "its own relay",
         f"chatcli {report.chatcli_version}",
     ]
     return " · ".join(_md(part) for part in parts)

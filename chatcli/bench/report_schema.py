@@ -22,7 +22,10 @@ Schema ``chatcli-bench``, version 1. One JSON object::
                       "unit": "ms", "actual": 12.3, "passed": true}],
       "baseline": null,                  # or the comparison with --baseline (baseline.py)
       "error_codes": {"rate_limited": 3},# error frames the relay sent the clients, by code
-      "timeline": TIMELINE               # per-second series (chatcli.bench.timeline), or null
+      "timeline": TIMELINE,              # per-second series (chatcli.bench.timeline), or null
+      "targets": [{"target": "127.0.0.1:7777", "clients": 25, "connected": 25}, ...]
+                                         # per relay of a run against several (--target
+                                         # a,b: a cluster's nodes); absent otherwise
     }
 
 ``metrics`` maps every name of ``chatcli.bench.metrics.METRICS`` the run knows to a
@@ -112,6 +115,8 @@ class BenchReport:
     error_codes: dict[str, int] = field(default_factory=dict)
     #: per-second series for charts; None in reports written before it existed
     timeline: Timeline | None = None
+    #: per relay of a run against several: target, clients planned on it, logged in
+    targets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def outcome(self) -> Outcome:
@@ -123,7 +128,7 @@ class BenchReport:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of the schema (non-finite numbers become null)."""
         metrics = {name: finite_or_none(value) for name, value in self.metrics.items()}
-        return {
+        data = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "chatcli_version": self.chatcli_version,
@@ -142,6 +147,9 @@ class BenchReport:
             "error_codes": dict(self.error_codes),
             "timeline": None if self.timeline is None else self.timeline.to_dict(),
         }
+        if self.targets:
+            data["targets"] = [dict(row) for row in self.targets]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "report") -> BenchReport:
@@ -205,7 +213,32 @@ class BenchReport:
             if isinstance(data.get("error_codes"), dict)
             else {},
             timeline=timeline,
+            targets=_target_rows(data.get("targets"), source),
         )
+
+
+def _target_rows(value: Any, source: str) -> list[dict[str, Any]]:
+    """The ``targets`` rows of a report (absent: none), each checked for its types."""
+    if value is None:
+        return []
+    rows = value if isinstance(value, list) else None
+    if rows is None or not all(
+        isinstance(row, dict)
+        and isinstance(row.get("target"), str)
+        and all(
+            isinstance(row.get(key), int) and not isinstance(row.get(key), bool)
+            for key in ("clients", "connected")
+        )
+        for row in rows
+    ):
+        raise UsageError(
+            f"{source}: field 'targets' must be an array of "
+            '{"target": string, "clients": integer, "connected": integer}'
+        )
+    return [
+        {"target": row["target"], "clients": row["clients"], "connected": row["connected"]}
+        for row in rows
+    ]
 
 
 _JSON_KINDS: Final = {dict: "object", list: "array", bool: "boolean"}

@@ -44,11 +44,18 @@ from chatcli.bench.timeline import (
     lost_per_interval,
     planned_per_interval,
 )
-from chatcli.bench.worker import WorkerSpec, worker_main
+from chatcli.bench.worker import WorkerSpec, target_of, worker_main
 from chatcli.errors import ChatError, UsageError
 from chatcli.tls import ClientTls
 
-__all__ = ["SCENARIOS", "BenchOptions", "Progress", "TargetUnreachable", "run_bench"]
+__all__ = [
+    "SCENARIOS",
+    "BenchOptions",
+    "Progress",
+    "TargetUnreachable",
+    "run_bench",
+    "target_rows",
+]
 
 M = TypeVar("M", Connected, WorkerResult)
 
@@ -88,7 +95,9 @@ class BenchOptions:
     closed: bool = False
     workers: int = 1
     scenario: str = "steady"
-    target: tuple[str, int] | None = None
+    #: relays to benchmark (``--target``; several: a cluster's nodes, the clients spread
+    #: round-robin over them); none: bench starts its own
+    targets: tuple[tuple[str, int], ...] = ()
     name_prefix: str = "bench"
     relay_args: tuple[str, ...] = ()
     thresholds: tuple[Threshold, ...] = field(default=())
@@ -103,6 +112,11 @@ class BenchOptions:
     draw_rate: float = 5.0
     #: the web port (``serve --web``) of a --target relay, for the drawing clients
     draw_target: tuple[str, int] | None = None
+
+    @property
+    def target(self) -> tuple[str, int] | None:
+        """The first --target relay (None: bench starts its own)."""
+        return self.targets[0] if self.targets else None
 
     def check(self) -> None:
         """Refuse combinations that cannot produce a meaningful run."""
@@ -135,7 +149,10 @@ class BenchOptions:
         data = asdict(self)
         for key in ("thresholds", "baseline", "max_regression"):
             data.pop(key)
-        data["target"] = format_address(*self.target) if self.target else None
+        data["target"] = ",".join(format_address(*t) for t in self.targets) or None
+        del data["targets"]  # one relay: as in reports older than several targets
+        if len(self.targets) > 1:
+            data["targets"] = [format_address(*t) for t in self.targets]
         data["draw_target"] = format_address(*self.draw_target) if self.draw_target else None
         data["relay_args"] = list(self.relay_args)
         if self.tls is None:
@@ -171,7 +188,10 @@ class _Workers:
     """The worker processes and their pipes."""
 
     def __init__(
-        self, options: BenchOptions, host: str, port: int, tls: ClientTls | None = None
+        self,
+        options: BenchOptions,
+        targets: tuple[tuple[str, int], ...],
+        tls: ClientTls | None = None,
     ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
@@ -179,8 +199,7 @@ class _Workers:
         burst = options.scenario == "burst"
         for share in split_clients(options.clients, options.workers):
             spec = WorkerSpec(
-                host=host,
-                port=port,
+                targets=targets,
                 clients=share,
                 total_clients=options.clients,
                 rooms=options.rooms,
@@ -271,27 +290,29 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
                 web = ("127.0.0.1", free_port())
                 relay_args += ["--web", format_address(*web)]
             relay = RelayProcess(relay_args, tls=options.tls is not None)
-            host, port = relay.host, relay.port
+            targets: tuple[tuple[str, int], ...] = ((relay.host, relay.port),)
             tls = relay.client_tls
             relay_sampler = RelaySampler(relay)
         else:
-            host, port = options.target
+            targets = options.targets
             tls = options.tls
         rss_before = relay.rss() if relay else None
 
         progress.phase = "connecting"
         show(progress)
-        workers = _Workers(options, host, port, tls)
+        workers = _Workers(options, targets, tls)
         ramp_time = options.clients / options.spawn_rate if options.spawn_rate else 0.0
         connected = workers.collect(
             Connected, ramp_time + CONNECT_GRACE, tick=relay.sample if relay else None
         )
         progress.connected = sum(c.connected for c in connected)
         connect_failures = sum(c.failures for c in connected)
+        per_target = [sum(c.per_target[k] for c in connected) for k in range(len(targets))]
         if not progress.connected:
             why = next((c.first_failure for c in connected if c.first_failure), None)
+            where = ", ".join(format_address(*t) for t in targets)
             raise TargetUnreachable(
-                f"no client could connect and log in to {format_address(host, port)}: "
+                f"no client could connect and log in to {where}: "
                 "nothing was measured" + (f" (first failure: {why})" if why else "")
             )
         mem_per_conn = None
@@ -341,6 +362,8 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
     report = _report(
         options, results, start, started, connect_failures, relay, relay_cpu, mem_per_conn
     )
+    if len(targets) > 1:
+        report.targets = target_rows(targets, options.clients, per_target)
     if draw_result is not None:
         report.metrics["draw_clients"] = draw_result.connected
         report.metrics["draws_sent"] = draw_result.sent
@@ -350,6 +373,21 @@ def run_bench(options: BenchOptions, view: View | None = None) -> BenchReport:
         options, results, start, int(report.metrics["lost"] or 0), relay_sampler
     )
     return report
+
+
+def target_rows(
+    targets: tuple[tuple[str, int], ...], clients: int, connected: list[int]
+) -> list[dict[str, Any]]:
+    """The report's per-relay rows: each target, the clients planned on it (round-robin)
+    and how many of them logged in."""
+    return [
+        {
+            "target": format_address(*target),
+            "clients": sum(1 for i in range(clients) if target_of(i, len(targets)) == k),
+            "connected": connected[k],
+        }
+        for k, target in enumerate(targets)
+    ]
 
 
 def _update(
@@ -399,7 +437,14 @@ def _report(
     start_us = int(start * 1e6)
     measure_from = (start_us + int(options.warmup * 1e6)) / 1e6
     measure_until = (start_us + int((options.warmup + options.duration) * 1e6)) / 1e6
-    counts = account(logs, since=measure_from, until=measure_until, in_flight=IN_FLIGHT_S)
+    relays = len(options.targets)
+    counts = account(
+        logs,
+        since=measure_from,
+        until=measure_until,
+        in_flight=IN_FLIGHT_S,
+        target_of=(lambda index: target_of(index, relays)) if relays > 1 else None,
+    )
 
     duration = options.duration
     metrics: dict[str, float | None] = {}

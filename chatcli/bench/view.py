@@ -64,7 +64,10 @@ def _progress_line(p: Progress) -> str:
 
 def run_header(options: BenchOptions) -> str:
     """One line that says what this run is, printed before the live view and in logs."""
-    where = format_address(*options.target) if options.target else "a relay started for this run"
+    if options.targets:
+        where = ",".join(format_address(*target) for target in options.targets)
+    else:
+        where = "a relay started for this run"
     if options.tls is not None:
         where += " over TLS"
     seed = options.seed if options.seed is not None else "random"
@@ -99,6 +102,8 @@ _SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "expected",
             "received",
             "lost",
+            "cross_node_expected",
+            "cross_node",
             "unacked",
             "duplicated",
             "reordered",
@@ -138,6 +143,12 @@ def render_summary(report: BenchReport) -> Group:
                 continue
             table.add_row(section if first else "", name, format_metric(name, report.metrics[name]))
             first = False
+    for n, row in enumerate(report.targets):  # several relays: the clients on each
+        table.add_row(
+            "targets" if n == 0 else "",
+            Text(str(row["target"])),
+            f"{row['connected']}/{row['clients']} clients",
+        )
     parts.append(table)
     latency = report.histograms.get("latency")
     if latency is not None and latency.count:

@@ -62,6 +62,11 @@ LIVE_SAMPLE_EVERY = 8
 CONNECT_CONCURRENCY = 100
 
 
+def target_of(index: int, targets: int) -> int:
+    """Which of ``targets`` relays client ``index`` connects to: round-robin."""
+    return index % targets
+
+
 def now_us() -> int:
     """Microseconds on the clock every process shares."""
     return time.monotonic_ns() // 1000
@@ -69,10 +74,14 @@ def now_us() -> int:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What one worker process simulates."""
+    """What one worker process simulates.
 
-    host: str
-    port: int
+    ``targets`` are the relays (a cluster's nodes, or one relay): client ``i`` connects
+    to ``targets[i % len(targets)]``, so the clients are spread round-robin over them
+    whatever the worker (:func:`target_of`).
+    """
+
+    targets: tuple[tuple[str, int], ...]
     clients: range
     total_clients: int
     rooms: int
@@ -300,12 +309,13 @@ class Worker:
         client = BenchClient(self, index, room)
         started = now_us()
         spec = self.spec
+        host, port = spec.targets[target_of(index, len(spec.targets))]
         tls: dict[str, Any] = {}
         if self.tls is not None:
             tls = {"ssl": self.tls, "ssl_handshake_timeout": spec.connect_timeout}
         try:
             await asyncio.wait_for(
-                self.loop.create_connection(lambda: client, spec.host, spec.port, **tls),
+                self.loop.create_connection(lambda: client, host, port, **tls),
                 spec.connect_timeout,
             )
             await asyncio.wait_for(client.ready, spec.connect_timeout)
@@ -448,6 +458,13 @@ class Worker:
             self.lag.record_many([max(0, v) for v in self.lag_batch])
             self.lag_batch.clear()
 
+    def per_target(self) -> tuple[int, ...]:
+        """How many of this worker's clients are logged in, per target."""
+        counts = [0] * len(self.spec.targets)
+        for index in self.clients:
+            counts[target_of(index, len(counts))] += 1
+        return tuple(counts)
+
     def snapshot(self) -> WorkerProgress:
         """Totals so far, and the p99 of the latencies sampled since the last snapshot."""
         self.fold()
@@ -518,6 +535,7 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
             connected=len(worker.clients),
             failures=worker.connect_failures,
             first_failure=worker.first_failure,
+            per_target=worker.per_target(),
         ),
     )
     try:

@@ -30,6 +30,23 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def _targets(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[tuple[str, int], ...]:
+    """Every --target, each a HOST:PORT or a comma list of them, in order, once each."""
+    from chatcli.addresses import AddressError, parse_address_list
+
+    if not value:
+        return ()
+    try:
+        return tuple(parse_address_list(value, option="--target"))
+    except AddressError as exc:
+        raise click.BadParameter(
+            f"{exc.reason}: expected HOST:PORT or a comma list of them, e.g. 127.0.0.1:7777 "
+            f"or [::1]:7777,[::1]:7778 (not {exc.text!r})"
+        ) from exc
+
+
 def _target(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> tuple[str, int] | None:
@@ -52,9 +69,13 @@ def _target(
 )
 @click.option(
     "--target",
-    callback=_target,
-    metavar="HOST:PORT",
-    help="Benchmark this running relay (default: start one on a free port).",
+    "targets",
+    multiple=True,
+    callback=_targets,
+    metavar="HOST:PORT[,...]",
+    help="Benchmark this running relay (default: start one on a free port); several "
+    "(a cluster's nodes, comma list or repeated): clients spread round-robin over them, "
+    "cross-node deliveries counted.",
 )
 @click.option(
     "--scenario",
@@ -218,7 +239,7 @@ def _target(
 @click.pass_context
 def bench(
     ctx: click.Context,
-    target: tuple[str, int] | None,
+    targets: tuple[tuple[str, int], ...],
     scenario: str,
     clients: int,
     rooms: int | None,
@@ -262,6 +283,7 @@ def bench(
       chatcli bench
       chatcli bench --clients 200 --rate 20 --duration 20
       chatcli bench --target 127.0.0.1:7777 --clients 20 --rate 2
+      chatcli bench --target 10.0.0.1:7777,10.0.0.2:7777 --clients 200   # a cluster
       chatcli bench --scenario idle --clients 5000
       chatcli bench -t 'p99<50ms' -t 'loss==0' --json bench.json
       chatcli bench --baseline main.json --max-regression 10%
@@ -308,12 +330,12 @@ def bench(
         closed=closed,
         workers=workers,
         scenario=scenario,
-        target=target,
+        targets=targets,
         relay_args=("--store", "memory") if relay_store == "memory" else (),
         thresholds=tuple(parse_thresholds(threshold_exprs)),
         baseline=read_report(baseline) if baseline else None,
         max_regression=parse_tolerance(max_regression),
-        tls=client_tls(tls or None, ca, insecure, warn=target is not None),
+        tls=client_tls(tls or None, ca, insecure, warn=bool(targets)),
         draw_clients=draw_clients,
         draw_rate=draw_rate,
         draw_target=draw_target,

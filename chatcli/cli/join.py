@@ -21,14 +21,20 @@ __all__ = ["join"]
 @click.command()
 @click.argument("name", required=False)
 @click.option(
-    "--host", envvar="CHATCLI_HOST", help=f"Server address  [default: last used, or {DEFAULT_HOST}]"
+    "--host",
+    multiple=True,
+    envvar="CHATCLI_HOST",
+    metavar="HOST[:PORT][,...]",
+    help="Server address; several servers of one chat (cluster nodes) as a comma list or "
+    "repeated --host: the first that answers is used, the next when it is lost  "
+    f"[default: last used, or {DEFAULT_HOST}]",
 )
 @click.option(
     "--port",
     "-p",
     type=click.IntRange(1, 65535),
     envvar="CHATCLI_PORT",
-    help=f"Server port  [default: last used, or {DEFAULT_PORT}]",
+    help=f"Port of each --host that names none  [default: last used, or {DEFAULT_PORT}]",
 )
 @click.option("--room", "-r", help="Room to enter  [default: lobby]")
 @click.option(
@@ -82,7 +88,7 @@ __all__ = ["join"]
 @client_tls_options(negatable=True)
 def join(
     name: str | None,
-    host: str | None,
+    host: tuple[str, ...],
     port: int | None,
     room: str | None,
     history: int | None,
@@ -110,16 +116,21 @@ def join(
     lost or said twice; it gives up (exit 1) after --retry-for seconds without one.
     --tls (and its --ca FILE) is remembered with the host; --insecure never is.
 
+    Several --host (a cluster's nodes): tried in order at start (up to 10 s each), and
+    when the connection is lost the session resumes on the next one, round-robin,
+    with nothing lost or said twice; the whole list is remembered; TLS applies to all.
+
     \b
     Examples:
       chatcli join alice
       chatcli join bob --host 192.168.1.20 --port 7777 --room dev
+      chatcli join erin --host 10.0.0.1:7777,10.0.0.2:7777,10.0.0.3:7777
+      chatcli join finn --host 10.0.0.1:7777 --host '[::1]:7777'
       printf 'hello\\n/me waves\\n' | chatcli join bot
       chatcli join watcher --json < /dev/null
       chatcli join carol --host chat.example.org --tls
       chatcli join dave --host 127.0.0.1 --tls --ca ca.pem
     """
-    from chatcli.addresses import parse_host
     from chatcli.cli.common import fail
     from chatcli.config import load_last_join
     from chatcli.core.names import NAME_RULE, name_error
@@ -139,11 +150,8 @@ def join(
         fail(f"{name!r} is not a valid name ({problem}): {NAME_RULE}", 2)
     if room is not None and not valid_room(room.lstrip("#")):
         fail(f"{room!r} is not a valid room: 1-32 lowercase letters, digits, '_' or '-'", 2)
-    remembered = []  # what was taken from the last join, said if connecting fails
-    if not host and last and last.host != DEFAULT_HOST:
-        remembered.append(f"host {last.host}")
-    if not port and last and last.port != DEFAULT_PORT:
-        remembered.append(f"port {last.port}")
+    remembered: list[str] = []  # what was taken from the last join, said if connecting fails
+    servers = _servers(host, port, last, remembered)
     from chatcli.cli.secrets import (
         PASSWORD_ENV,
         SERVER_PASSWORD_ENV,
@@ -158,11 +166,12 @@ def join(
         server_password = password_from_env(SERVER_PASSWORD_ENV)
     password = password_from_env(PASSWORD_ENV)
 
-    client_tls = _join_tls(host, last, tls, ca, insecure, remembered)
+    client_tls = _join_tls(servers if host else None, last, tls, ca, insecure, remembered)
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not json_output
     options = JoinOptions(
-        host=parse_host(host) if host else (last.host if last else DEFAULT_HOST),
-        port=port or (last.port if last else DEFAULT_PORT),
+        host=servers[0][0],
+        port=servers[0][1],
+        fallbacks=tuple(servers[1:]),
         name=name,
         room=room.lstrip("#") if room else None,
         history=history,
@@ -191,25 +200,62 @@ def join(
     sys.exit(code)
 
 
+def _servers(
+    hosts: tuple[str, ...], port: int | None, last: LastJoin | None, remembered: list[str]
+) -> list[tuple[str, int]]:
+    """The servers of this join, in order: as given (an entry without a port takes
+    --port, else the last one used), else as remembered (--port replacing their ports).
+
+    Adds what was taken from the last join to ``remembered`` (said if connecting fails).
+    """
+    from chatcli.addresses import format_address, parse_address_list, split_address
+
+    default_port = port or (last.port if last else DEFAULT_PORT)
+    if hosts:
+        servers = parse_address_list(
+            hosts, option="--host", default_host=DEFAULT_HOST, default_port=default_port
+        )
+        entries = [entry for text in hosts for entry in text.split(",")]
+        portless = any(split_address(entry, "--host")[1] is None for entry in entries)
+        if not port and last and last.port != DEFAULT_PORT and portless:
+            remembered.append(f"port {last.port}")
+        return servers
+    if last is None:
+        return [(DEFAULT_HOST, default_port)]
+    servers = last.addresses()
+    if len(servers) > 1:
+        remembered.append("host " + ",".join(format_address(h, p) for h, p in servers))
+    elif last.host != DEFAULT_HOST:
+        remembered.append(f"host {last.host}")
+    if port:
+        servers = list(dict.fromkeys((h, port) for h, _ in servers))
+    elif len(servers) == 1 and last.port != DEFAULT_PORT:
+        remembered.append(f"port {last.port}")
+    return servers
+
+
 def _join_tls(
-    host: str | None,
+    given: list[tuple[str, int]] | None,
     last: LastJoin | None,
     tls: bool | None,
     ca: Path | None,
     insecure: bool,
     remembered: list[str],
 ) -> ClientTls | None:
-    """The TLS of this join: as given, else as remembered for the same host.
+    """The TLS of this join: as given, else as remembered for the same host(s).
 
-    Adds "TLS" to ``remembered`` when it came from the last join (said if connecting
-    fails); a remembered --ca file that is gone is one line and exit 2.
+    ``given`` is the --host list (None: none given, the remembered one is used); it is
+    the same host when every one of its hosts was remembered. Adds "TLS" to
+    ``remembered`` when it came from the last join (said if connecting fails); a
+    remembered --ca file that is gone is one line and exit 2.
     """
-    from chatcli.addresses import parse_host
     from chatcli.cli.common import EXIT_USAGE, fail
     from chatcli.cli.tls_options import client_tls
     from chatcli.tls import TlsError
 
-    same_host = last is not None and (not host or parse_host(host) == last.host)
+    same_host = last is not None and (
+        given is None or {h for h, _ in given} <= {h for h, _ in last.addresses()}
+    )
     remembered_ca = False
     if last is not None and same_host and last.tls and tls is not False and not insecure:
         if tls is None and ca is None:

@@ -277,6 +277,15 @@ _DEFAULTS = ServerSettings()
     help="With --cluster: give up (exit 1) when NATS cannot be reached within SECONDS at "
     "start-up (default: keep trying and say so).",
 )
+@click.option(
+    "--nats-replicas",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="With --cluster: copies NATS keeps of the message stream and the buckets when "
+    "this node creates them (3 on a NATS cluster of 3 servers).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.option(
     "--ready-fd",
@@ -318,6 +327,7 @@ def serve(
     nats: NatsOptions | None,
     node: str | None,
     nats_wait: float | None,
+    nats_replicas: int,
     quiet: bool,
     ready_fd: int | None,
 ) -> None:
@@ -388,6 +398,7 @@ def serve(
         cluster=nats,
         node=_node_name(nats, node, nats_wait),
         nats_wait=nats_wait,
+        nats_replicas=nats_replicas,
     )
     setup_logging(logging.WARNING if quiet else logging.INFO)
     asked = click.get_current_context().get_parameter_source("max_connections")

@@ -7,7 +7,8 @@ waiting for that answer and tells its front end what each answer means, under on
 :class:`AckPolicy` whose knobs are where front ends really differ:
 
 - ``join`` sends a rate-limited message again after a growing pause (the user typed it;
-  they want it said), and reports it as refused only after ``max_retries``;
+  they want it said), and reports it as refused only after ``max_retries``; the same
+  for ``unavailable`` (a cluster node that cannot store for a moment: "try again");
 - ``replay --to`` and ``bench`` count a rate-limited message (the report says how many)
   and move on.
 
@@ -31,6 +32,7 @@ __all__ = [
     "RETRY_FIRST",
     "RETRY_MAX",
     "RETRY_RATE_LIMITED",
+    "TRY_AGAIN_CODES",
     "AckPolicy",
     "AckTracker",
     "Outcome",
@@ -47,6 +49,8 @@ RATE_LIMIT_RETRIES: Final = 30
 #: first pause before sending a rate-limited message again; doubles up to RETRY_MAX
 RETRY_FIRST: Final = 0.2
 RETRY_MAX: Final = 2.0
+#: refusals that mean "not now": a retrying policy sends the message again after a pause
+TRY_AGAIN_CODES: Final = frozenset({"rate_limited", "unavailable"})
 
 
 class Outcome(enum.Enum):
@@ -62,9 +66,10 @@ class Outcome(enum.Enum):
 class AckPolicy:
     """What a front end does with answers.
 
-    ``retry_rate_limited``: send a ``rate_limited`` message again after
-    ``retry_first`` seconds, doubling up to ``retry_max``, at most ``max_retries``
-    times; otherwise a ``rate_limited`` answer settles it as RATE_LIMITED.
+    ``retry_rate_limited``: send a ``rate_limited`` (or ``unavailable``) message again
+    after ``retry_first`` seconds, doubling up to ``retry_max``, at most ``max_retries``
+    times; otherwise a ``rate_limited`` answer settles it as RATE_LIMITED (and an
+    ``unavailable`` one as REFUSED).
     ``timeout``: seconds after its last send at which an unanswered message is overdue
     (None: never).
     """
@@ -171,11 +176,12 @@ class AckTracker(Generic[E]):
         waiting = self._waiting.get(ref)
         if waiting is None:
             return None
-        if code == "rate_limited":
+        if code in TRY_AGAIN_CODES:
             delay = self.policy.retry_delay(waiting.attempts)
             if delay is not None:
                 waiting.attempts += 1
                 return Retry(ref, waiting.sent, delay, waiting.attempts - 1)
+        if code == "rate_limited":
             del self._waiting[ref]
             self.rate_limited += 1
             return Settled(ref, waiting.sent, Outcome.RATE_LIMITED, code, waiting.attempts)

@@ -15,6 +15,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from chatcli.addresses import format_address
 from chatcli.core.client import MAX_SERVER_FRAME, ClientConnection, ClientState
 from chatcli.core.protocol import Bye, ClientEvent, Hello, LineFramer, Ready, ServerEvent, Welcome
 from chatcli.errors import ConnectionFailed
@@ -197,7 +198,7 @@ async def connect(
     Raises ConnectionFailed when the server cannot be reached (or its TLS cannot be
     trusted), ServerRefused when it refuses the login (``name_taken``, ...).
     """
-    address = f"{host}:{port}"
+    address = format_address(host, port)
     options: dict[str, Any] = {}
     if tls is not None:
         options = {"ssl": tls, "ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT}

@@ -15,6 +15,15 @@ what was not acknowledged, and tells its front end through two callbacks:
 before (an ack of a resend, history already shown), which a front end does not show
 again. ``on_status`` gets :class:`Lost` before each pause and :class:`Resumed` after each
 reconnect.
+
+Several servers (the nodes of a cluster, which share their state) are given as
+``fallbacks`` after the first: the first login tries them in order, each within
+``connect_timeout``, and settles on the first that answers; every reconnect after a
+loss tries the NEXT one, round-robin, with the same backoff. What makes a resume exact
+(the seen ids per room and their epoch, the token, the unacknowledged messages with
+their ``txn``) lives in the ResumeState, not in a connection, so it carries over to
+whichever server the session lands on. ``address`` is the server of the current (or
+last) connection.
 """
 
 from __future__ import annotations
@@ -24,12 +33,14 @@ import contextlib
 import itertools
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 
+from chatcli.addresses import format_address
+from chatcli.client.acks import TRY_AGAIN_CODES
 from chatcli.client.connection import DEFAULT_CONNECT_TIMEOUT, ChatClient, connect
 from chatcli.client.resume import FINAL_CODES, ResumeState
 from chatcli.core.protocol import (
@@ -74,6 +85,8 @@ class Lost:
     delay: float
     attempt: int
     reason: str
+    #: the server (HOST:PORT) of the next attempt when there are several ("" when one)
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,8 @@ class Resumed:
     missed: int
     truncated: bool
     resent: int
+    #: the server (HOST:PORT) this session is now connected to ("" when not said)
+    address: str = ""
 
 
 Status = Lost | Resumed
@@ -104,11 +119,16 @@ class ResumingClient:
         ping_timeout: float = KEEPALIVE_TIMEOUT,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         tls: ssl.SSLContext | None = None,
+        fallbacks: Sequence[tuple[str, int]] = (),
     ) -> None:
-        self.host = host
+        #: every server this session may use, in order: (host, port) first, then fallbacks
+        self.servers: list[tuple[str, int]] = [(host, port)]
+        self.servers += [server for server in fallbacks if server not in self.servers]
+        #: the server of the current (or last) connection, and its place in ``servers``
+        self.host, self.port = host, port
+        self._current = 0
         #: every connection, the reconnects too, speaks TLS with this context when set
         self.tls = tls
-        self.port = port
         self.state = state
         self.connect_timeout = connect_timeout
         self.idle = idle
@@ -127,7 +147,18 @@ class ResumingClient:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        """The server of the current (or last) connection, as HOST:PORT."""
+        return format_address(self.host, self.port)
+
+    @property
+    def every_address(self) -> str:
+        """Every server of the session, as ``a:7777, b:7777``."""
+        return ", ".join(format_address(host, port) for host, port in self.servers)
+
+    def _use(self, index: int) -> None:
+        """Make ``servers[index]`` the server of the next connection."""
+        self._current = index % len(self.servers)
+        self.host, self.port = self.servers[self._current]
 
     @property
     def connected(self) -> bool:
@@ -151,8 +182,31 @@ class ResumingClient:
     # -- logging in ------------------------------------------------------------------
 
     async def start(self) -> Ready:
-        """The first login; raises ConnectionFailed or ServerRefused as :func:`connect`."""
-        client = await self._connect()
+        """The first login; raises ConnectionFailed or ServerRefused as :func:`connect`.
+
+        With several servers, each is tried in turn, from the current one, until one
+        answers; a refusal (it answered) is raised at once and leaves that server
+        current, so that a login tried again (with a password) goes back to it.
+        ConnectionFailed, when none answered, says why for each.
+        """
+        failures: list[ConnectionFailed] = []
+        first = self._current
+        for step in range(len(self.servers)):
+            self._use(first + step)
+            try:
+                client = await self._connect()
+            except ConnectionFailed as exc:
+                failures.append(exc)
+                continue
+            break
+        else:
+            self._use(first)
+            if len(failures) == 1:
+                raise failures[0]
+            raise ConnectionFailed(
+                f"cannot connect to any of the {len(failures)} servers: "
+                + "; ".join(str(exc) for exc in failures)
+            )
         assert client.ready is not None
         self.state.ready(client.ready)
         self._up(client)
@@ -267,7 +321,11 @@ class ResumingClient:
         elif isinstance(event, Ready):
             self.state.ready(event)
             self.ready = event
-        elif isinstance(event, Error) and event.ref is not None and event.code != "rate_limited":
+        elif (
+            isinstance(event, Error)
+            and event.ref is not None
+            and event.code not in TRY_AGAIN_CODES  # the front end may send those again
+        ):
             self.state.settled(event.ref)
         on_event(event, new)
 
@@ -284,10 +342,12 @@ class ResumingClient:
         while True:
             if delay is None:
                 raise ConnectionFailed(
-                    f"gave up reconnecting to {self.address} after "
+                    f"gave up reconnecting to {self.every_address} after "
                     f"{self.state.retry_for:g} s ({reason})"
                 )
-            on_status(Lost(delay, self.state.attempt, reason))
+            self._use(self._current + 1)  # the next server (the same one when alone)
+            upcoming = self.address if len(self.servers) > 1 else ""
+            on_status(Lost(delay, self.state.attempt, reason, upcoming))
             await self._sleep(delay)
             if self._closing:
                 return
@@ -317,7 +377,7 @@ class ResumingClient:
         for event in resend:
             with contextlib.suppress(ConnectionFailed):  # the receive loop notices
                 await client.send(event)
-        on_status(Resumed(len(caught.missed), caught.truncated, len(resend)))
+        on_status(Resumed(len(caught.missed), caught.truncated, len(resend), self.address))
 
     async def close(self) -> None:
         """End the session (bye to the server); a reconnect under way stops."""

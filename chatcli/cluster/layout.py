@@ -4,8 +4,9 @@ One module holds the layout (docs/architecture.md, "cluster"), so that ``serve -
 ``chatcli cluster`` and the tests cannot drift apart:
 
 - JetStream stream :data:`MSGS_STREAM` holds every room's messages on
-  ``chatcli.msg.<room>``, stream :data:`BOARDS_STREAM` the whiteboards' events on
-  ``chatcli.board.<room>``; a message's id is its stream sequence.
+  ``chatcli.msg.<room>`` and its whiteboard's changes on ``chatcli.board.<room>``: one
+  stream, so that one ordered feed gives every node one order of both; a message's id is
+  its stream sequence.
 - Key-value buckets: :data:`NODES_BUCKET` (one :class:`chatcli.cluster.nodes.NodeInfo`
   per live node, key = node name), :data:`PRESENCE_BUCKET`, :data:`ACCOUNTS_BUCKET`,
   :data:`BANS_BUCKET`.
@@ -28,7 +29,6 @@ from typing import Final
 __all__ = [
     "ACCOUNTS_BUCKET",
     "BANS_BUCKET",
-    "BOARDS_STREAM",
     "BOARD_SUBJECTS",
     "HEARTBEAT",
     "MSGS_STREAM",
@@ -54,8 +54,7 @@ SUBJECT_PREFIX: Final = "chatcli"
 #: JetStream stream of room messages, and the subjects it captures
 MSGS_STREAM: Final = "CHATCLI_MSGS"
 MSG_SUBJECTS: Final = f"{SUBJECT_PREFIX}.msg.>"
-#: JetStream stream of whiteboard events, and the subjects it captures
-BOARDS_STREAM: Final = "CHATCLI_BOARDS"
+#: the subjects of whiteboard changes (in the same stream, for one order)
 BOARD_SUBJECTS: Final = f"{SUBJECT_PREFIX}.board.>"
 #: core NATS subjects forwarded to one node (DMs, closes): ``chatcli.node.<node>.>``
 NODE_SUBJECTS: Final = f"{SUBJECT_PREFIX}.node.>"

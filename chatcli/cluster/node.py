@@ -24,13 +24,12 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
-import nats
 from nats.js import api
 
 from chatcli import __version__
 from chatcli.cluster.accounts import ClusterAccounts
 from chatcli.cluster.layout import HEARTBEAT, NODES_BUCKET, node_subject
-from chatcli.cluster.nodes import NodeInfo, decode_node, encode_node
+from chatcli.cluster.nodes import NodeInfo, encode_node, read_nodes
 from chatcli.cluster.options import NatsOptions
 from chatcli.cluster.presence import Presence
 from chatcli.cluster.store import ClusterStore
@@ -51,6 +50,8 @@ log = logging.getLogger("chatcli.server")
 START_RETRY: Final = 1.0
 #: seconds the feed may take to read the stream back at start-up
 CATCH_UP: Final = 120.0
+#: seconds a dead node stays in the registry (shown dead by ``chatcli cluster``)
+FORGET_DEAD: Final = 600.0
 
 
 class ClusterError(ChatError):
@@ -69,6 +70,15 @@ class _Close(msgspec.Struct, frozen=True):
     code: str
     message: str
     node: str
+
+
+class _Mute(msgspec.Struct, frozen=True):
+    key: str
+    minutes: int
+
+
+#: where operators' mutes are broadcast to every node
+MUTES: Final = "chatcli.mute"
 
 
 class RemoteLink:
@@ -111,8 +121,12 @@ class RemoteLink:
 class ClusterNode:
     """This process's place in the cluster; see the module doc."""
 
-    def __init__(self, options: NatsOptions, name: str, *, wait: float | None = None) -> None:
+    def __init__(
+        self, options: NatsOptions, name: str, *, wait: float | None = None, replicas: int = 1
+    ) -> None:
         self.options = options
+        #: copies of the stream and buckets this node creates (when they do not exist)
+        self.replicas = replicas
         self.name = name
         #: seconds to wait for NATS at start-up (None: for ever)
         self.wait = wait
@@ -128,6 +142,8 @@ class ClusterNode:
         self.started = time.time()
         self.connected = False
         self.stopping = False
+        #: when this node's heartbeat was last written (others are judged only after it)
+        self.beat = 0.0
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -136,17 +152,18 @@ class ClusterNode:
         shown = self.options.shown_servers()
         deadline = None if self.wait is None else time.monotonic() + self.wait
         said = False
-        kwargs = self.options.connect_kwargs()
-        kwargs.update(
-            name=f"chatcli-{self.name}",
-            disconnected_cb=self._disconnected,
-            reconnected_cb=self._reconnected,
-            error_cb=self._error,
-            max_reconnect_attempts=-1,
-        )
+        overrides = {
+            "name": f"chatcli-{self.name}",
+            "disconnected_cb": self._disconnected,
+            "reconnected_cb": self._reconnected,
+            "error_cb": self._error,
+            "max_reconnect_attempts": -1,
+        }
         while True:
             try:
-                self.nc = await nats.connect(**{**kwargs, "allow_reconnect": True})
+                # NatsOptions.connect refuses a server that would not speak TLS when TLS
+                # is asked for (nats-py alone would send the credentials in the clear)
+                self.nc = await self.options.connect(**overrides)
                 break
             except Exception as exc:
                 why = str(exc) or type(exc).__name__
@@ -171,6 +188,10 @@ class ClusterNode:
         if not self.connected:
             self.connected = True
             log.warning("cluster: NATS reachable again at %s", self.nc.connected_url.netloc)
+        if self.presence is not None:
+            self.presence.grace()
+        if self.store is not None:  # a restarted server lost the feed's consumer
+            self._tasks.append(asyncio.get_running_loop().create_task(self.store.resubscribe()))
 
     async def _error(self, exc: Exception) -> None:
         log.debug("cluster: NATS: %s", exc)
@@ -180,13 +201,16 @@ class ClusterNode:
         try:
             return await self.js.key_value(name)
         except Exception:
-            return await self.js.create_key_value(api.KeyValueConfig(bucket=name, history=1))
+            config = api.KeyValueConfig(bucket=name, history=1, replicas=self.replicas)
+            return await self.js.create_key_value(config)
 
     # -- the store ------------------------------------------------------------------------------
 
     async def open_store(self, *, history: int, retain: int) -> ClusterStore:
         """The cluster's store, read back until caught up with the stream."""
-        store = self.store = ClusterStore(self.name, history=history, retain=retain)
+        store = self.store = ClusterStore(
+            self.name, history=history, retain=retain, replicas=self.replicas
+        )
         store.answer_account = self.answer_account
         await store.open(self.nc)
         try:
@@ -218,6 +242,7 @@ class ClusterNode:
         self.server = server
         relay = server.relay
         relay.presence = deque()
+        relay.shared_mutes = deque()
         relay.remote_link = lambda node, session: RemoteLink(self, node, session)
         relay.features = (*relay.features, "cluster")
         for events in self.store.board_events().values():
@@ -226,17 +251,41 @@ class ClusterNode:
         self.presence = Presence(self.name, relay, self.inject)
         await self.accounts.open(self.js, self.bucket)
         await self.presence.open(self.bucket)
-        server.hub.after_apply = self.presence.take_notes
+        server.hub.after_apply = self._after_apply
+        self._subs.append(await self.nc.subscribe(MUTES, cb=self._muted))
         self._subs.append(
             await self.nc.subscribe(node_subject(self.name) + ".*", cb=self._forwarded)
         )
         self._nodes_kv = await self.bucket(NODES_BUCKET)
-        watcher = await self._nodes_kv.watchall()
-        self._subs.append(watcher)
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._watch_nodes(watcher)))
+        self._tasks.append(loop.create_task(self._watch_nodes()))
         self._tasks.append(loop.create_task(self._heartbeat()))
         self._tasks.append(loop.create_task(self._sweep()))
+
+    def _after_apply(self) -> None:
+        """After every relay call: share presence changes and mutes."""
+        assert self.presence is not None and self.server is not None
+        self.presence.take_notes()
+        mutes = self.server.relay.shared_mutes
+        while mutes:
+            key, minutes = mutes.popleft()
+            data = msgspec.json.encode(_Mute(key, minutes))
+            if self.nc.is_connected:
+                task = asyncio.get_running_loop().create_task(self.nc.publish(MUTES, data))
+                self._tasks.append(task)
+                task.add_done_callback(self._tasks.remove)
+            else:
+                log.warning("cluster: NATS away: a mute holds on this node only")
+
+    async def _muted(self, msg: Any) -> None:
+        """An operator on any node muted (or unmuted) a name: every node applies it."""
+        assert self.server is not None
+        try:
+            mute = msgspec.json.decode(msg.data, type=_Mute)
+        except msgspec.DecodeError as exc:
+            log.warning("cluster: unreadable mute from NATS: %s", exc)
+            return
+        self.server.relay.mute(mute.key, mute.minutes)
 
     def inject(self, effects: list[Effect]) -> None:
         """Effects the cluster caused (not a connection): through the hub, then written."""
@@ -312,30 +361,50 @@ class ClusterNode:
         while True:
             try:
                 await self._nodes_kv.put(self.name, encode_node(self.info()))
-            except Exception as exc:
+                self.beat = time.monotonic()
+            except Exception as exc:  # NATS away: the next beat tries again
                 log.debug("cluster: heartbeat not written: %s", exc)
+                if self.presence is not None:  # others' silence meanwhile proves nothing
+                    self.presence.grace()
             await asyncio.sleep(HEARTBEAT)
 
-    async def _watch_nodes(self, watcher: Any) -> None:
+    async def _watch_nodes(self) -> None:
+        """Read the registry every heartbeat: a node whose ``seen`` moved is alive.
+
+        A fresh read each time (not a long-lived watcher), so a NATS restart cannot
+        leave this node reading nothing; ``seen`` is compared with its last value, not
+        with this machine's clock, so clocks that differ do not matter.
+        """
         assert self.presence is not None
-        async for entry in watcher:
-            if entry is None or entry.key == self.name:
-                continue
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
-                continue  # a clean stop: its users said goodbye one by one
+        last: dict[str, tuple[float, float]] = {}  # node -> (its seen, when it changed)
+        while True:
             try:
-                info = decode_node(entry.value)
-            except ValueError as exc:
-                log.warning("cluster: damaged registry entry %s: %s", entry.key, exc)
-                continue
-            if time.time() - info.seen < 2 * HEARTBEAT + 1:
-                self.presence.node_seen(info.node)
+                listing = await read_nodes(self.js)
+            except Exception as exc:  # NATS away: silence proves nothing
+                log.debug("cluster: registry not read: %s", exc)
+            else:
+                now = time.monotonic()
+                for info in listing:
+                    if info.node == self.name:
+                        continue
+                    before = last.get(info.node)
+                    if before is None or before[0] != info.seen:
+                        if before is not None:
+                            self.presence.node_seen(info.node)
+                        last[info.node] = (info.seen, now)
+                    elif now - before[1] > FORGET_DEAD and now - self.beat < 2 * HEARTBEAT:
+                        # long dead: its entry leaves the registry (chatcli cluster)
+                        await self._nodes_kv.delete(info.node)
+                        del last[info.node]
+                        log.info("cluster: node %s forgotten (silent for ever)", info.node)
+            await asyncio.sleep(HEARTBEAT)
 
     async def _sweep(self) -> None:
         assert self.presence is not None
         while True:
             await asyncio.sleep(1.0)
-            if self.nc.is_connected:  # without NATS, silence proves nothing
+            # judged only while this node's own heartbeats get through
+            if self.nc.is_connected and time.monotonic() - self.beat < 2 * HEARTBEAT:
                 try:
                     await self.presence.sweep()
                 except Exception as exc:

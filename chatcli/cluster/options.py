@@ -15,7 +15,9 @@ decorator :func:`nats_options`, which hands the command one ``nats`` argument: a
   ``--nats-cert FILE`` with ``--nats-key FILE`` (a client certificate: mutual TLS).
 
 Passwords are never printed: :class:`NatsOptions` leaves the password out of its repr and
-:func:`redact` masks the one in a URL before it is shown or logged.
+:func:`redact` masks the one in a URL before it is shown or logged. Nor are they sent in
+the clear when TLS is asked for: :meth:`NatsOptions.connect` refuses a server that does
+not require TLS (nats-py alone would fall back to plaintext).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from __future__ import annotations
 import functools
 import ssl
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from chatcli.addresses import AddressError, format_address, split_address
 from chatcli.errors import UsageError
@@ -92,13 +95,15 @@ def _parse_server(item: str, whole: str) -> str:
 
 
 def redact(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part (if any) masked."""
+    """``url`` with the password of its ``user:password@`` part, or its token, masked."""
     head, sep, rest = url.partition("://")
     if not sep:
         head, rest = "", url
     userinfo, at, hostport = rest.rpartition("@")
-    if not at or ":" not in userinfo:
+    if not at:
         return url
+    if ":" not in userinfo:  # nats://TOKEN@host: a user alone is an auth token to NATS
+        return f"{head}{sep}***@{hostport}"
     user = userinfo.partition(":")[0]
     return f"{head}{sep}{user}:***@{hostport}"
 
@@ -112,7 +117,7 @@ class NatsOptions:
     #: a NATS credentials file (JWT and seed)
     creds: Path | None = None
     user: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = None
     #: CA certificates (PEM) to verify the servers with, instead of the system's
     ca: Path | None = None
     #: a client certificate and its key (PEM), for servers that verify clients
@@ -122,7 +127,8 @@ class NatsOptions:
     name: str = "chatcli"
     connect_timeout: float = CONNECT_TIMEOUT
     reconnect_time_wait: float = RECONNECT_WAIT
-    #: -1: a node never gives up reconnecting; a one-shot tool passes 0
+    #: -1: a node never gives up reconnecting; a one-shot tool passes 1 (one retry per
+    #: server: with 0, nats-py's first connect retries for ever)
     max_reconnect_attempts: int = -1
 
     def __post_init__(self) -> None:
@@ -134,6 +140,17 @@ class NatsOptions:
             raise UsageError("--nats-creds and --nats-user/--nats-password: give one of them")
         if (self.user is None) != (self.password is None):
             raise UsageError("--nats-user and --nats-password go together: give both")
+
+    def __repr__(self) -> str:
+        """The fields that are set, passwords masked (in URLs too): safe to log."""
+        shown = [f"servers={tuple(redact(url) for url in self.servers)!r}"]
+        for name in ("creds", "user", "ca", "cert", "key"):
+            value = getattr(self, name)
+            if value is not None:
+                shown.append(f"{name}={value!r}")
+        if self.password is not None:
+            shown.append("password='***'")
+        return f"NatsOptions({', '.join(shown)}, name={self.name!r})"
 
     @property
     def tls(self) -> bool:
@@ -195,6 +212,48 @@ class NatsOptions:
         if context is not None:
             kwargs["tls"] = context
         return kwargs
+
+    async def connect(self, **overrides: Any) -> Any:
+        """A connected ``nats.aio.client.Client``: ``connect_kwargs()`` plus ``overrides``.
+
+        Use this rather than ``nats.connect(**connect_kwargs())``: when TLS is asked for,
+        a server that does not require it is refused before anything is sent to it
+        (nats-py alone would send the credentials in the clear).
+        """
+        client = _client_class()()
+        await client.connect(**{**self.connect_kwargs(), **overrides})
+        return client
+
+
+@functools.cache
+def _client_class() -> type:
+    """nats-py's client, refusing a server that does not require TLS when TLS is wanted.
+
+    nats-py 2.x upgrades to TLS only when the server's INFO says ``tls_required``: to a
+    server (or someone in the way) that does not, it would send CONNECT, credentials
+    included, in the clear despite a ``tls://`` URL or a CA. This subclass checks the
+    INFO first, on every (re)connection, as nats.go's ``checkForSecure`` does.
+    """
+    from nats.aio.client import Client
+    from nats.errors import Error
+
+    class TlsRequiredError(Error):
+        def __str__(self) -> str:
+            return (
+                "nats: the server does not require TLS, and TLS was asked for: "
+                "nothing was sent to it in the clear"
+            )
+
+    class Guarded(Client):
+        async def _process_info(
+            self, info: dict[str, Any], initial_connection: bool = False
+        ) -> None:
+            wants_tls = self.options.get("tls") is not None
+            if initial_connection and wants_tls and not info.get("tls_required"):
+                raise TlsRequiredError()
+            await super()._process_info(info, initial_connection)
+
+    return Guarded
 
 
 def _no_passphrase(key: Path) -> Callable[[], str]:
@@ -297,7 +356,14 @@ def _build(values: dict[str, Any], name: str) -> NatsOptions | None:
     """The NatsOptions the option values describe (None without --cluster)."""
     servers = values["cluster"]
     if servers is None:
-        given = [f"--{key.replace('_', '-')}" for key in _KEYS[1:] if values[key] is not None]
+        # a password in the environment is no mistake when this run is not a cluster's
+        from_env = click.get_current_context().get_parameter_source("nats_password")
+        ignored = {"nats_password"} if from_env is ParameterSource.ENVIRONMENT else set()
+        given = [
+            f"--{key.replace('_', '-')}"
+            for key in _KEYS[1:]
+            if values[key] is not None and key not in ignored
+        ]
         if given:
             raise UsageError(f"{given[0]} needs --cluster")
         return None

@@ -288,6 +288,13 @@ class Presence:
 
     # -- dead nodes ------------------------------------------------------------------------------
 
+    def grace(self) -> None:
+        """NATS was away: count every node as heard from now (they could not beat)."""
+        now = time.monotonic()
+        for node in self.heard:
+            if node not in self.dead:
+                self.heard[node] = now
+
     def node_seen(self, node: str) -> None:
         """The registry heard from ``node`` (its heartbeat)."""
         if node == self.node:

@@ -29,6 +29,7 @@ of logins in the presence bucket (chatcli.cluster.presence).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -75,7 +76,7 @@ WARM_MESSAGES: Final = 200_000
 #: seconds a published message may wait for JetStream's acknowledgement
 ACK_TIMEOUT: Final = 3.0
 #: seconds an acknowledged message may wait for the feed before it is answered anyway
-ECHO_TIMEOUT: Final = 10.0
+ECHO_TIMEOUT: Final = 30.0
 #: how long JetStream remembers a message id (a ``txn``): spec 1.1 asks for 24 hours
 DUPLICATE_WINDOW: Final = 24 * 3600.0
 #: what a sender is told when the cluster cannot store its message
@@ -115,8 +116,9 @@ class _Entry:
 class ClusterStore:
     """The store port over JetStream, ordered by one feed; see the module doc."""
 
-    def __init__(self, node: str, *, history: int, retain: int) -> None:
+    def __init__(self, node: str, *, history: int, retain: int, replicas: int = 1) -> None:
         self.node = node
+        self.replicas = replicas
         self.history = history
         #: messages kept per room in the stream (``serve --retain``)
         self.retain = max(retain, CACHE_PER_ROOM)
@@ -138,6 +140,10 @@ class ClusterStore:
         self._forgotten: dict[str, int] = {}
         self._boards: dict[str, list[_BoardEvent]] = {}
         self._wakeup: Callable[[], None] = lambda: None
+        #: a wake-up is scheduled for the end of this loop turn
+        self._waking = False
+        #: messages published in this loop turn, sent by one task
+        self._outbox: list[tuple[str, bytes, str, dict[str, str]]] = []
         self._ack_prefix = ""
         self._feed: Any = None
         self._acks: Any = None
@@ -157,9 +163,11 @@ class ClusterStore:
         config = api.StreamConfig(
             name=MSGS_STREAM,
             subjects=[MSG_SUBJECTS, BOARD_SUBJECTS],
-            max_msgs_per_subject=-1,
+            # per room: the newest --retain messages, and as many board changes
+            max_msgs_per_subject=self.retain,
             duplicate_window=DUPLICATE_WINDOW,
             storage=api.StorageType.FILE,
+            num_replicas=self.replicas,
         )
         try:
             info = await self.js.stream_info(MSGS_STREAM)
@@ -171,7 +179,17 @@ class ClusterStore:
         self._start_seq = last
         self._ack_prefix = f"_INBOX.chatcli.{self.node}.{nc._nuid.next().decode()}."
         self._acks = await nc.subscribe(self._ack_prefix + "*", cb=self._on_ack)
-        self._feed = await self.js.subscribe(
+        self._feed = await self._subscribe(first)
+        if last == 0:
+            self.caught_up.set()
+        self._timer = asyncio.get_running_loop().create_task(self._watch_timeouts())
+
+    def describe(self) -> str:
+        """For serve's start-up line."""
+        return f"NATS JetStream stream {MSGS_STREAM} (shared by the cluster; epoch {self.epoch})"
+
+    async def _subscribe(self, first: int) -> Any:
+        return await self.js.subscribe(
             "chatcli.>",
             stream=MSGS_STREAM,
             cb=self._on_feed,
@@ -181,13 +199,29 @@ class ClusterStore:
             pending_msgs_limit=-1,
             pending_bytes_limit=-1,
         )
-        if last == 0:
-            self.caught_up.set()
-        self._timer = asyncio.get_running_loop().create_task(self._watch_timeouts())
 
-    def describe(self) -> str:
-        """For serve's start-up line."""
-        return f"NATS JetStream stream {MSGS_STREAM} (shared by the cluster; epoch {self.epoch})"
+    async def resubscribe(self) -> None:
+        """After NATS came back: a new feed from where this one stopped, at once.
+
+        (nats-py's ordered consumer would find out by itself, after some missed
+        heartbeats; a restarted server has forgotten it.) What both deliver twice is
+        skipped by its sequence.
+        """
+        old, self._feed = self._feed, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.unsubscribe()
+        for attempt in range(120):
+            try:
+                self._feed = await self._subscribe(self._read + 1)
+            except Exception as exc:  # JetStream still starting: retry
+                log.debug("cluster: feed not resubscribed yet: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if attempt:
+                log.info("cluster: message feed back after %d attempts", attempt + 1)
+            return
+        log.warning("cluster: the message feed could not be resubscribed; relying on NATS")
 
     # -- the store port ----------------------------------------------------------------------
 
@@ -216,6 +250,16 @@ class ClusterStore:
 
     def set_wakeup(self, wakeup: Callable[[], None]) -> None:
         self._wakeup = wakeup
+
+    def _wake(self) -> None:
+        """Call the wake-up once per loop turn, however many answers came in it."""
+        if not self._waking:
+            self._waking = True
+            asyncio.get_running_loop().call_soon(self._woken)
+
+    def _woken(self) -> None:
+        self._waking = False
+        self._wakeup()
 
     def close(self) -> None:
         if self._timer is not None:
@@ -256,9 +300,15 @@ class ClusterStore:
         entry.sent = time.monotonic()
         self._waiting_echo[nonce] = entry
         self._waiting_ack[nonce] = entry
-        asyncio.get_running_loop().create_task(
-            self.nc.publish(subject, payload, reply=self._ack_prefix + nonce, headers=headers)
-        )
+        self._outbox.append((subject, payload, self._ack_prefix + nonce, headers))
+        if len(self._outbox) == 1:  # one task sends what one loop turn published
+            asyncio.get_running_loop().create_task(self._send_outbox())
+
+    async def _send_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        publish = self.nc.publish
+        for subject, payload, reply, headers in outbox:
+            await publish(subject, payload, reply=reply, headers=headers)
 
     async def _on_ack(self, msg: Any) -> None:
         nonce = msg.subject.rpartition(".")[2]
@@ -280,7 +330,7 @@ class ClusterStore:
             entry.acked = True
             return
         self._advance()
-        self._wakeup()
+        self._wake()
 
     async def _answer_duplicate(self, entry: _Entry, seq: int) -> None:
         """A resend of a kept message (same ``txn``): answer with what was kept then."""
@@ -351,7 +401,7 @@ class ClusterStore:
         if not self.caught_up.is_set() and seq >= self._start_seq:
             self.caught_up.set()
         self._advance()
-        self._wakeup()
+        self._wake()
 
     def _keep(self, message: Msg) -> None:
         room = self._rooms.get(message.room)
@@ -415,7 +465,7 @@ class ClusterStore:
             log.warning("cluster: %s failed: %s", type(entry.intent).__name__, exc)
             entry.answer = Failed(entry.intent, UNAVAILABLE)
         self._advance()
-        self._wakeup()
+        self._wake()
 
     async def _watch_timeouts(self) -> None:
         """Fail what JetStream never acknowledged; answer what the feed never brought."""
@@ -433,13 +483,15 @@ class ClusterStore:
                     entry.answer = Failed(entry.intent, UNAVAILABLE)  # type: ignore[arg-type]
                     changed = True
                 elif entry.acked and age > ECHO_TIMEOUT:
-                    log.warning("cluster: the feed never brought back message %s", nonce)
+                    # kept, but the feed is late: the sender may resend (its txn makes
+                    # that safe)
+                    log.warning("cluster: the feed is %.0f s late with message %s", age, nonce)
                     del self._waiting_echo[nonce]
                     entry.answer = Failed(entry.intent, UNAVAILABLE)  # type: ignore[arg-type]
                     changed = True
             if changed:
                 self._advance()
-                self._wakeup()
+                self._wake()
 
 
 def _with_id(event: _BoardEvent, seq: int) -> _BoardEvent:

@@ -580,6 +580,8 @@ class Relay:
         #: first, and a factory of the links of other nodes' sessions; None standalone
         self.presence: deque[PresenceNote] | None = None
         self.remote_link: Callable[[str, Session], Any] | None = None
+        #: in a cluster: mutes (name key, minutes; 0 lifts) for every node to apply
+        self.shared_mutes: deque[tuple[str, int]] | None = None
 
     # -- sessions -----------------------------------------------------------------
 
@@ -1234,10 +1236,9 @@ class Relay:
             self.audit.append(AuditRecord(session.name, "unban", name))
             return [LiftBan(session, name, keys, ref)]
         if isinstance(event, Mute):
-            if event.minutes:
-                self._mutes[keys[0]] = self.monotonic() + event.minutes * 60
-            else:
-                self._mutes.pop(keys[0], None)
+            self.mute(keys[0], event.minutes)
+            if self.shared_mutes is not None:
+                self.shared_mutes.append((keys[0], event.minutes))
             self.audit.append(AuditRecord(session.name, "mute", name, event.minutes))
             reply = Moderated(action="mute", name=name, minutes=event.minutes, ref=ref)
             return [Delivery((session,), reply)]
@@ -1262,6 +1263,13 @@ class Relay:
             text = f"{code} by {session.name}" + (f": {reason}" if reason else "")
             out.insert(0, Close(target, "kicked", Error(code=code, message=text)))
         return out
+
+    def mute(self, key: str, minutes: int) -> None:
+        """Mute the name with key ``key`` for ``minutes`` (0 lifts it)."""
+        if minutes:
+            self._mutes[key] = self.monotonic() + minutes * 60
+        else:
+            self._mutes.pop(key, None)
 
     def _muted(self, session: Session, ref: Ref) -> None:
         until = self._mutes.get(session.key or "")

@@ -369,7 +369,9 @@ async def _serve_cluster(
     from chatcli.cluster.node import ClusterNode
 
     assert settings.node is not None
-    node = ClusterNode(settings.cluster, settings.node, wait=settings.nats_wait)
+    node = ClusterNode(
+        settings.cluster, settings.node, wait=settings.nats_wait, replicas=settings.nats_replicas
+    )
     await node.connect()
     try:
         store = await node.open_store(history=settings.history, retain=settings.retain)

@@ -105,6 +105,8 @@ class JoinOptions:
     server_password: str | None = field(default=None, repr=False)
     #: speak TLS (None: plain TCP); remembered with the host, --insecure excepted
     tls: ClientTls | None = None
+    #: other servers of the same chat (cluster nodes), tried in turn after host:port
+    fallbacks: tuple[tuple[str, int], ...] = ()
 
 
 class JoinSession:
@@ -344,6 +346,8 @@ class JoinSession:
             self.room = event.room
         answer = self.acks.receive(event)
         if isinstance(answer, Retry):
+            if isinstance(event, Error) and event.code == "unavailable" and answer.attempt == 1:
+                self.output.notice("the server cannot store messages right now; retrying")
             self._retry(answer)
             return
         if answer is not None:
@@ -422,21 +426,23 @@ class JoinSession:
     def status(self, status: Status) -> None:
         """Say what the connection is doing: lost (and when it retries), or back."""
         if isinstance(status, Lost):
+            to = f" to {status.address}" if status.address else ""
             self.output.notice(
-                f"connection lost, reconnecting in {_seconds(status.delay)} "
+                f"connection lost, reconnecting{to} in {_seconds(status.delay)} "
                 f"(attempt {status.attempt})",
                 error=True,
             )
             return
         assert isinstance(status, Resumed)
         self._lose_unsure()
+        back = f"reconnected to {status.address}" if status.address else "reconnected"
         if status.truncated:
-            self.output.notice("reconnected; some messages may have been lost while you were away")
+            self.output.notice(f"{back}; some messages may have been lost while you were away")
         elif status.missed:
             what = "message you missed is" if status.missed == 1 else "messages you missed are"
-            self.output.notice(f"reconnected; {status.missed} {what} shown above")
+            self.output.notice(f"{back}; {status.missed} {what} shown above")
         else:
-            self.output.notice("reconnected")
+            self.output.notice(back)
         self.reconnected.set()
 
     def _lose_unsure(self) -> None:
@@ -474,7 +480,7 @@ class JoinSession:
                 source="client",
                 name=self.client.name,
                 room=self.room,
-                host=f"{self.options.host}:{self.options.port}",
+                host=self.client.address,
             )
         except ChatError as exc:
             self.output.notice(f"cannot record: {exc}", error=True)
@@ -507,12 +513,21 @@ def _tls_memory(options: JoinOptions) -> dict[str, Any]:
     return {"tls": True, "ca": str(tls.ca) if tls.ca is not None and not tls.insecure else None}
 
 
+def _hosts_memory(client: ResumingClient) -> tuple[str, ...]:
+    """What the next join remembers of several servers: each as HOST:PORT (none: one)."""
+    from chatcli.addresses import format_address
+
+    if len(client.servers) < 2:
+        return ()
+    return tuple(format_address(host, port) for host, port in client.servers)
+
+
 async def run_join(options: JoinOptions, interactive: bool) -> int:
     """Connect, run the chosen front end, and return the process exit code."""
     state = ResumeState(options.name, options.room, options.history, retry_for=options.retry_for)
     state.password, state.server_password = options.password, options.server_password
     tls = options.tls.context() if options.tls is not None else None
-    client = ResumingClient(options.host, options.port, state, tls=tls)
+    client = ResumingClient(options.host, options.port, state, tls=tls, fallbacks=options.fallbacks)
     if interactive:
         from chatcli.logs import console_err
 
@@ -535,11 +550,20 @@ async def run_join(options: JoinOptions, interactive: bool) -> int:
 
     if options.remember:
         save_last_join(
-            LastJoin(options.host, options.port, client.name, options.room, **_tls_memory(options))
+            LastJoin(
+                options.host,
+                options.port,
+                client.name,
+                options.room,
+                **_tls_memory(options),
+                hosts=_hosts_memory(client),
+            )
         )
     if options.json_output and client.welcome is not None:
         output.show(client.welcome)
     assert client.ready is not None
+    if interactive or options.fallbacks:  # which of several servers answered
+        output.notice(f"connected to {client.address}")
     output.show(client.ready)
     if not options.json_output:
         _show_board_url(client, options, output)
@@ -562,7 +586,7 @@ def _show_board_url(client: ResumingClient, options: JoinOptions, output: Output
         return
     shapes = len(ready.board) if ready is not None else 0
     on_it = f" ({shapes} shape{'s' if shapes != 1 else ''} on it)" if shapes else ""
-    output.notice(f"whiteboard: {board_url(welcome.web, options.host)}{on_it}")
+    output.notice(f"whiteboard: {board_url(welcome.web, client.host)}{on_it}")
 
 
 def board_url(url: str, host: str) -> str:
