@@ -163,7 +163,11 @@ class ClusterNode:
             try:
                 # NatsOptions.connect refuses a server that would not speak TLS when TLS
                 # is asked for (nats-py alone would send the credentials in the clear)
-                self.nc = await self.options.connect(**overrides)
+                # the first connection is tried once per round here (nats-py would retry
+                # it for ever inside connect(), never saying so); reconnects after it
+                # are nats-py's, for ever
+                self.nc = await self.options.connect(**overrides, allow_reconnect=False)
+                self.nc.options["allow_reconnect"] = True
                 break
             except Exception as exc:
                 why = str(exc) or type(exc).__name__

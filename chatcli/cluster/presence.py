@@ -206,13 +206,15 @@ class Presence:
     async def _write(self, note: PresenceNote) -> None:
         session = note.session
         if note.gone is None:
-            if session.name is None or session.key is None or session.claim is None:
+            # read the session once, before any await: a bye meanwhile changes it
+            name, key, claim = session.name, session.key, session.claim
+            if name is None or key is None or claim is None:
                 return  # it logged out since: the note that says so follows
             entry = UserEntry(
                 self.node,
-                session.name,
-                session.key,
-                session.claim[1],
+                name,
+                key,
+                claim[1],
                 "on",
                 room=session.room,
                 op=session.op,
@@ -220,8 +222,8 @@ class Presence:
                 digest=None if session.resume is None else token_digest(session.resume),
                 was=note.was,
             )
-            await self.kv.put(_user_key(session.key), _encode(entry))
-            await self.kv.put(_alike_key(session.claim[1]), _encode(_Claim(self.node, session.key)))
+            await self.kv.put(_user_key(key), _encode(entry))
+            await self.kv.put(_alike_key(claim[1]), _encode(_Claim(self.node, key)))
             return
         assert note.keys is not None
         key, alike = note.keys

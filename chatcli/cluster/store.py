@@ -180,7 +180,8 @@ class ClusterStore:
         self._ack_prefix = f"_INBOX.chatcli.{self.node}.{nc._nuid.next().decode()}."
         self._acks = await nc.subscribe(self._ack_prefix + "*", cb=self._on_ack)
         self._feed = await self._subscribe(first)
-        if last == 0:
+        if last == 0 or info.state.messages == 0:  # nothing to read back
+            self._emitted = self._read = last
             self.caught_up.set()
         self._timer = asyncio.get_running_loop().create_task(self._watch_timeouts())
 
@@ -398,8 +399,10 @@ class ClusterStore:
                     self._place(RelayedBoard(event, seq), seq)
         except (msgspec.DecodeError, ValueError) as exc:
             log.warning("cluster: skipping unreadable stream message %d: %s", seq, exc)
-        if not self.caught_up.is_set() and seq >= self._start_seq:
-            self.caught_up.set()
+        if not self.caught_up.is_set():
+            self._emitted = seq  # read back at start-up: every recall may include it
+            if seq >= self._start_seq:
+                self.caught_up.set()
         self._advance()
         self._wake()
 
