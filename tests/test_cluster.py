@@ -679,15 +679,6 @@ def chatcli_argv() -> list[str]:
     return [sys.executable, "-m", "chatcli"]
 
 
-_CLAIM_AFTER_AWAIT = (
-    "presence._write reads session.claim[1] after `await kv.put(u.KEY)`: a bye meanwhile "
-    "makes it None, the TypeError is logged at debug level and the note retried after "
-    "RETRY (0.5 s), so the user's off/DEL reaches the bucket 0.5 s late (about half the "
-    "cases): the name stays taken on the other node ~0.51 s"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_CLAIM_AFTER_AWAIT)
 def test_name_freed_by_bye_is_free_on_the_other_node_at_once(
     pair: tuple[Node, Node], clients: list[Client]
 ) -> None:
@@ -848,10 +839,11 @@ def test_nats_restart_refuses_then_recovers(
 
 
 _CONNECT_FOR_EVER = (
-    "ClusterNode.connect: nats-py's Client.connect with allow_reconnect=True and "
-    "max_reconnect_attempts=-1 retries the first connection for ever inside connect() "
-    "(its `except NoServersError: continue`), so the 'waiting for NATS' line is never "
-    "logged and --nats-wait never ends the wait"
+    "ClusterNode.connect: with max_reconnect_attempts=-1 nats-py's _select_next_server "
+    "loops for ever inside connect() (it drops a server from the pool only when the "
+    "limit is > 0), allow_reconnect=False notwithstanding: no 'waiting for NATS' line, "
+    "--nats-wait never honoured. max_reconnect_attempts=1 for the first connection makes "
+    "it raise NoServersError after one retry (0.5 s); set -1 in nc.options once connected"
 )
 
 
@@ -894,15 +886,6 @@ def test_nats_wait_gives_up_with_one_clear_line(tmp_path: Path) -> None:
         node.stop()
 
 
-_HISTORY_OF_A_LATER_NODE = (
-    "ClusterStore._recall bounds history by _emitted, which stays 0 for the messages the "
-    "feed read while catching up at start: a node started on a non-empty stream (new or "
-    "restarted) answers ready with an empty history (since= too) until a new message "
-    "passes its feed"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_HISTORY_OF_A_LATER_NODE)
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_every_acknowledged_message_survives_kill_9_of_its_node(
@@ -1026,7 +1009,6 @@ def test_kill_9_at_random_moments_with_resume_elsewhere_loses_and_repeats_nothin
             node.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=_HISTORY_OF_A_LATER_NODE)
 def test_a_node_started_later_serves_the_history_and_board(
     pair: tuple[Node, Node],
     shared_nats: NatsServer,
