@@ -142,6 +142,8 @@ class ClusterNode:
         self.started = time.time()
         self.connected = False
         self.stopping = False
+        #: the last error nats-py reported (its connect attempts say why they failed)
+        self._last_error: Exception | None = None
         #: when this node's heartbeat was last written (others are judged only after it)
         self.beat = 0.0
 
@@ -166,11 +168,15 @@ class ClusterNode:
                 # the first connection is tried once per round here (nats-py would retry
                 # it for ever inside connect(), never saying so); reconnects after it
                 # are nats-py's, for ever
-                self.nc = await self.options.connect(**overrides, allow_reconnect=False)
+                first = {**overrides, "allow_reconnect": False, "max_reconnect_attempts": 1}
+                self.nc = await self.options.connect(**first)
                 self.nc.options["allow_reconnect"] = True
+                self.nc.options["max_reconnect_attempts"] = -1
                 break
             except Exception as exc:
-                why = str(exc) or type(exc).__name__
+                # nats-py's own error says "no servers available"; the attempt's says why
+                cause = self._last_error or exc
+                why = str(cause) or type(cause).__name__
                 if deadline is not None and time.monotonic() >= deadline:
                     raise ClusterError(f"cannot reach NATS at {shown}: {why}") from exc
                 if not said:
@@ -198,6 +204,7 @@ class ClusterNode:
             self._tasks.append(asyncio.get_running_loop().create_task(self.store.resubscribe()))
 
     async def _error(self, exc: Exception) -> None:
+        self._last_error = exc
         log.debug("cluster: NATS: %s", exc)
 
     async def bucket(self, name: str) -> Any:
