@@ -1168,3 +1168,57 @@ def test_a_ban_reaches_a_user_the_operators_node_has_not_seen_yet(
         finally:
             boss.send({"type": "unban", "name": name, "ref": f"u{name}"})
             boss.expect("moderated", ref_is(f"u{name}"))
+
+
+def test_renames_are_cluster_wide(pair: tuple[Node, Node], clients: list[Client]) -> None:
+    """``nick`` on n1: n2's member sees it, n2 refuses the new name (and look-alikes) to
+    others and gives the old one back; a DM from n2 reaches the new name."""
+    n1, n2 = pair
+    room = "nicks"
+    alice = login(n1, "nalice", room)
+    bob = login(n2, "nbob", room)
+    clients += [alice, bob]
+    alice.expect("join", lambda f: f["name"] == "nbob")
+    alice.send({"type": "nick", "name": "nalicia", "ref": "n"})
+    mine = alice.expect("nick", ref_is("n"))
+    theirs = bob.expect("nick", lambda f: f["old"] == "nalice")
+    assert (mine["name"], theirs["name"], theirs["room"]) == ("nalicia", "nalicia", room)
+    assert "ref" not in theirs
+    bob.send({"type": "who"})
+    assert users_of(bob.expect("users")) == {"nalicia", "nbob"}
+    assert refused(n2, "NALICIA")["code"] == "name_taken"
+    bob.send({"type": "nick", "name": "ｎａｌｉｃｉａ", "ref": "b"})
+    assert bob.expect("error", ref_is("b"))["code"] == "bad_request"
+    clients.append(login_when_free(n2, "nalice", "elsewhere"))
+    bob.send({"type": "dm", "to": "nalicia", "text": "found you"})
+    alice.expect("dm", lambda f: f["from"] == "nbob" and f["text"] == "found you")
+
+
+def test_messages_and_board_changes_share_one_order(
+    pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    """Messages and board changes are one stream: members on two nodes see the same
+    sequence of both, interleaved."""
+    n1, n2 = pair
+    room = "mixed"
+    one, two = login(n1, "m1", room), login(n2, "m2", room)
+    clients += [one, two]
+    one.expect("join", lambda f: f["name"] == "m2")
+    for i in range(10):
+        for k, client in enumerate((one, two)):
+            client.send({"type": "say", "text": f"m{k} {i}", "ref": f"s{i}"})
+            client.send({"type": "draw", "shape": SHAPE, "ref": f"d{i}"})
+    seen = []
+    for client in (one, two):
+        got: list[tuple[str, int]] = []
+        deadline = time.monotonic() + 20.0
+        while len(got) < 40:
+            left = max(0.0, deadline - time.monotonic())
+            frame = client.expect_any(("msg", "draw"), lambda f: f["room"] == room, left)
+            got.append((frame["type"], frame["id"]))
+        seen.append(got)
+    assert seen[0] == seen[1], seen
+    kinds = [kind for kind, _ in seen[0]]
+    assert kinds.count("msg") == kinds.count("draw") == 20
+    ids = [n for _, n in seen[0]]
+    assert ids == sorted(set(ids)), ids
