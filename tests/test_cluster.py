@@ -1222,3 +1222,48 @@ def test_messages_and_board_changes_share_one_order(
     assert kinds.count("msg") == kinds.count("draw") == 20
     ids = [n for _, n in seen[0]]
     assert ids == sorted(set(ids)), ids
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_piped_join_resumes_on_the_next_node_with_no_loss_and_no_duplicate(
+    own_pair: tuple[Node, Node], clients: list[Client], config: dict[str, str]
+) -> None:
+    """``chatcli join --host n1,n2`` pipes 20 lines; its node is killed after the 10th:
+    it resumes on n2 (same cluster, same epoch: nothing said to be lost), and bob on n2
+    gets every line exactly once, in order."""
+    n1, n2 = own_pair
+    bob = login(n2, "bob")
+    clients.append(bob)
+    hosts = f"{HOST}:{n1.port},{HOST}:{n2.port}"
+    join = chatcli(
+        "join", "sender", "--host", hosts, "--retry-for", "30",
+        env=config, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert join.stdin is not None and join.stderr is not None
+    try:
+        bob.expect("join", lambda f: f["name"] == "sender", timeout=START_TIMEOUT)
+        for n in range(20):
+            join.stdin.write(f"line {n}\n".encode())
+            join.stdin.flush()
+            time.sleep(0.05)
+            if n == 9:
+                n1.kill()
+        join.stdin.close()
+        code = join.wait(40)
+        err = join.stderr.read().decode()
+    finally:
+        if join.poll() is None:
+            join.kill()
+            join.wait(EXIT_TIMEOUT)
+        join.stderr.close()
+    assert code == 0, err
+    assert f"reconnected to {HOST}:{n2.port}" in err, err
+    assert "may have been lost" not in err, err
+    got = bob.msgs(20, "lobby", timeout=10.0)
+    assert [m["text"] for m in got] == [f"line {n}" for n in range(20)], got
+    assert not [f for f in bob.quiet(1.0) if f.get("type") == "msg"], "a line came twice"
+    notes = [f for f in bob.seen if f.get("type") in ("join", "leave")]
+    assert [(f["type"], f["name"]) for f in notes] == [("join", "sender"), ("leave", "sender")], (
+        notes
+    )
