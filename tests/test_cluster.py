@@ -1267,3 +1267,61 @@ def test_piped_join_resumes_on_the_next_node_with_no_loss_and_no_duplicate(
     assert [(f["type"], f["name"]) for f in notes] == [("join", "sender"), ("leave", "sender")], (
         notes
     )
+
+
+def test_a_clean_stop_says_goodbye_for_its_users(
+    own_pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    """SIGTERM of a node: its users get ``server_shutdown``, the other nodes' members see
+    them leave at once (not after NODE_TIMEOUT), its registry entry goes."""
+    n1, n2 = own_pair
+    alice = login(n1, "alice")
+    bob = login(n2, "bob")
+    clients += [alice, bob]
+    alice.expect("join", lambda f: f["name"] == "bob")
+    assert n1.proc is not None
+    n1.proc.send_signal(signal.SIGTERM)
+    assert alice.expect("error")["code"] == "server_shutdown"
+    bob.expect("leave", lambda f: f["name"] == "alice", timeout=5.0)
+    assert n1.proc.wait(EXIT_TIMEOUT) == 0
+    bob.send({"type": "who"})
+    assert users_of(bob.expect("users")) == {"bob"}
+    done = subprocess.run(
+        [*chatcli_argv(), "cluster", "--cluster", n2.url, "--json"], capture_output=True, timeout=30
+    )
+    assert [entry["node"] for entry in json.loads(done.stdout)["nodes"]] == ["n2"], done
+
+
+_SAME_NODE_NAME = (
+    "a second `serve --cluster --node n1` while n1 runs starts silently and, taking the "
+    "live node's entries for its own previous life (presence _forget_own), frees n1's "
+    "users: n2's `who` no longer lists alice while she is connected and chatting on n1"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_SAME_NODE_NAME)
+def test_a_node_name_in_use_is_refused(
+    own_pair: tuple[Node, Node], clients: list[Client], tmp_path: Path
+) -> None:
+    """Starting a node under the name of a live one must not take the live one's users
+    away: the newcomer exits with one line naming the clash, alice stays listed."""
+    n1, n2 = own_pair
+    alice = login(n1, "alice")
+    bob = login(n2, "bob")
+    clients += [alice, bob]
+    alice.expect("join", lambda f: f["name"] == "bob")
+    twin = Node(n1.url, "n1", tmp_path / "twin").spawn()
+    try:
+        assert twin.proc is not None
+        try:
+            code = twin.proc.wait(START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            code = None
+        bob.send({"type": "who"})
+        listed = users_of(bob.expect("users"))
+        assert listed == {"alice", "bob"}, f"n2 lists {listed} after a second n1 started"
+        assert code not in (None, 0), f"a second n1 is running:\n{twin.log()}"
+        lines = twin.log().strip().splitlines()
+        assert lines and "n1" in lines[-1] and "Traceback" not in twin.log(), lines
+    finally:
+        twin.stop()
