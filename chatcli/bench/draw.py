@@ -10,11 +10,12 @@ event loop, so the load generator's chat workers are not slowed by them.
 
 The drawing clients also receive every chat message of the room (thousands a second),
 and the generator shares the machine with the relay it measures. So they are lean
-``asyncio.Protocol`` WebSocket clients (``DrawClient``) on uvloop when it is installed:
-the opening handshake and a frame reader (``FrameReader``) of their own, every message
-looked at where it lands in ``data_received`` (no task, queue or decoding per message),
-only the few frames that matter parsed. What they send (a few frames a second) is framed
-and masked by the ``websockets`` library.
+WebSocket clients (``DrawClient``): the opening handshake and a frame reader
+(``FrameReader``) of their own, only the few frames that matter parsed, and no reader
+waiting on their sockets: one task reads every client's socket every ``POLL_INTERVAL``
+(a reader woken by each arrival is woken by each write of the relay and preempts it on
+a shared core; measured in docs/benchmarks.md). What they send (a few frames a second)
+is framed and masked by the ``websockets`` library.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import hashlib
 import json
 import os
 import random
+import socket
 import threading
 from dataclasses import dataclass
-from typing import cast
 
 from websockets.frames import Close, CloseCode, Frame, Opcode
 
@@ -40,6 +41,9 @@ __all__ = ["DrawClient", "DrawLoad", "DrawResult", "DrawSpec", "FrameReader", "H
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: the most a response's head may take before the handshake is given up
 _MAX_HEAD = 16 * 1024
+#: how often the clients read what arrived (and write what is pending): at most this
+#: late, an ack or a ping is seen; no wake-up per message of the relay
+POLL_INTERVAL = 0.005
 #: RFC 6455 section 5.2 opcodes, as plain ints for the per-message path
 _TEXT, _CLOSE, _PING = int(Opcode.TEXT), int(Opcode.CLOSE), int(Opcode.PING)
 
@@ -137,105 +141,116 @@ class FrameReader:
             self._fragments = []
 
 
-class DrawClient(asyncio.Protocol):
-    """One drawing browser, as cheap to run as a WebSocket client can be.
+class DrawClient:
+    """One drawing browser, as cheap to run, and as quiet towards the relay, as can be.
 
-    ``opened`` resolves once the server accepted the upgrade (to None) or refused it
-    (to the ``HandshakeError``); ``ready`` once the login is answered (True for
-    ``ready``, False for an ``error``); ``closed`` when the connection is gone. After
-    login, an incoming text message is only looked at by its start (the server writes
-    ``type`` first): its own draw echoed (an ack), an ``error``, or a protocol ``ping``
-    (answered with ``pong``); chat is skipped unread.
+    ``open`` connects and performs the opening handshake. After that nothing waits on
+    the socket: ``poll`` (called every ``POLL_INTERVAL`` for all clients by one task)
+    reads whatever arrived and writes whatever is pending, without blocking. A reader
+    woken by every arrival would be woken by every write of the relay (thousands a
+    second), and on a machine whose cores the relay shares it would preempt the relay in
+    the middle of its fan-out (see docs/benchmarks.md); a browser is on another machine.
+
+    ``ready`` resolves once the login is answered (True for ``ready``, False for an
+    ``error`` or a lost connection). After login an incoming text message is only looked
+    at by its start (the server writes ``type`` first): its own draw echoed (an ack), an
+    ``error``, or a protocol ``ping`` (answered with ``pong``); chat is skipped unread.
     """
 
-    def __init__(self, host: str, port: int, result: DrawResult) -> None:
+    def __init__(self, result: DrawResult) -> None:
         self.result = result
-        self._key = base64.b64encode(os.urandom(16))
-        self._request = (
-            b"GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-            b"Sec-WebSocket-Version: 13\r\n\r\n" % (host.encode(), port, self._key)
-        )
-        loop = asyncio.get_running_loop()
-        self.opened: asyncio.Future[HandshakeError | None] = loop.create_future()
-        self.ready: asyncio.Future[bool] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.transport: asyncio.Transport | None = None
-        self._head: bytes | None = b""  # None once the handshake is done
+        self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        #: the connection is gone (or was never made)
+        self.closed = True
+        self._sock: socket.socket | None = None
         self._reader = FrameReader()
+        self._out = b""
         self._close_sent = False
 
-    # -- asyncio.Protocol ----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(self._request)
-
-    def data_received(self, data: bytes) -> None:
+    async def open(self, host: str, port: int) -> None:
+        """Connect and upgrade to a WebSocket; raises ``OSError`` or ``HandshakeError``."""
+        loop = asyncio.get_running_loop()
+        family, kind, proto, _, address = (
+            await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
         try:
-            if self._head is not None:
-                head = self._head + data
-                end = head.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(head) > _MAX_HEAD:
-                        raise HandshakeError("the response's head is too long")
-                    self._head = head
+            await loop.sock_connect(sock, address)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            key = base64.b64encode(os.urandom(16))
+            shown = f"[{host}]" if ":" in host else host
+            await loop.sock_sendall(
+                sock,
+                b"GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n" % (shown.encode(), port, key),
+            )
+            head = b""
+            while (end := head.find(b"\r\n\r\n")) < 0:
+                if len(head) > _MAX_HEAD:
+                    raise HandshakeError("the response's head is too long")
+                data = await loop.sock_recv(sock, 65536)
+                if not data:
+                    raise HandshakeError("the server closed the connection")
+                head += data
+            _accept(head[:end], key)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock, self.closed = sock, False
+        self._feed(head[end + 4 :])
+
+    def poll(self) -> None:
+        """Read everything that arrived and write what is pending; never blocks."""
+        sock = self._sock
+        if sock is None or self.closed:
+            return
+        try:
+            while True:
+                try:
+                    data = sock.recv(1 << 18)
+                except BlockingIOError:
+                    break
+                if not data:
+                    self._lost()
                     return
-                self._accept(head[:end])
-                self._head = None
-                self.opened.set_result(None)
-                data = head[end + 4 :]
-            for opcode, payload in self._reader.feed(data):
-                self._message(opcode, payload)
-        except HandshakeError as exc:
-            self._fail(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_result(HandshakeError("the server closed the connection"))
-        if not self.ready.done():
-            self.ready.set_result(False)
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    # -- the client's side -----------------------------------------------------------------
+                self._feed(data)
+                if self.closed:  # the server broke the framing: dropped
+                    return
+            self._write()
+        except OSError:
+            self._lost()
 
     def send_text(self, text: str) -> None:
         """Send one text message (masked, as a client must)."""
-        transport = self.transport
-        if transport is None or transport.is_closing() or self._close_sent:
+        if self.closed or self._close_sent:
             raise ConnectionError("the connection is closed")
-        transport.write(Frame(Opcode.TEXT, text.encode()).serialize(mask=True))
+        self._send(Frame(Opcode.TEXT, text.encode()).serialize(mask=True))
 
     async def close(self, timeout: float) -> None:
         """The closing handshake: send a close frame, wait (bounded) for the server to
-        answer and drop the connection, then make sure it is dropped."""
-        transport = self.transport
-        if transport is None:
+        answer and drop the connection, then drop it ourselves."""
+        if self.closed:
             return
-        if not self._close_sent and not transport.is_closing():
+        if not self._close_sent:
             self._send_close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
-        if not self.closed.done():
-            transport.abort()
+            async with asyncio.timeout(timeout):
+                while not self.closed:
+                    await asyncio.sleep(POLL_INTERVAL)
+                    self.poll()
+        self._lost()
 
     # -- what comes in -----------------------------------------------------------------------
 
-    def _accept(self, head: bytes) -> None:
-        """Check the server's answer to the upgrade (RFC 6455 section 4.2.2)."""
-        status, *lines = head.split(b"\r\n")
-        parts = status.split(b" ", 2)
-        if len(parts) < 2 or parts[1] != b"101":
-            raise HandshakeError(f"the server answered {status.decode(errors='replace')!r}")
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        expected = base64.b64encode(hashlib.sha1(self._key + _ACCEPT_GUID).digest())
-        if headers.get(b"sec-websocket-accept") != expected:
-            raise HandshakeError("the server's Sec-WebSocket-Accept does not match")
+    def _feed(self, data: bytes) -> None:
+        try:
+            for opcode, payload in self._reader.feed(data):
+                self._message(opcode, payload)
+        except HandshakeError:
+            self.result.errors += 1
+            self._lost()
 
     def _message(self, opcode: int, payload: bytes) -> None:
         if opcode == _TEXT:
@@ -249,13 +264,9 @@ class DrawClient(asyncio.Protocol):
             elif payload.startswith(b'{"type":"ping"') and not self._close_sent:
                 self.send_text('{"type":"pong"}')
         elif opcode == _PING and not self._close_sent:
-            assert self.transport is not None
-            self.transport.write(Frame(Opcode.PONG, payload).serialize(mask=True))
-        elif opcode == _CLOSE:
-            assert self.transport is not None
-            if not self._close_sent:
-                self._send_close()  # the echo the server waits for
-            self.transport.close()  # the server ends TCP; closing our side is harmless
+            self._send(Frame(Opcode.PONG, payload).serialize(mask=True))
+        elif opcode == _CLOSE and not self._close_sent:
+            self._send_close()  # the echo the server waits for; it then ends TCP
 
     def _login_answer(self, payload: bytes) -> None:
         try:
@@ -269,19 +280,50 @@ class DrawClient(asyncio.Protocol):
             self.result.errors += 1
             self.ready.set_result(False)
 
+    # -- what goes out -----------------------------------------------------------------------
+
+    def _send(self, frame: bytes) -> None:
+        self._out += frame
+        try:
+            self._write()
+        except OSError:
+            self._lost()
+
+    def _write(self) -> None:
+        while self._out and self._sock is not None:
+            try:
+                sent = self._sock.send(self._out)
+            except BlockingIOError:
+                return  # the rest goes at the next poll
+            self._out = self._out[sent:]
+
     def _send_close(self) -> None:
-        assert self.transport is not None
         self._close_sent = True
         close = Close(CloseCode.NORMAL_CLOSURE, "").serialize()
-        self.transport.write(Frame(Opcode.CLOSE, close).serialize(mask=True))
+        self._send(Frame(Opcode.CLOSE, close).serialize(mask=True))
 
-    def _fail(self, exc: HandshakeError) -> None:
-        if not self.opened.done():
-            self.opened.set_result(exc)
-        else:
-            self.result.errors += 1
-        if self.transport is not None:
-            self.transport.abort()
+    def _lost(self) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.ready.set_result(False)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _accept(head: bytes, key: bytes) -> None:
+    """Check the server's answer to the upgrade (RFC 6455 section 4.2.2)."""
+    status, *lines = head.split(b"\r\n")
+    parts = status.split(b" ", 2)
+    if len(parts) < 2 or parts[1] != b"101":
+        raise HandshakeError(f"the server answered {status.decode(errors='replace')!r}")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    expected = base64.b64encode(hashlib.sha1(key + _ACCEPT_GUID).digest())
+    if headers.get(b"sec-websocket-accept") != expected:
+        raise HandshakeError("the server's Sec-WebSocket-Accept does not match")
 
 
 class DrawLoad:
@@ -317,18 +359,18 @@ class DrawLoad:
             self._ready.set()
 
     async def _main(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._loop = loop
+        self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         spec = self.spec
         clients: list[DrawClient] = []
+        poller = asyncio.create_task(self._poll(clients))
         for index in range(spec.clients):
-            client = await self._connect(loop)
+            client = await self._connect()
             if client is None:
                 continue
             name = f"{spec.name_prefix}{index}"
-            client.send_text(json.dumps({"type": "hello", "name": name, "room": spec.room}))
             clients.append(client)
+            client.send_text(json.dumps({"type": "hello", "name": name, "room": spec.room}))
         logged_in = await asyncio.gather(*(self._ready_of(client) for client in clients))
         live = [client for client, ok in zip(clients, logged_in, strict=True) if ok]
         self.result.connected = len(live)
@@ -337,22 +379,26 @@ class DrawLoad:
         await self._stop.wait()
         for task in tasks:
             task.cancel()
+        poller.cancel()
         for client in live:
             with contextlib.suppress(ConnectionError):
                 client.send_text(json.dumps({"type": "clear"}))
         await asyncio.gather(*(client.close(2.0) for client in clients))
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> DrawClient | None:
+    @staticmethod
+    async def _poll(clients: list[DrawClient]) -> None:
+        """Every ``POLL_INTERVAL``, let every client read and write what it can."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            for client in clients:
+                client.poll()
+
+    async def _connect(self) -> DrawClient | None:
         """One client through the opening handshake, or None (counted as an error)."""
-        spec = self.spec
+        client = DrawClient(self.result)
         try:
             async with asyncio.timeout(10.0):
-                _, client = await loop.create_connection(
-                    lambda: DrawClient(spec.host, spec.port, self.result), spec.host, spec.port
-                )
-                refused = await client.opened
-                if refused is not None:
-                    raise refused
+                await client.open(self.spec.host, self.spec.port)
         except (TimeoutError, OSError, HandshakeError):
             self.result.errors += 1  # a client that cannot connect is counted, never fatal
             return None
