@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from chatcli.transports.web import (
     CONTENT_SECURITY_POLICY,
     STATIC_DIR,
+    MessageTransport,
     WebListener,
     start_web,
     static_file,
@@ -259,6 +260,42 @@ async def test_a_web_client_that_stops_reading_is_cut_off() -> None:
                     assert frame["name"] == "slow" and frame["reason"] == "slow", frame
                     break
         slow.transport.abort()
+
+
+@async_test
+async def test_a_web_client_that_falls_behind_and_catches_up_gets_everything_in_order() -> None:
+    """Behind backpressure the browser's frames queue (``MessageTransport``'s writer
+    task) instead of being written at once; once it reads again it gets them all, each
+    one message, in order, and the queue is empty again."""
+    async with web_serving(rate_limit=0) as (srv, web):
+        lagging = WebClient(
+            await asyncio.wait_for(connect(ws_url(web), max_queue=1, max_size=None), READ_TIMEOUT)
+        )
+        await lagging.expect("welcome")
+        await lagging.send({"type": "hello", "name": "lagging"})
+        talker = await srv.login("talker")
+        (link,) = (
+            core.link
+            for core in srv.server.connections
+            if isinstance(core.link.transport, MessageTransport)
+        )
+        transport: MessageTransport = link.transport
+        sent, queued = 0, False
+        async with asyncio.timeout(10.0):
+            while not queued or sent < 20:  # a few more after the queue began
+                await talker.send({"type": "say", "text": f"{sent:05d}" + "y" * 3000})
+                await talker.recv_until(lambda f: f["type"] == "msg")
+                sent += 1
+                queued = queued or bool(transport._queue)
+        async with asyncio.timeout(10.0):
+            texts = []
+            while len(texts) < sent:
+                frame = await lagging.recv()
+                if frame["type"] == "msg":
+                    texts.append(frame["text"][:5])
+        assert texts == [f"{i:05d}" for i in range(sent)]
+        assert not transport._queue and transport._queued == 0
+        await lagging.ws.close()
 
 
 # -- origin ------------------------------------------------------------------------------

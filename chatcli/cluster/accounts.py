@@ -10,6 +10,7 @@ register one name twice. The rules are the single server's (chatcli.store.accoun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Final
@@ -46,6 +47,10 @@ class _Ban(msgspec.Struct, frozen=True):
     by: str
 
 
+def _ban_record(ban: _Ban) -> BanRecord:
+    return BanRecord(ban.key, ban.alike, ban.name, ban.address, ban.until, ban.reason, ban.by)
+
+
 class _Book:
     """The mirror as an AccountBook; writes are collected, carried out afterwards."""
 
@@ -70,7 +75,7 @@ class _Book:
 
     def bans(self, keys: tuple[str, str], address: str | None) -> list[BanRecord]:
         return [
-            BanRecord(b.key, b.alike, b.name, b.address, b.until, b.reason, b.by)
+            _ban_record(b)
             for b in self.bans_by_key.values()
             if b.key == keys[0] or b.alike == keys[1] or (address and b.address == address)
         ]
@@ -95,31 +100,56 @@ class ClusterAccounts:
         self._accounts_kv: Any = None
         self._bans_kv: Any = None
         self._watchers: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        #: called with every ban that arrives in the mirror (the node closes its users)
+        self.on_ban: Callable[[BanRecord], None] = lambda ban: None
 
     async def open(self, js: Any, bucket: Callable[[str], Any]) -> None:
         """Open (or make) both buckets and start mirroring them."""
         self._accounts_kv = await bucket(ACCOUNTS_BUCKET)
         self._bans_kv = await bucket(BANS_BUCKET)
+        await self.rewatch()
+
+    async def rewatch(self) -> None:
+        """Mirror both buckets afresh (at start, and when NATS came back: a restarted
+        server forgot the old watchers); what went meanwhile is dropped from the mirror."""
+        for task in self._tasks:
+            task.cancel()
+        for watcher in self._watchers:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        self._tasks, self._watchers = [], []
         for kv, into, kind in (
             (self._accounts_kv, self.accounts, _Account),
             (self._bans_kv, self.bans, _Ban),
         ):
             watcher = await kv.watchall()
             self._watchers.append(watcher)
-            asyncio.get_running_loop().create_task(self._mirror(watcher, into, kind))
+            task = asyncio.get_running_loop().create_task(self._mirror(watcher, into, kind))
+            self._tasks.append(task)
 
     async def _mirror(self, watcher: Any, into: dict[str, Any], kind: type) -> None:
         decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(kind)
+        present: set[str] | None = set()
         async for entry in watcher:
-            if entry is None:
+            if entry is None:  # the current entries are read: drop what went meanwhile
+                if present is not None:
+                    for gone in set(into) - present:
+                        del into[gone]
+                    present = None
                 continue
             if entry.operation in ("DEL", "PURGE") or not entry.value:
                 into.pop(entry.key, None)
                 continue
             try:
-                into[entry.key] = decoder.decode(entry.value)
+                record = into[entry.key] = decoder.decode(entry.value)
             except msgspec.DecodeError as exc:
                 log.warning("cluster: skipping damaged entry %s: %s", entry.key, exc)
+                continue
+            if present is not None:
+                present.add(entry.key)
+            if kind is _Ban:
+                self.on_ban(_ban_record(record))
 
     async def answer(self, intent: Intent) -> Completion:
         """Carry an account or ban intent out: the rules on a thread, then the writes."""
@@ -150,6 +180,8 @@ class ClusterAccounts:
             self.bans.pop(kv_key(record.key), None)
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         for watcher in self._watchers:
             try:
                 await watcher.stop()

@@ -28,13 +28,13 @@ from nats.js import api
 
 from chatcli import __version__
 from chatcli.cluster.accounts import ClusterAccounts
-from chatcli.cluster.layout import HEARTBEAT, NODES_BUCKET, node_subject
-from chatcli.cluster.nodes import NodeInfo, encode_node, read_nodes
+from chatcli.cluster.layout import HEARTBEAT, NODE_TIMEOUT, NODES_BUCKET, node_subject
+from chatcli.cluster.nodes import NodeInfo, decode_node, encode_node, read_nodes
 from chatcli.cluster.options import NatsOptions
 from chatcli.cluster.presence import Presence
 from chatcli.cluster.store import ClusterStore
 from chatcli.core.connection import JSON_LINES, State
-from chatcli.core.intents import Authenticate, Authenticated, Completion, Intent
+from chatcli.core.intents import Authenticate, Authenticated, BanRecord, Completion, Intent
 from chatcli.core.protocol import Error, ServerEvent, decode_server_frame
 from chatcli.core.relay import Close, Delivery, Effect, Session
 from chatcli.errors import ChatError
@@ -62,6 +62,17 @@ def default_node_name() -> str:
     """``<host>-<pid>`` cut to a valid node name: unique enough when none is given."""
     host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
     return f"{host[:20] or 'node'}-{os.getpid()}"[:32]
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Close(msgspec.Struct, frozen=True):
@@ -200,8 +211,13 @@ class ClusterNode:
             log.warning("cluster: NATS reachable again at %s", self.nc.connected_url.netloc)
         if self.presence is not None:
             self.presence.grace()
-        if self.store is not None:  # a restarted server lost the feed's consumer
-            self._tasks.append(asyncio.get_running_loop().create_task(self.store.resubscribe()))
+        # a restarted server forgot the consumers: the feed and the mirrors start again
+        loop = asyncio.get_running_loop()
+        if self.store is not None:
+            self._tasks.append(loop.create_task(self.store.resubscribe()))
+        if self.presence is not None:
+            self._tasks.append(loop.create_task(self.presence.rewatch()))
+            self._tasks.append(loop.create_task(self.accounts.rewatch()))
 
     async def _error(self, exc: Exception) -> None:
         self._last_error = exc
@@ -259,7 +275,11 @@ class ClusterNode:
         for events in self.store.board_events().values():
             for event in events:
                 relay.replay_board(event)
+        self._nodes_kv = await self.bucket(NODES_BUCKET)
+        await self._check_name_free()
         self.presence = Presence(self.name, relay, self.inject)
+        self.accounts.on_ban = self._banned
+        relay.cluster_up = lambda: self.nc.is_connected
         await self.accounts.open(self.js, self.bucket)
         await self.presence.open(self.bucket)
         server.hub.after_apply = self._after_apply
@@ -267,7 +287,6 @@ class ClusterNode:
         self._subs.append(
             await self.nc.subscribe(node_subject(self.name) + ".*", cb=self._forwarded)
         )
-        self._nodes_kv = await self.bucket(NODES_BUCKET)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._watch_nodes()))
         self._tasks.append(loop.create_task(self._heartbeat()))
@@ -297,6 +316,43 @@ class ClusterNode:
             log.warning("cluster: unreadable mute from NATS: %s", exc)
             return
         self.server.relay.mute(mute.key, mute.minutes)
+
+    async def _check_name_free(self) -> None:
+        """Refuse to start under the name of a node that is running (its heartbeat is
+        fresh, and it is not this machine's dead process of that name)."""
+        try:
+            entry = await self._nodes_kv.get(self.name)
+            info = decode_node(entry.value or b"")
+        except Exception:  # no entry (or a damaged one): the name is free
+            return
+        if time.time() - info.seen > NODE_TIMEOUT:
+            return
+        here = info.host == socket.gethostname()
+        if here and (info.pid == os.getpid() or not _running(info.pid)):
+            return  # this machine's earlier life of the node, killed: the name is ours
+        raise ClusterError(
+            f"a node named {self.name} is running on {info.host} (pid {info.pid}): "
+            "give this one another --node"
+        )
+
+    def _banned(self, ban: BanRecord) -> None:
+        """A ban reached the mirror (made on any node): close this node's users it names.
+
+        The operator's node closes the user itself when it knows them; this covers a
+        user it has not heard of yet (a login a moment earlier, on this node).
+        """
+        if self.server is None or not ban.active(time.time()):
+            return
+        closes: list[Effect] = []
+        for session in list(self.server.relay.users.values()):
+            claim = session.claim
+            if session.node is not None or claim is None:
+                continue
+            address = ban.address is not None and session.address == ban.address
+            if claim[0] == ban.key or claim[1] == ban.alike or address:
+                text = f"banned by {ban.by}" + (f": {ban.reason}" if ban.reason else "")
+                closes.append(Close(session, "kicked", Error(code="banned", message=text)))
+        self.inject(closes)
 
     def inject(self, effects: list[Effect]) -> None:
         """Effects the cluster caused (not a connection): through the hub, then written."""

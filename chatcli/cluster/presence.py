@@ -87,6 +87,7 @@ class Presence:
         self._writing = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: Any = None
+        self._mirroring: asyncio.Task[None] | None = None
         #: other nodes: when this node last heard of them (monotonic seconds)
         self.heard: dict[str, float] = {}
         #: nodes found dead (their users announced gone)
@@ -98,8 +99,31 @@ class Presence:
         await self._forget_own()
         self._watcher = await self.kv.watchall()
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._mirror()))
+        self._mirroring = loop.create_task(self._mirror(self._watcher))
         self._tasks.append(loop.create_task(self._publish()))
+
+    async def rewatch(self) -> None:
+        """After NATS came back: mirror the bucket afresh (a restarted server forgot the
+        old watcher), and forget the ghosts whose entries went meanwhile."""
+        old, self._watcher = self._watcher, None
+        if self._mirroring is not None:
+            self._mirroring.cancel()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.stop()
+        for _attempt in range(120):
+            try:
+                self._watcher = await self.kv.watchall()
+                break
+            except Exception as exc:  # JetStream still starting: retry
+                log.debug("cluster: presence watcher not back yet: %s", exc)
+                await asyncio.sleep(0.5)
+        else:
+            log.warning("cluster: the presence bucket could not be watched again")
+            return
+        self._mirroring = asyncio.get_running_loop().create_task(
+            self._mirror(self._watcher, sweep=True)
+        )
 
     async def _forget_own(self) -> None:
         """Entries of this node from before a restart: their users are gone (lost)."""
@@ -252,14 +276,31 @@ class Presence:
 
     # -- mirroring the others ----------------------------------------------------------------
 
-    async def _mirror(self) -> None:
-        async for entry in self._watcher:
-            if entry is None or not entry.key.startswith("u."):
+    async def _mirror(self, watcher: Any, sweep: bool = False) -> None:
+        """Apply the bucket's entries, then its changes; ``sweep``: once the current
+        entries are read, the ghosts none of them names are gone (``lost``)."""
+        present: set[str] | None = set() if sweep else None
+        async for entry in watcher:
+            if entry is None:  # the current entries are all read
+                if present is not None:
+                    self._forget_missing(present)
+                    present = None
                 continue
+            if not entry.key.startswith("u."):
+                continue
+            if present is not None and entry.value and entry.operation not in ("DEL", "PURGE"):
+                present.add(entry.key)
             try:
                 self._mirror_one(entry)
             except Exception:  # a bad entry must not stop the mirror
                 log.exception("cluster: presence entry %s", entry.key)
+
+    def _forget_missing(self, present: set[str]) -> None:
+        effects: list[Effect] = []
+        for ghost in [s for s in self.relay.users.values() if s.node is not None]:
+            if ghost.key is not None and _user_key(ghost.key) not in present:
+                effects += self.relay.ghost_gone(ghost.key, "lost")
+        self.apply(effects)
 
     def _mirror_one(self, entry: Any) -> None:
         relay = self.relay
@@ -329,6 +370,8 @@ class Presence:
                         await self._free(user, "lost", found[1])
 
     async def close(self) -> None:
+        if self._mirroring is not None:
+            self._mirroring.cancel()
         for task in self._tasks:
             task.cancel()
         if self._watcher is not None:

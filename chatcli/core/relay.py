@@ -582,6 +582,9 @@ class Relay:
         self.remote_link: Callable[[str, Session], Any] | None = None
         #: in a cluster: mutes (name key, minutes; 0 lifts) for every node to apply
         self.shared_mutes: deque[tuple[str, int]] | None = None
+        #: in a cluster: whether other nodes can be reached now (a DM to another node's
+        #: user is refused ``unavailable`` while they cannot)
+        self.cluster_up: Callable[[], bool] | None = None
 
     # -- sessions -----------------------------------------------------------------
 
@@ -1339,6 +1342,9 @@ class Relay:
         if target is None:
             raise ProtocolError("no_such_user", f"no user named {event.to!r} is online", event.ref)
         self._muted(session, event.ref)
+        if target.node is not None and self.cluster_up is not None and not self.cluster_up():
+            message = "the cluster cannot reach that user right now; try again"
+            raise ProtocolError("unavailable", message, event.ref)
         if not session.bucket.take(ACTION_COSTS[SendDirect]):
             raise ProtocolError("rate_limited", "slow down: message not sent", event.ref)
         assert session.name is not None and target.name is not None

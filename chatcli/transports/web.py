@@ -12,11 +12,13 @@ Framing: each text message is exactly one JSON frame (``MessageFraming``), never
 mode. Output uses the TCP JSON wire itself (frames end in ``\\n``), so an event fanned
 out to a room of TCP and browser users is encoded once; ``MessageTransport`` turns each
 newline-ended frame into one WebSocket message (the encoder escapes newlines inside
-strings, so ``\\n`` only ever ends a frame). Messages wait in a queue drained by one
-writer task per connection; the queue plus the socket's own buffer is what the core
-counts against ``max_buffer``, so a browser that stops reading is cut off like any
-slow consumer. Heartbeats are the protocol's ``ping``/``pong`` (WebSocket-level pings are
-off: one heartbeat, the one the core already runs for every JSON session).
+strings, so ``\\n`` only ever ends a frame), framed by ``text_frames`` once per flush
+for all the browsers that get the same bytes (``FrameCache``) and written in one go.
+Behind backpressure, messages wait in a queue drained by one writer task per
+connection; the queue plus the socket's own buffer is what the core counts against
+``max_buffer``, so a browser that stops reading is cut off like any slow consumer.
+Heartbeats are the protocol's ``ping``/``pong`` (WebSocket-level pings are off: one
+heartbeat, the one the core already runs for every JSON session).
 
 An ``ssl.SSLContext`` given to ``start_web`` makes the port serve HTTPS and WSS.
 """
@@ -50,10 +52,13 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTENT_SECURITY_POLICY",
     "STATIC_DIR",
+    "FrameCache",
     "MessageFraming",
     "MessageTransport",
     "WebListener",
     "start_web",
+    "text_frame_header",
+    "text_frames",
     "web_url",
 ]
 
@@ -113,22 +118,88 @@ class MessageFraming:
         return []
 
 
+#: RFC 6455 section 5.2: FIN set, opcode 1 (text), no extension bits
+_TEXT_FIN: Final = 0x81
+#: the two-byte headers of unmasked text frames with payloads of 0-125 bytes
+_SHORT_HEADERS: Final = tuple(bytes((_TEXT_FIN, length)) for length in range(126))
+
+
+def text_frame_header(length: int) -> bytes:
+    """The header of one whole, unmasked text frame whose payload is ``length`` bytes.
+
+    RFC 6455 section 5.2: a server's frames are never masked, so the header depends on
+    the payload's length alone (7 bits, or 126 and 16 bits, or 127 and 64 bits).
+    """
+    if length < 126:
+        return _SHORT_HEADERS[length]
+    if length < 0x10000:
+        return bytes((_TEXT_FIN, 126)) + length.to_bytes(2, "big")
+    return bytes((_TEXT_FIN, 127)) + length.to_bytes(8, "big")
+
+
+def text_frames(data: bytes) -> bytes:
+    """Newline-ended JSON frames as the bytes of WebSocket text messages, one each.
+
+    What ``websockets``' ``send_text`` would write for each frame (no compression is
+    negotiated, see ``start_web``), built without its per-message ``Frame`` object,
+    checks and buffer: the relay sends thousands of these a second to every browser.
+    The payloads are the JSON encoder's UTF-8, so they are valid text.
+    """
+    frames = data.split(b"\n")
+    frames.pop()  # what follows the last newline: nothing
+    if len(frames) == 1:
+        frame = frames[0]
+        return text_frame_header(len(frame)) + frame
+    parts: list[bytes] = []
+    append = parts.append
+    for frame in frames:
+        append(text_frame_header(len(frame)))
+        append(frame)
+    return b"".join(parts)
+
+
+class FrameCache:
+    """The WebSocket bytes last built, shared by every browser of one web port.
+
+    A fan-out queues the same encoded frames to every browser in the room, so the
+    flush that follows hands each browser's transport equal bytes (often the very same
+    object): they are framed once, not once per browser.
+    """
+
+    __slots__ = ("_data", "_framed")
+
+    def __init__(self) -> None:
+        self._data = b""
+        self._framed = b""
+
+    def framed(self, data: bytes) -> bytes:
+        """``text_frames(data)``, from the cache when ``data`` is what was framed last."""
+        if data == self._data:  # the same object is found without comparing bytes
+            return self._framed
+        framed = text_frames(data)
+        self._data, self._framed = data, framed
+        return framed
+
+
 class MessageTransport:
     """The few ``asyncio.Transport`` verbs ``tcp.Connection`` uses, over one WebSocket.
 
     ``write`` takes newline-ended frames and makes each one text message. While the
-    socket keeps up, that happens at once: the messages are framed by the library's
-    sans-I/O protocol and written with one ``transport.write``, as a TCP flush is (no
-    task switch, no await per message). Once the socket's buffer is over its high-water
-    mark (the peer reads slowly), frames queue up for the writer task (``run``), which
-    waits for the socket to drain, so messages keep their order. ``close`` sends the
-    close frame once the queue is out; ``abort`` drops the socket.
+    socket keeps up, that happens at once: the messages are framed (``text_frames``,
+    through the port's ``FrameCache``) and written with one ``transport.write``, as a
+    TCP flush is (no task switch, no await per message). Once the socket's buffer is
+    over its high-water mark (the peer reads slowly), frames queue up for the writer
+    task (``run``), which waits for the socket to drain, so messages keep their order.
+    Data frames are only ever written while the library's protocol is ``OPEN``; its
+    close handshake, its answers to pings and its size limit are its own, untouched.
+    ``close`` sends the close frame once the queue is out; ``abort`` drops the socket.
     ``get_write_buffer_size`` counts the queue and the socket's buffer: the bytes the
     peer has not taken yet, which the core holds against the slow-consumer bound.
     """
 
-    def __init__(self, ws: ServerConnection) -> None:
+    def __init__(self, ws: ServerConnection, cache: FrameCache | None = None) -> None:
         self.ws = ws
+        self._cache = cache if cache is not None else FrameCache()
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0
         self._wake = asyncio.Event()
@@ -137,8 +208,6 @@ class MessageTransport:
         self._sending = False
 
     def write(self, data: bytes) -> None:
-        frames = data.split(b"\n")
-        frames.pop()  # what follows the last newline: nothing
         ws = self.ws
         if (
             not self._queue
@@ -147,28 +216,11 @@ class MessageTransport:
             and ws.protocol.state is State.OPEN
             and not ws.transport.is_closing()
         ):
-            self._frame(frames)
+            ws.transport.write(self._cache.framed(data))
             return
-        self._queue.extend(frames)
+        self._queue.append(data)
         self._queued += len(data)
         self._wake.set()
-
-    def _frame(self, frames: list[bytes]) -> None:
-        """Frame ``frames`` as text messages and write them to the socket in one go."""
-        ws = self.ws
-        protocol = ws.protocol
-        for frame in frames:
-            protocol.send_text(frame)
-        chunks = protocol.data_to_send()
-        if all(chunks):
-            if chunks:
-                ws.transport.write(b"".join(chunks))
-        else:  # an empty chunk asks for the end of the stream: as the library does it
-            for chunk in chunks:
-                if chunk:
-                    ws.transport.write(chunk)
-                elif ws.transport.can_write_eof():
-                    ws.transport.write_eof()
 
     def get_write_buffer_size(self) -> int:
         return self._queued + self.ws.transport.get_write_buffer_size()
@@ -188,21 +240,22 @@ class MessageTransport:
 
     async def run(self) -> None:
         """Send what queued while the socket was full, in order, waiting for it to drain
-        (``send_context``, the library's own way of writing from a connection's owner,
-        which drains on the way out); once closed, send the close frame."""
+        (``send_context``, the library's own way of writing from a connection's owner:
+        it lets the body run only while the connection is open, and drains on the way
+        out); once closed, send the close frame."""
         ws, queue = self.ws, self._queue
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 while queue:
-                    frames = list(queue)
+                    data = b"".join(queue)
                     queue.clear()
-                    self._queued -= sum(len(frame) + 1 for frame in frames)
+                    self._queued -= len(data)
                     self._sending = True
                     try:
                         async with ws.send_context():
-                            self._frame(frames)
+                            ws.transport.write(text_frames(data))
                     finally:
                         self._sending = False
                 if self._closing:
@@ -216,9 +269,9 @@ class WebConnection(Connection):
 
     __slots__ = ()
 
-    def __init__(self, server: ChatServer, ws: ServerConnection) -> None:
+    def __init__(self, server: ChatServer, ws: ServerConnection, cache: FrameCache) -> None:
         super().__init__(server)
-        transport = MessageTransport(ws)
+        transport = MessageTransport(ws, cache)
         self.transport = transport  # type: ignore[assignment]
         remote = ws.remote_address
         peer = f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote)
@@ -351,6 +404,7 @@ async def start_web(
     tls = ssl_context is not None
     allowed = frozenset(origin.rstrip("/").lower() for origin in origins)
     settings = server.settings
+    cache = FrameCache()
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -376,7 +430,7 @@ async def start_web(
     async def handler(ws: ServerConnection) -> None:
         if server.shutting_down:
             return
-        link = WebConnection(server, ws)
+        link = WebConnection(server, ws, cache)
         transport: MessageTransport = link.transport  # type: ignore[assignment]
         writer = asyncio.create_task(transport.run())
         try:
