@@ -1138,15 +1138,6 @@ def said_or_refused(client: Client, text: str) -> str:
     return "msg" if answer["type"] == "msg" else str(answer["code"])
 
 
-_BAN_BEFORE_GHOST = (
-    "a ban by an operator on n2 for a user who logged in on n1 a few ms earlier (n2 has "
-    "no ghost of them yet) is kept (a later login is refused `banned`) but nobody is "
-    "kicked: n1 never applies a ban it learns from the bans mirror to its own sessions, "
-    "so the banned user stays connected (3 of 5 tries in a probe, 5 s observed)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_BAN_BEFORE_GHOST)
 def test_a_ban_reaches_a_user_the_operators_node_has_not_seen_yet(
     pair: tuple[Node, Node], clients: list[Client]
 ) -> None:
@@ -1292,14 +1283,6 @@ def test_a_clean_stop_says_goodbye_for_its_users(
     assert [entry["node"] for entry in json.loads(done.stdout)["nodes"]] == ["n2"], done
 
 
-_SAME_NODE_NAME = (
-    "a second `serve --cluster --node n1` while n1 runs starts silently and, taking the "
-    "live node's entries for its own previous life (presence _forget_own), frees n1's "
-    "users: n2's `who` no longer lists alice while she is connected and chatting on n1"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_SAME_NODE_NAME)
 def test_a_node_name_in_use_is_refused(
     own_pair: tuple[Node, Node], clients: list[Client], tmp_path: Path
 ) -> None:
@@ -1327,17 +1310,8 @@ def test_a_node_name_in_use_is_refused(
         twin.stop()
 
 
-_DM_DROPPED = (
-    "a dm to a user on another node while NATS is away: the sender gets its copy (on one "
-    "server, the proof of delivery) but the forward is dropped (node.py 'NATS away: a dm "
-    "for node n2 is dropped', at info level): the recipient never gets it; "
-    "error{code:'unavailable'} (as for say) is what the sender should get"
-)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(strict=True, reason=_DM_DROPPED)
 def test_a_dm_during_a_nats_outage_is_refused_or_delivered(
     nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
 ) -> None:
@@ -1357,16 +1331,8 @@ def test_a_dm_during_a_nats_outage_is_refused_or_delivered(
     bob.expect("dm", lambda f: f["text"] == "psst", timeout=15.0)
 
 
-_ROOM_CHANGE_LOST = (
-    "a room change while NATS is away is never published once it is back: n1 answers "
-    "ready for the new room, but 10 s after the restart n2 still counts alice in lobby "
-    "and bob got no leave (part)"
-)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(strict=True, reason=_ROOM_CHANGE_LOST)
 def test_a_room_change_during_a_nats_outage_reaches_the_other_nodes(
     nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
 ) -> None:
@@ -1393,17 +1359,8 @@ def test_a_room_change_during_a_nats_outage_reaches_the_other_nodes(
     )
 
 
-_PRESENCE_WATCH_AFTER_RESTART = (
-    "after a nats-server restart the presence bucket's watcher (kv.watchall, an ordered "
-    "consumer) is not re-created: for ~15 s other nodes' logins, leaves and room changes "
-    "are missed for good (carol logs in and out on n1 2 s after the restart: bob on n2 "
-    "never sees her join nor her leave); later ones pass again"
-)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(strict=True, reason=_PRESENCE_WATCH_AFTER_RESTART)
 def test_presence_crosses_nodes_right_after_a_nats_restart(
     nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
 ) -> None:
@@ -1426,16 +1383,8 @@ def test_presence_crosses_nodes_right_after_a_nats_restart(
     until(lambda: room_count(bob, "elsewhere") in (None, 0), 3.0, "n2 saw carol go")
 
 
-_ACCOUNTS_WATCH_AFTER_RESTART = (
-    "after a nats-server restart the accounts mirror's watcher is not re-created either: "
-    "an account registered on n1 ~1 s after the restart is not asked for on n2 for ~19 s "
-    "(anyone logs in there under that name without its password)"
-)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(strict=True, reason=_ACCOUNTS_WATCH_AFTER_RESTART)
 def test_accounts_cross_nodes_right_after_a_nats_restart(
     nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
 ) -> None:
