@@ -621,6 +621,12 @@ def test_resume_on_another_node(pair: tuple[Node, Node], clients: list[Client]) 
     token, epoch = alice.ready["resume"], alice.ready["epoch"]
     marks = {c.label: len(c.seen) for c in (bob, carol)}
 
+    # a token that is not the live session's: name_taken, and the session is untouched
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    wrong = Client(n2.port)
+    assert wrong.hello("salice", room, resume=forged, since=last)["code"] == "name_taken"
+    wrong.sock.close()
+
     new = Client(n2.port)
     clients.append(new)
     answer = new.hello("salice", room, resume=token, since=last, epoch=epoch)
