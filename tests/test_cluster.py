@@ -1412,3 +1412,27 @@ def test_accounts_cross_nodes_right_after_a_nats_restart(
         return answer.get("code") == "auth_failed"
 
     until(asks_password, 3.0, "n2 asks for dora's password")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_nats_server_kill_9_right_after_the_acks_loses_nothing_acknowledged(
+    nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    """nats-server killed (-9) the moment 100 messages were acknowledged, twice: once it is
+    back, the other node's history holds every one of them, with its id."""
+    n1, n2 = own_pair
+    alice = login(n1, "alice", history=0)
+    clients.append(alice)
+    for round_ in range(2):
+        for i in range(100):
+            alice.send({"type": "say", "text": f"r{round_} {i}", "ref": f"{round_}-{i}"})
+        acked = [(m["id"], m["text"]) for m in alice.msgs(100, "lobby", timeout=20.0)]
+        nats_server.kill()
+        nats_server.start()
+        say_until_stored(alice, f"back{round_}", within=15.0)
+        reader = login(n2, f"reader{round_}", since=acked[0][0] - 1)
+        clients.append(reader)
+        history = [(m["id"], m["text"]) for m in reader.ready["history"]]
+        assert history[:100] == acked, [a for a in acked if a not in history]
+        assert not reader.ready.get("truncated"), reader.ready
