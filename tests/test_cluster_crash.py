@@ -68,6 +68,7 @@ class Node:
 
 
 class _Said(msgspec.Struct, array_like=True):
+    origin: str
     from_: str
     text: str
     ts: float
