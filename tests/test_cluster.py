@@ -1441,3 +1441,51 @@ def test_a_nats_server_kill_9_right_after_the_acks_loses_nothing_acknowledged(
         history = [(m["id"], m["text"]) for m in reader.ready["history"]]
         assert history[:100] == acked, [a for a in acked if a not in history]
         assert not reader.ready.get("truncated"), reader.ready
+
+
+def stored_texts(url: str, room: str = "lobby") -> dict[str, int]:
+    """text -> id of every message of ``room`` the JetStream stream holds (the truth,
+    not a node's cache), read as the cluster crash tests read it."""
+    from helpers import run
+    from test_cluster_crash import kept
+
+    return {text: seq for seq, _sender, text in run(kept(url, room))}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_nats_outage_mid_burst_answers_every_say_and_keeps_its_word(
+    nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    """200 says without waiting, nats-server stopped after the Nth and back 1.5 s later:
+    every say is answered (ack or ``unavailable``), every ack is in the stream with its
+    id, nothing refused is in it (a client resends what was refused)."""
+    n1, _n2 = own_pair
+    alice = login(n1, "alice", history=0)
+    clients.append(alice)
+    for round_, stop_after in enumerate((0, 5, 60)):
+        for i in range(200):
+            alice.send({"type": "say", "text": f"r{round_} {i}", "ref": f"{round_}-{i}"})
+            if i == stop_after:
+                nats_server.stop()
+        answers: dict[str, Frame] = {}
+        began, restarted = time.monotonic(), False
+        while len(answers) < 200 and time.monotonic() - began < 30:
+            if not restarted and time.monotonic() - began > 1.5:
+                nats_server.start()
+                restarted = True
+            frame = alice.next(0.5)
+            if frame is not None and str(frame.get("ref", "")).startswith(f"{round_}-"):
+                answers[frame["ref"]] = frame
+        if not restarted:
+            nats_server.start()
+        assert len(answers) == 200, f"{200 - len(answers)} says never answered"
+        say_until_stored(alice, f"back{round_}", within=15.0)
+        stored = stored_texts(nats_server.url)
+        acked = [f for f in answers.values() if f["type"] == "msg"]
+        refused = [k for k, f in answers.items() if f["type"] == "error"]
+        assert refused, "no say met the outage"
+        assert {answers[k]["code"] for k in refused} == {"unavailable"}, answers
+        assert [f for f in acked if stored.get(f["text"]) != f["id"]] == [], stored
+        texts = [f"r{round_} {k.split('-')[1]}" for k in refused]
+        assert [t for t in texts if t in stored] == [], "refused, yet stored"
