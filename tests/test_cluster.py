@@ -1489,3 +1489,43 @@ def test_a_nats_outage_mid_burst_answers_every_say_and_keeps_its_word(
         assert [f for f in acked if stored.get(f["text"]) != f["id"]] == [], stored
         texts = [f"r{round_} {k.split('-')[1]}" for k in refused]
         assert [t for t in texts if t in stored] == [], "refused, yet stored"
+
+
+_REFUSED_YET_STORED = (
+    "a say published while nats-server is stalled (SIGSTOP: a pause, a network stall) is "
+    "answered unavailable after ACK_TIMEOUT (3 s), yet JetStream stores it once the "
+    "server goes on, and the feed delivers it to every member, the sender included; a "
+    "client that resends what was refused (join does) says it twice. The same happens to "
+    "messages in flight when nats-server is killed (-9) mid-burst"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.xfail(strict=True, reason=_REFUSED_YET_STORED)
+def test_a_say_refused_during_a_nats_stall_is_never_stored(
+    nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    """The sender's answer is the truth: a say answered ``unavailable`` is not in the
+    stream and reaches no one; a say acknowledged is in it with its id."""
+    n1, n2 = own_pair
+    alice = login(n1, "alice", history=0)
+    bob = login(n2, "bob", history=0)
+    clients += [alice, bob]
+    alice.expect("join", lambda f: f["name"] == "bob")
+    assert nats_server.pid is not None
+    os.kill(nats_server.pid, signal.SIGSTOP)
+    try:
+        alice.send({"type": "say", "text": "stalled", "ref": "s"})
+        answer = alice.expect_any(("msg", "error"), ref_is("s"), timeout=20.0)
+    finally:
+        os.kill(nats_server.pid, signal.SIGCONT)
+    say_until_stored(alice, "after", within=15.0)
+    bob.expect("msg", lambda f: f["text"].startswith("after-"))
+    stored = stored_texts(nats_server.url)
+    if answer["type"] == "msg":
+        assert stored.get("stalled") == answer["id"], (answer, stored)
+        return
+    assert answer["code"] == "unavailable", answer
+    assert "stalled" not in stored, f"refused, yet stored as id {stored.get('stalled')}"
+    assert not [f for f in bob.seen if f.get("text") == "stalled"], bob.seen
