@@ -1443,13 +1443,18 @@ def test_a_nats_server_kill_9_right_after_the_acks_loses_nothing_acknowledged(
         assert not reader.ready.get("truncated"), reader.ready
 
 
-def stored_texts(url: str, room: str = "lobby") -> dict[str, int]:
-    """text -> id of every message of ``room`` the JetStream stream holds (the truth,
-    not a node's cache), read as the cluster crash tests read it."""
+def stored(url: str, room: str = "lobby") -> list[tuple[int, str]]:
+    """(id, text) of every message of ``room`` the JetStream stream holds, in order (the
+    truth, not a node's cache), read as the cluster crash tests read it."""
     from helpers import run
     from test_cluster_crash import kept
 
-    return {text: seq for seq, _sender, text in run(kept(url, room))}
+    return [(seq, text) for seq, _sender, text in run(kept(url, room))]
+
+
+def stored_texts(url: str, room: str = "lobby") -> dict[str, int]:
+    """text -> id of the messages of ``room`` in the stream (texts said once each)."""
+    return {text: seq for seq, text in stored(url, room)}
 
 
 @pytest.mark.slow
@@ -1481,14 +1486,14 @@ def test_a_nats_outage_mid_burst_answers_every_say_and_keeps_its_word(
             nats_server.start()
         assert len(answers) == 200, f"{200 - len(answers)} says never answered"
         say_until_stored(alice, f"back{round_}", within=15.0)
-        stored = stored_texts(nats_server.url)
+        in_stream = stored_texts(nats_server.url)
         acked = [f for f in answers.values() if f["type"] == "msg"]
         refused = [k for k, f in answers.items() if f["type"] == "error"]
         assert refused, "no say met the outage"
         assert {answers[k]["code"] for k in refused} == {"unavailable"}, answers
-        assert [f for f in acked if stored.get(f["text"]) != f["id"]] == [], stored
+        assert [f for f in acked if in_stream.get(f["text"]) != f["id"]] == [], in_stream
         texts = [f"r{round_} {k.split('-')[1]}" for k in refused]
-        assert [t for t in texts if t in stored] == [], "refused, yet stored"
+        assert [t for t in texts if t in in_stream] == [], "refused, yet stored"
 
 
 _REFUSED_YET_STORED = (
@@ -1522,10 +1527,48 @@ def test_a_say_refused_during_a_nats_stall_is_never_stored(
         os.kill(nats_server.pid, signal.SIGCONT)
     say_until_stored(alice, "after", within=15.0)
     bob.expect("msg", lambda f: f["text"].startswith("after-"))
-    stored = stored_texts(nats_server.url)
+    in_stream = stored_texts(nats_server.url)
     if answer["type"] == "msg":
-        assert stored.get("stalled") == answer["id"], (answer, stored)
+        assert in_stream.get("stalled") == answer["id"], (answer, in_stream)
         return
     assert answer["code"] == "unavailable", answer
-    assert "stalled" not in stored, f"refused, yet stored as id {stored.get('stalled')}"
+    assert "stalled" not in in_stream, f"refused, yet stored as id {in_stream.get('stalled')}"
     assert not [f for f in bob.seen if f.get("text") == "stalled"], bob.seen
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_a_txn_say_resent_after_a_nats_stall_is_stored_once(
+    nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
+) -> None:
+    """What a resending client (join) relies on: a say with a ``txn``, unanswered or
+    refused while nats-server is stalled and resent with that ``txn`` afterwards, is in
+    the stream once, and the resend's ack carries that one id."""
+    n1, n2 = own_pair
+    alice = login(n1, "alice", history=0)
+    bob = login(n2, "bob", history=0)
+    clients += [alice, bob]
+    alice.expect("join", lambda f: f["name"] == "bob")
+    assert nats_server.pid is not None
+    os.kill(nats_server.pid, signal.SIGSTOP)
+    try:
+        alice.send({"type": "say", "text": "stalled", "txn": "t-stall", "ref": "s1"})
+        first = alice.expect_any(("msg", "error"), ref_is("s1"), timeout=20.0)
+    finally:
+        os.kill(nats_server.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 15.0
+    attempt = 1
+    while True:  # resend with the same txn until acknowledged
+        attempt += 1
+        alice.send({"type": "say", "text": "stalled", "txn": "t-stall", "ref": f"s{attempt}"})
+        answer = alice.expect_any(("msg", "error"), ref_is(f"s{attempt}"), timeout=WAIT)
+        if answer["type"] == "msg":
+            break
+        assert answer["code"] == "unavailable" and time.monotonic() < deadline, answer
+        time.sleep(0.3)
+    kept = [(seq, text) for seq, text in stored(nats_server.url) if text == "stalled"]
+    assert kept == [(answer["id"], "stalled")], (first, answer, kept)
+    alice.send({"type": "say", "text": "marker", "ref": "m"})
+    bob.expect("msg", lambda f: f["text"] == "marker")
+    stalled = [f for f in bob.seen if f.get("type") == "msg" and f["text"] == "stalled"]
+    assert [f["id"] for f in stalled] == [answer["id"]], stalled
