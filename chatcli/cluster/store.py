@@ -21,9 +21,9 @@ Adapter choice (CONVENTIONS.md): the relay returns intents; this store carries t
 on the event loop with nats-py and calls the wake-up when answers are ready. NATS
 unreachable: a new message or board change is answered ``Failed`` (``unavailable``) at
 once. One already published that the feed has not brought back within
-:data:`ACK_TIMEOUT` is looked for in the stream: answered ``unavailable`` only when
-JetStream does not have it (so that ``unavailable`` always means "not kept"), else it
-waits for the feed.
+:data:`ACK_TIMEOUT` is looked for in the stream: it waits for the feed when JetStream
+has it, and is answered ``unavailable`` when JetStream does not, or does not answer (a
+stalled server: then it may be kept after all, which a ``txn`` makes harmless).
 
 Accounts and bans live in key-value buckets (chatcli.cluster.accounts); the name claims
 of logins in the presence bucket (chatcli.cluster.presence).
@@ -505,10 +505,11 @@ class ClusterStore:
     async def _check_kept(self, nonce: str, entry: _Entry) -> None:
         """A message the feed has not brought back in ACK_TIMEOUT: does JetStream have it?
 
-        Only a message JetStream does not have is answered ``unavailable``: one it kept
-        (a stall, a restart in between) comes in the feed, however late, and a sender
-        told ``unavailable`` must be able to trust that nothing was kept. While NATS does
-        not answer the question, the message waits, and it is asked again.
+        One JetStream kept (a restart in between) comes in the feed, however late: it
+        waits. One JetStream says it does not have is answered ``unavailable``, truly.
+        When NATS does not answer the question either (a stalled server), the outcome is
+        unknown: it is answered ``unavailable`` all the same, since this node's other
+        answers wait in line behind it; a resend with the same ``txn`` is recognised.
         """
         intent = entry.intent
         if type(intent) is Append:
@@ -518,11 +519,12 @@ class ClusterStore:
             subject = board_subject(intent.write.room)
         try:
             kept = await asyncio.wait_for(self._holds(subject, f"{self.node}.{nonce}"), 2.0)
-        except Exception as exc:  # NATS does not answer (yet): ask again later
-            log.debug("cluster: cannot tell whether message %s is kept: %s", nonce, exc)
-            entry.checking = False
-            entry.sent = time.monotonic()
-            return
+        except Exception as exc:
+            # NATS does not answer: nobody can tell. Every answer of this node waits in
+            # line behind this one, so it cannot wait for ever: unavailable (a resend
+            # with its txn is safe either way; without one it may be kept twice)
+            log.warning("cluster: NATS silent: message %s answered unavailable (%s)", nonce, exc)
+            kept = False
         entry.checking = False
         if kept:
             entry.acked = True  # kept: the feed will bring it
