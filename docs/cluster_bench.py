@@ -156,7 +156,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--start", type=float, default=20.0, help="first rate, per client")
+    parser.add_argument(
+        "--start", type=float, default=20.0, help="first rate per client at N=50 (scaled)"
+    )
     parser.add_argument("--step", type=float, default=1.25, help="rate factor per step")
     parser.add_argument("--memory", action="store_true", help="the memory-store relay too")
     parser.add_argument("--json", type=Path)
@@ -164,7 +166,7 @@ def main() -> None:
     setups = ["standalone", "cluster-1", "cluster-2"] + (["memory"] if args.memory else [])
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for clients in args.clients:
-        start = args.start * 50 / clients  # the same messages a second at every N
+        start = args.start * 50 * 49 / (clients * (clients - 1))  # the same deliveries/s
         for round_ in range(args.rounds):
             order = setups if round_ % 2 == 0 else list(reversed(setups))
             for setup in order:

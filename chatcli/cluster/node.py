@@ -50,6 +50,8 @@ log = logging.getLogger("chatcli.server")
 START_RETRY: Final = 1.0
 #: seconds the feed may take to read the stream back at start-up
 CATCH_UP: Final = 120.0
+#: seconds between the node's pings to NATS (3 unanswered: the connection is dead)
+PING_INTERVAL: Final = 2.0
 #: seconds a dead node stays in the registry (shown dead by ``chatcli cluster``)
 FORGET_DEAD: Final = 600.0
 
@@ -171,6 +173,10 @@ class ClusterNode:
             "reconnected_cb": self._reconnected,
             "error_cb": self._error,
             "max_reconnect_attempts": -1,
+            # a NATS server that stops answering (a stall, a cut cable) is noticed
+            # within seconds, not minutes: new messages are then refused at once
+            "ping_interval": PING_INTERVAL,
+            "max_outstanding_pings": 3,
         }
         while True:
             try:

@@ -20,7 +20,10 @@ miss nor repeat a message.
 Adapter choice (CONVENTIONS.md): the relay returns intents; this store carries them out
 on the event loop with nats-py and calls the wake-up when answers are ready. NATS
 unreachable: a new message or board change is answered ``Failed`` (``unavailable``) at
-once, a published one that is not acknowledged within :data:`ACK_TIMEOUT` too.
+once. One already published that the feed has not brought back within
+:data:`ACK_TIMEOUT` is looked for in the stream: it waits for the feed when JetStream
+has it, and is answered ``unavailable`` when JetStream does not, or does not answer (a
+stalled server: then it may be kept after all, which a ``txn`` makes harmless).
 
 Accounts and bans live in key-value buckets (chatcli.cluster.accounts); the name claims
 of logins in the presence bucket (chatcli.cluster.presence).
@@ -40,6 +43,7 @@ from typing import Any, Final
 
 import msgspec
 from nats.js import api
+from nats.js.errors import NotFoundError
 
 from chatcli.cluster.layout import (
     BOARD_SUBJECTS,
@@ -124,6 +128,8 @@ class _Entry:
     #: when it was published (monotonic), for the acknowledgement timeout
     sent: float = 0.0
     acked: bool = False
+    #: JetStream is being asked whether it has this message
+    checking: bool = False
 
 
 class ClusterStore:
@@ -161,6 +167,8 @@ class ClusterStore:
         self._feed: Any = None
         self._acks: Any = None
         self._timer: asyncio.Task[None] | None = None
+        #: questions to JetStream under way (see _check_kept)
+        self._checks: set[asyncio.Task[None]] = set()
         #: set when the feed has read what the stream held at start-up
         self.caught_up = asyncio.Event()
         self._start_seq = 0
@@ -494,6 +502,56 @@ class ClusterStore:
         self._advance()
         self._wake()
 
+    async def _check_kept(self, nonce: str, entry: _Entry) -> None:
+        """A message the feed has not brought back in ACK_TIMEOUT: does JetStream have it?
+
+        One JetStream kept (a restart in between) comes in the feed, however late: it
+        waits. One JetStream says it does not have is answered ``unavailable``, truly.
+        When NATS does not answer the question either (a stalled server), the outcome is
+        unknown: it is answered ``unavailable`` all the same, since this node's other
+        answers wait in line behind it; a resend with the same ``txn`` is recognised.
+        """
+        intent = entry.intent
+        if type(intent) is Append:
+            subject = msg_subject(intent.room)
+        else:
+            assert type(intent) is BoardChange
+            subject = board_subject(intent.write.room)
+        try:
+            kept = await asyncio.wait_for(self._holds(subject, f"{self.node}.{nonce}"), 2.0)
+        except Exception as exc:
+            # NATS does not answer: nobody can tell. Every answer of this node waits in
+            # line behind this one, so it cannot wait for ever: unavailable (a resend
+            # with its txn is safe either way; without one it may be kept twice)
+            log.warning("cluster: NATS silent: message %s answered unavailable (%s)", nonce, exc)
+            kept = False
+        entry.checking = False
+        if kept:
+            entry.acked = True  # kept: the feed will bring it
+            return
+        if entry.answer is None and self._waiting_echo.pop(nonce, None) is not None:
+            self._waiting_ack.pop(nonce, None)
+            entry.answer = Failed(intent, UNAVAILABLE)
+            self._advance()
+            self._wake()
+
+    async def _holds(self, subject: str, origin: str) -> bool:
+        """Whether the stream holds a message published as ``origin``, past the feed.
+
+        Asked on the connection the message was published on, after it: NATS has
+        processed the publish by the time it answers.
+        """
+        prefix = b'["' + origin.encode() + b'",'
+        seq = self._read + 1
+        while True:
+            try:
+                raw = await self.js.get_msg(MSGS_STREAM, seq, subject=subject, next=True)
+            except NotFoundError:
+                return False
+            if raw.data is not None and raw.data.startswith(prefix):
+                return True
+            seq = (raw.seq or seq) + 1
+
     async def _watch_timeouts(self) -> None:
         """Fail what JetStream never acknowledged; answer what the feed never brought."""
         while True:
@@ -504,18 +562,15 @@ class ClusterStore:
                 age = now - entry.sent
                 if entry.answer is not None:
                     del self._waiting_echo[nonce]
-                elif not entry.acked and age > ACK_TIMEOUT:
-                    del self._waiting_echo[nonce]
-                    self._waiting_ack.pop(nonce, None)
-                    entry.answer = Failed(entry.intent, UNAVAILABLE)  # type: ignore[arg-type]
-                    changed = True
+                elif not entry.acked and not entry.checking and age > ACK_TIMEOUT:
+                    entry.checking = True
+                    loop = asyncio.get_running_loop()
+                    self._checks.add(task := loop.create_task(self._check_kept(nonce, entry)))
+                    task.add_done_callback(self._checks.discard)
                 elif entry.acked and age > ECHO_TIMEOUT:
-                    # kept, but the feed is late: the sender may resend (its txn makes
-                    # that safe)
+                    # kept: it comes in the feed once that catches up; say so once
                     log.warning("cluster: the feed is %.0f s late with message %s", age, nonce)
-                    del self._waiting_echo[nonce]
-                    entry.answer = Failed(entry.intent, UNAVAILABLE)  # type: ignore[arg-type]
-                    changed = True
+                    entry.sent = now
             if changed:
                 self._advance()
                 self._wake()
