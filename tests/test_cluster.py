@@ -1497,11 +1497,12 @@ def test_a_nats_outage_mid_burst_answers_every_say_and_keeps_its_word(
 
 
 _REFUSED_YET_STORED = (
-    "a say published while nats-server is stalled (SIGSTOP: a pause, a network stall) is "
-    "answered unavailable after ACK_TIMEOUT (3 s), yet JetStream stores it once the "
-    "server goes on, and the feed delivers it to every member, the sender included; a "
-    "client that resends what was refused (join does) says it twice. The same happens to "
-    "messages in flight when nats-server is killed (-9) mid-burst"
+    "a say whose publish a stalled nats-server (SIGSTOP) has not answered is refused "
+    "unavailable after 5 s, its fate unknown (as 7090807 chose), yet JetStream stores it "
+    "once the server goes on and the feed delivers it to every member, the sender "
+    "included: the refusal was not the truth. A client with a txn (join) resends and gets "
+    "the same id (test_a_txn_say_resent_after_a_nats_stall_is_stored_once); one without "
+    "a txn says it twice"
 )
 
 
