@@ -239,11 +239,9 @@ class ClusterNode:
 
     # -- the store ------------------------------------------------------------------------------
 
-    async def open_store(self, *, history: int, retain: int) -> ClusterStore:
+    async def open_store(self, *, retain: int) -> ClusterStore:
         """The cluster's store, read back until caught up with the stream."""
-        store = self.store = ClusterStore(
-            self.name, history=history, retain=retain, replicas=self.replicas
-        )
+        store = self.store = ClusterStore(self.name, retain=retain, replicas=self.replicas)
         store.answer_account = self.answer_account
         await store.open(self.nc)
         try:

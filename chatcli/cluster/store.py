@@ -135,16 +135,14 @@ class _Entry:
 class ClusterStore:
     """The store port over JetStream, ordered by one feed; see the module doc."""
 
-    def __init__(self, node: str, *, history: int, retain: int, replicas: int = 1) -> None:
+    def __init__(self, node: str, *, retain: int, replicas: int = 1) -> None:
         self.node = node
         self.replicas = replicas
-        self.history = history
         #: messages kept per room in the stream (``serve --retain``)
         self.retain = max(retain, CACHE_PER_ROOM)
         self.nc: Any = None
         self.js: Any = None
         self.epoch = ""
-        self.path = None  # describe_store: not a file
         self._line: deque[_Entry] = deque()
         self._ready: list[Completion] = []
         self._waiting_echo: dict[str, _Entry] = {}
@@ -474,7 +472,7 @@ class ClusterStore:
             self._ready.append(head.answer)
 
     def _recall(self, recall: Recall) -> Recalled:
-        upto = self._emitted if self.caught_up.is_set() else self._read
+        upto = self._emitted  # while catching up, what was read counts as handed out
         kept = [m for m in self._rooms.get(recall.room, ()) if m.id <= upto]
         forgotten = self._forgotten.get(recall.room, 0)
         since = recall.since

@@ -374,7 +374,7 @@ async def _serve_cluster(
     )
     await node.connect()
     try:
-        store = await node.open_store(history=settings.history, retain=settings.retain)
+        store = await node.open_store(retain=settings.retain)
         if on_store is not None:
             on_store(store)
 
