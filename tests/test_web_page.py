@@ -556,6 +556,12 @@ def test_a_page_takes_its_session_over_after_the_link_drops(browser_pages: Any) 
             expect(carol, "join", name="alice")
             type_line(page, "before the drop")
             first = expect(carol, "msg", text="before the drop")
+            # the page's own copy (its ack) may arrive after carol's: cut only once it has,
+            # so the page knows the id it resumes from (bounded: 10 s)
+            deadline = time.monotonic() + 10.0
+            while not any(f.get("text") == "before the drop" for f in received):
+                assert time.monotonic() < deadline, "the page never got its own message"
+                page.wait_for_timeout(20)
             cutter.cut()
             carol.send({"type": "say", "text": "said while alice was away"})
             expect(carol, "msg", text="said while alice was away")
