@@ -91,3 +91,9 @@ class ServerSettings:
     web: tuple[str, int] | None = None
     #: page origins besides the page's own allowed to open the WebSocket (``--web-origin``)
     web_origins: tuple[str, ...] = ()
+    #: browsers' write pacing: a web port that wrote less than this many seconds ago
+    #: holds what follows for its browsers and writes it all together once the interval
+    #: is over (0: every flush, like TCP). A page paints at most every ~16 ms, so up to
+    #: this much delay is not seen; the relay makes one write per browser per interval
+    #: instead of one per message. See docs/benchmarks.md, "browser pacing".
+    web_flush_interval: float = 0.01

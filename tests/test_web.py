@@ -298,6 +298,79 @@ async def test_a_web_client_that_falls_behind_and_catches_up_gets_everything_in_
         await lagging.ws.close()
 
 
+def _browser_transports(srv: TestServer) -> list[MessageTransport]:
+    return [
+        core.link.transport
+        for core in srv.server.connections
+        if isinstance(core.link.transport, MessageTransport)
+    ]
+
+
+async def _nothing_within(client: WebClient, seconds: float) -> None:
+    with pytest.raises(asyncio.TimeoutError):
+        frame = await client.recv(timeout=seconds)
+        pytest.fail(f"got {frame} while the port should hold it")
+
+
+@async_test
+async def test_a_busy_port_holds_browser_output_and_writes_it_before_the_close() -> None:
+    """Pacing (``Pacer``): the first output after a quiet interval is written at once,
+    what follows within the interval is held, the same for every browser, and a close
+    writes what is held before the close frame: nothing is lost to pacing."""
+    async with serving(rate_limit=0, web_flush_interval=0) as srv:
+        web = await start_web(srv.server, HOST, 0)
+        alice = await web_login(web, "alice")
+        bob = await web_login(web, "bob")
+        await alice.recv_until("join")  # bob's
+        talker = await srv.login("talker")
+        for browser in (alice, bob):
+            await browser.recv_until("join")  # talker's
+        transports = _browser_transports(srv)
+        pacer = transports[0]._pacer
+        assert all(t._pacer is pacer for t in transports)
+        pacer.interval = 60.0  # from now on: one write-out a minute
+        await talker.send({"type": "say", "text": "one"})
+        for browser in (alice, bob):
+            await browser.expect("msg", text="one")  # the port was quiet: at once
+        for text in ("two", "three"):
+            await talker.send({"type": "say", "text": text})
+            await talker.recv_until(lambda f, text=text: f["type"] == "msg" and f["text"] == text)
+        for browser in (alice, bob):
+            await _nothing_within(browser, 0.3)
+        held = [t._held for t in transports]
+        assert len(held[0]) == 2 and held[0] == held[1]
+        assert all(t.get_write_buffer_size() >= sum(map(len, t._held)) for t in transports)
+        web.close()
+        await srv.server.shutdown()
+        for browser in (alice, bob):
+            await browser.expect("msg", text="two")
+            await browser.expect("msg", text="three")
+            await browser.expect("error", code="server_shutdown")
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(browser.ws.recv(), READ_TIMEOUT)
+        await web.wait_closed(2.0)
+
+
+@async_test
+async def test_held_browser_output_is_written_out_when_the_interval_is_over() -> None:
+    async with web_serving(rate_limit=0, web_flush_interval=0.2) as (srv, web):
+        alice = await web_login(web, "alice")
+        talker = await srv.login("talker")
+        await alice.recv_until("join")
+        texts = [f"m{i}" for i in range(20)]
+        for text in texts:
+            await talker.send({"type": "say", "text": text})
+        got: list[str] = []
+        async with asyncio.timeout(READ_TIMEOUT):
+            while len(got) < len(texts):
+                frame = await alice.recv()
+                if frame["type"] == "msg":
+                    got.append(frame["text"])
+        assert got == texts
+        (transport,) = _browser_transports(srv)
+        assert not transport._held and transport._held_bytes == 0
+
+
 # -- origin ------------------------------------------------------------------------------
 
 
@@ -443,6 +516,7 @@ def test_serve_web_prints_the_page_url_and_serves_it() -> None:
     [
         (["--web", "nope:x"], "--web wants HOST:PORT"),
         (["--web-origin", "chat.example.org", "--web", "0"], "--web-origin wants"),
+        (["--web", "0", "--web-flush-interval", "-1"], "--web-flush-interval"),
     ],
 )
 def test_serve_web_refuses_bad_options_in_one_line(args: list[str], message: str) -> None:

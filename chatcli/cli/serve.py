@@ -263,6 +263,16 @@ _DEFAULTS = ServerSettings()
     help="Another page origin (like https://chat.example.org) allowed to open the "
     "WebSocket; repeatable. The page's own origin always is.",
 )
+@click.option(
+    "--web-flush-interval",
+    type=click.FloatRange(min=0, max=1),
+    metavar="SECONDS",
+    default=_DEFAULTS.web_flush_interval,
+    show_default=True,
+    envvar="CHATCLI_WEB_FLUSH_INTERVAL",
+    help="While busy, write to browsers at most this often, all together (0: at every "
+    "flush, like TCP).",
+)
 @nats_options(name="chatcli-serve")
 @click.option(
     "--node",
@@ -324,6 +334,7 @@ def serve(
     tls_key: Path | None,
     web: str | None,
     web_origins: tuple[str, ...],
+    web_flush_interval: float,
     nats: NatsOptions | None,
     node: str | None,
     nats_wait: float | None,
@@ -395,6 +406,7 @@ def serve(
         tls_key=tls_key,
         web=web_address,
         web_origins=tuple(_origin(origin) for origin in web_origins),
+        web_flush_interval=web_flush_interval,
         cluster=nats,
         node=_node_name(nats, node, nats_wait),
         nats_wait=nats_wait,

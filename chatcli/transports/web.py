@@ -14,8 +14,10 @@ out to a room of TCP and browser users is encoded once; ``MessageTransport`` tur
 newline-ended frame into one WebSocket message (the encoder escapes newlines inside
 strings, so ``\\n`` only ever ends a frame), framed by ``text_frames`` once per flush
 for all the browsers that get the same bytes (``FrameCache``) and written in one go.
-Behind backpressure, messages wait in a queue drained by one writer task per
-connection; the queue plus the socket's own buffer is what the core counts against
+A busy port writes its browsers at most once per ``--web-flush-interval``, all together
+(``Pacer``): a page paints every ~16 ms, and the relay saves a system call per browser
+per message. Behind backpressure, messages wait in a queue drained by one writer task per
+connection; what is held, the queue and the socket's own buffer are what the core counts against
 ``max_buffer``, so a browser that stops reading is cut off like any slow consumer.
 Heartbeats are the protocol's ``ping``/``pong`` (WebSocket-level pings are off: one
 heartbeat, the one the core already runs for every JSON session).
@@ -30,7 +32,9 @@ import collections
 import contextlib
 import email.utils
 import logging
+import math
 import ssl
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -55,6 +59,7 @@ __all__ = [
     "FrameCache",
     "MessageFraming",
     "MessageTransport",
+    "Pacer",
     "WebListener",
     "start_web",
     "text_frame_header",
@@ -181,25 +186,91 @@ class FrameCache:
         return framed
 
 
+class Pacer:
+    """When the browsers of one web port are written: at once when the port is quiet, at
+    most once per ``interval`` when it is busy, all of them together.
+
+    A relay flush writes every recipient once per loop turn; at a few hundred messages a
+    second that is a ``write`` system call per browser per message, for output a page
+    paints at most every ~16 ms anyway. So a port that wrote less than ``interval`` ago
+    holds what follows (``MessageTransport`` keeps it framed) and writes it out on one
+    timer for every browser that has some, each with one ``write``. The first output
+    after a quiet interval goes out at once: a quiet chat gets no delay at all, a busy
+    one at most ``interval``. ``interval`` 0 turns it off (every flush is written).
+    The framing cache lives here too: the browsers of a port share both.
+    """
+
+    __slots__ = ("_handle", "_last", "_loop", "_open", "_waiting", "cache", "interval")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.cache = FrameCache()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: transports with output held for the next write-out, in the order they got it
+        self._waiting: list[MessageTransport] = []
+        self._handle: asyncio.TimerHandle | None = None
+        #: the port was quiet at this loop turn's first write: the turn writes at once
+        self._open = False
+        #: when the port last wrote (time.monotonic: uvloop's clock moves in whole ms)
+        self._last = -math.inf
+
+    def hold(self, transport: MessageTransport) -> bool:
+        """Whether ``transport``'s output must wait for the next write-out (then it is
+        on the list for it); False: write now (the port is quiet, so every browser a
+        fan-out reaches in this loop turn is written at once)."""
+        if self._handle is not None:
+            self._waiting.append(transport)
+            return True
+        if self._open:
+            return False
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        wait = self._last + self.interval - time.monotonic()
+        if wait <= 0:
+            self._open = True
+            self._loop.call_soon(self._close_turn)
+            return False
+        self._waiting.append(transport)
+        self._handle = self._loop.call_later(wait, self._write_out)
+        return True
+
+    def _close_turn(self) -> None:
+        self._open = False
+        self._last = time.monotonic()
+
+    def _write_out(self) -> None:
+        self._handle = None
+        self._last = time.monotonic()
+        waiting, self._waiting = self._waiting, []
+        for transport in waiting:
+            transport.release()
+
+
 class MessageTransport:
     """The few ``asyncio.Transport`` verbs ``tcp.Connection`` uses, over one WebSocket.
 
-    ``write`` takes newline-ended frames and makes each one text message. While the
-    socket keeps up, that happens at once: the messages are framed (``text_frames``,
-    through the port's ``FrameCache``) and written with one ``transport.write``, as a
-    TCP flush is (no task switch, no await per message). Once the socket's buffer is
-    over its high-water mark (the peer reads slowly), frames queue up for the writer
-    task (``run``), which waits for the socket to drain, so messages keep their order.
-    Data frames are only ever written while the library's protocol is ``OPEN``; its
-    close handshake, its answers to pings and its size limit are its own, untouched.
-    ``close`` sends the close frame once the queue is out; ``abort`` drops the socket.
-    ``get_write_buffer_size`` counts the queue and the socket's buffer: the bytes the
-    peer has not taken yet, which the core holds against the slow-consumer bound.
+    ``write`` takes newline-ended frames and makes each one text message: framed
+    (``text_frames``, through the port's ``FrameCache``) and written with one
+    ``transport.write``, as a TCP flush is (no task switch, no await per message): at
+    once when the port is quiet, else held until the port's ``Pacer`` writes out every
+    browser together. Once the socket's buffer is over its high-water mark (the peer
+    reads slowly), frames queue up for the writer task (``run``) instead, which waits
+    for the socket to drain, so messages keep their order. Data frames are only ever
+    written while the library's protocol is ``OPEN``; its close handshake, its answers
+    to pings and its size limit are its own, untouched. ``close`` writes what is held
+    and sends the close frame once the queue is out; ``abort`` drops the socket.
+    ``get_write_buffer_size`` counts what is held, the queue and the socket's buffer:
+    the bytes the peer has not taken yet, which the core holds against the
+    slow-consumer bound.
     """
 
-    def __init__(self, ws: ServerConnection, cache: FrameCache | None = None) -> None:
+    def __init__(self, ws: ServerConnection, pacer: Pacer | None = None) -> None:
         self.ws = ws
-        self._cache = cache if cache is not None else FrameCache()
+        self._pacer = pacer if pacer is not None else Pacer(0.0)
+        self._cache = self._pacer.cache
+        #: framed output waiting for the pacer's next write-out
+        self._held: list[bytes] = []
+        self._held_bytes = 0
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued = 0
         self._wake = asyncio.Event()
@@ -210,20 +281,46 @@ class MessageTransport:
     def write(self, data: bytes) -> None:
         ws = self.ws
         if (
-            not self._queue
-            and not self._sending
-            and not ws.paused
-            and ws.protocol.state is State.OPEN
-            and not ws.transport.is_closing()
+            self._queue
+            or self._sending
+            or ws.protocol.state is not State.OPEN
+            or ws.transport.is_closing()
         ):
+            self._enqueue(data)
+        elif self._held:  # behind what already waits for the write-out
+            framed = self._cache.framed(data)
+            self._held.append(framed)
+            self._held_bytes += len(framed)
+        elif ws.paused:
+            self._enqueue(data)
+        elif self._pacer.interval and self._pacer.hold(self):
+            framed = self._cache.framed(data)
+            self._held.append(framed)
+            self._held_bytes += len(framed)
+        else:
             ws.transport.write(self._cache.framed(data))
-            return
+
+    def _enqueue(self, data: bytes) -> None:
         self._queue.append(data)
         self._queued += len(data)
         self._wake.set()
 
+    def release(self) -> None:
+        """Write what is held (the pacer's write-out, or a close): one ``write``."""
+        held = self._held
+        if not held:
+            return
+        data = held[0] if len(held) == 1 else b"".join(held)
+        self._held = []
+        self._held_bytes = 0
+        ws = self.ws
+        if ws.protocol.state is State.OPEN and not ws.transport.is_closing():
+            ws.transport.write(data)
+        # else the connection is going (the peer closed or it is being reset): what it
+        # held goes with it, as what is in a closing TCP transport's buffer does
+
     def get_write_buffer_size(self) -> int:
-        return self._queued + self.ws.transport.get_write_buffer_size()
+        return self._held_bytes + self._queued + self.ws.transport.get_write_buffer_size()
 
     def can_write_eof(self) -> bool:
         return False  # a WebSocket has no half-close: the close frame is the end
@@ -232,10 +329,13 @@ class MessageTransport:
         self.close()
 
     def close(self) -> None:
+        self.release()  # the last frames (an error, say) go before the close frame
         self._closing = True
         self._wake.set()
 
     def abort(self) -> None:
+        self._held = []
+        self._held_bytes = 0
         self.ws.transport.abort()
 
     async def run(self) -> None:
@@ -269,9 +369,9 @@ class WebConnection(Connection):
 
     __slots__ = ()
 
-    def __init__(self, server: ChatServer, ws: ServerConnection, cache: FrameCache) -> None:
+    def __init__(self, server: ChatServer, ws: ServerConnection, pacer: Pacer) -> None:
         super().__init__(server)
-        transport = MessageTransport(ws, cache)
+        transport = MessageTransport(ws, pacer)
         self.transport = transport  # type: ignore[assignment]
         remote = ws.remote_address
         peer = f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote)
@@ -404,7 +504,7 @@ async def start_web(
     tls = ssl_context is not None
     allowed = frozenset(origin.rstrip("/").lower() for origin in origins)
     settings = server.settings
-    cache = FrameCache()
+    pacer = Pacer(settings.web_flush_interval)
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -430,7 +530,7 @@ async def start_web(
     async def handler(ws: ServerConnection) -> None:
         if server.shutting_down:
             return
-        link = WebConnection(server, ws, cache)
+        link = WebConnection(server, ws, pacer)
         transport: MessageTransport = link.transport  # type: ignore[assignment]
         writer = asyncio.create_task(transport.run())
         try:
