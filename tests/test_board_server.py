@@ -165,32 +165,49 @@ def test_the_draw_mix_against_a_target_needs_its_web_port() -> None:
     assert params["draw_clients"] == 2 and params["draw_target"] == "127.0.0.1:8080"
 
 
+async def _board_session(path: Path, *frames: dict) -> list[dict]:
+    """Start a server on the SQLite store ``path``, send ``frames`` from one page (each
+    answered before the next), stop the server; the answers."""
+    settings = ServerSettings(host=HOST, port=0, rate_limit=0)
+    store = SQLiteStore(path)
+    server = ChatServer(settings, store=store)
+    await server.start()
+    web = await start_web(server, HOST, 0)
+    try:
+        page = await web_login(web, "alice")
+        acks = []
+        for frame in frames:
+            await page.send({**frame, "ref": "x"})
+            acks.append(await page.recv_until(frame["type"]))
+        await page.ws.close()
+        return acks
+    finally:
+        web.close()
+        await asyncio.wait_for(server.shutdown(), 5.0)
+        await web.wait_closed(2.0)
+        store.close()
+
+
 @async_test
 async def test_ids_go_on_after_a_restart_even_when_every_shape_was_erased(tmp_path: Path) -> None:
     path = tmp_path / "ids.db"
-    settings = ServerSettings(host=HOST, port=0, rate_limit=0)
-
-    async def session(*frames: dict) -> list[dict]:
-        store = SQLiteStore(path)
-        server = ChatServer(settings, store=store)
-        await server.start()
-        web = await start_web(server, HOST, 0)
-        try:
-            page = await web_login(web, "alice")
-            acks = []
-            for frame in frames:
-                await page.send({**frame, "ref": "x"})
-                acks.append(await page.recv_until(frame["type"]))
-            await page.ws.close()
-            return acks
-        finally:
-            web.close()
-            await asyncio.wait_for(server.shutdown(), 5.0)
-            await web.wait_closed(2.0)
-            store.close()
-
-    drawn = await session({"type": "draw", "shape": LINE}, {"type": "draw", "shape": RECT})
+    drawn = await _board_session(
+        path, {"type": "draw", "shape": LINE}, {"type": "draw", "shape": RECT}
+    )
     assert [a["id"] for a in drawn] == [1, 2]
-    await session({"type": "clear"})
-    [again] = await session({"type": "draw", "shape": LINE})
+    await _board_session(path, {"type": "clear"})
+    [again] = await _board_session(path, {"type": "draw", "shape": LINE})
     assert again["id"] == 3
+
+
+@async_test
+async def test_an_erased_last_shapes_id_is_not_given_again_after_a_restart(tmp_path: Path) -> None:
+    """Draws alone do not save the next id (the shapes carry theirs); an erase does."""
+    path = tmp_path / "ids.db"
+    drawn = await _board_session(path, *[{"type": "draw", "shape": LINE}] * 3)
+    assert [a["id"] for a in drawn] == [1, 2, 3]
+    [more] = await _board_session(path, {"type": "draw", "shape": RECT})
+    assert more["id"] == 4
+    await _board_session(path, {"type": "erase", "id": 4}, {"type": "erase", "id": 2})
+    [again] = await _board_session(path, {"type": "draw", "shape": LINE})
+    assert again["id"] == 5

@@ -28,10 +28,11 @@ upgraded in place when an older one is opened; a file from a newer chatcli, or n
 chatcli store at all, is refused at start-up. An advisory lock on ``PATH.lock`` keeps a
 second server off a store that is in use.
 
-Boards (schema 3: ``rooms.board_next`` for each room's next shape id, ``shapes`` for the shapes as
-their ``draw`` frames in JSON) are written like everything else, in order, in the group's
-transaction: a board change is answered only once it is committed. The relay reads
-every board once at start-up (:meth:`SQLiteStore.boards`).
+Boards (schema 3: ``shapes`` for the shapes as their ``draw`` frames in JSON,
+``rooms.board_next`` for a room's next shape id as of its last delete) are written like
+everything else, in order, in the group's transaction: a board change is answered only
+once it is committed. The relay reads every board once at start-up
+(:meth:`SQLiteStore.boards`).
 
 Accounts and bans (schema 2) are kept here too and answered on the same writer thread, in
 order with everything else: the slow password hashing of a login never runs on the event
@@ -393,7 +394,8 @@ class SQLiteStore:
                     write = intent.write
                     self._cursor(write.room)  # its rooms row exists (a recall made it)
                     self._write_board(write)
-                    next_ids[write.room] = max(next_ids.get(write.room, 0), write.next_id)
+                    if write.delete:  # see _write_board: only a delete must save the next id
+                        next_ids[write.room] = max(next_ids.get(write.room, 0), write.next_id)
                     answers.append(BoardSaved(intent))
                 else:
                     answers.append(answer(self._book, intent))  # accounts and bans
@@ -450,8 +452,14 @@ class SQLiteStore:
             txn_rows.clear()
 
     def _write_board(self, write: BoardWrite) -> None:
-        """One board change: deletes, then the shapes put (drawn or moved); the room's
-        next id is written once per group (``_commit``)."""
+        """One board change: deletes, then the shapes put (drawn or moved).
+
+        A room's next shape id is never given twice, across restarts too. The shapes
+        kept carry the ids given so far (``read_boards`` starts after the largest), so
+        only a group that deletes shapes saves the next id in the room's row
+        (``_commit``, once per group): a draw, the board's commonest change, costs one
+        statement, not two (every statement of a group hands the GIL to a busy loop and
+        back, see ``_commit``)."""
         db, room = self._db, write.room
         if write.delete:
             db.executemany(
