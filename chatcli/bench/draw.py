@@ -42,8 +42,11 @@ _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: the most a response's head may take before the handshake is given up
 _MAX_HEAD = 16 * 1024
 #: how often the clients read what arrived (and write what is pending): at most this
-#: late, an ack or a ping is seen; no wake-up per message of the relay
-POLL_INTERVAL = 0.005
+#: late, an ack or a ping is seen; no wake-up per message of the relay, which writes a
+#: busy browser at most every 10 ms anyway (``serve --web-flush-interval``)
+POLL_INTERVAL = 0.01
+#: what one ``recv`` asks for; a shorter answer means the socket is empty for now
+_RECV_SIZE = 1 << 18
 #: RFC 6455 section 5.2 opcodes, as plain ints for the per-message path
 _TEXT, _CLOSE, _PING = int(Opcode.TEXT), int(Opcode.CLOSE), int(Opcode.PING)
 
@@ -209,7 +212,7 @@ class DrawClient:
         try:
             while True:
                 try:
-                    data = sock.recv(1 << 18)
+                    data = sock.recv(_RECV_SIZE)
                 except BlockingIOError:
                     break
                 if not data:
@@ -218,6 +221,8 @@ class DrawClient:
                 self._feed(data)
                 if self.closed:  # the server broke the framing: dropped
                     return
+                if len(data) < _RECV_SIZE:
+                    break  # all there was: no second system call (and exception) to learn it
             self._write()
         except OSError:
             self._lost()

@@ -44,6 +44,11 @@ from chatcli.tls import ClientTls, client_reason
 __all__ = ["WorkerSpec", "worker_main"]
 
 _MSG_PREFIX = b'{"type":"msg"'
+#: board changes (the draw mix): a chat client has nothing to do with them, so they are
+#: skipped by their start (the relay writes ``type`` first) instead of being decoded as
+#: events; decoding thousands a second of pencil strokes slowed the very loop that
+#: timestamps the chat messages' arrival
+_BOARD_PREFIXES = (b'{"type":"draw"', b'{"type":"erase"', b'{"type":"move"', b'{"type":"clear"')
 #: longest frame accepted from the relay (bench asks for no history: frames are small)
 MAX_FRAME = 1 << 22
 #: bench counts a rate-limited message (by its code) and moves on; it never times out
@@ -183,7 +188,13 @@ class BenchClient(asyncio.Protocol):
     def _frames(self, frames: list[bytes], arrival: int) -> None:
         found = PAYLOAD_RE.findall(b"\n".join(frames))
         if len(found) < len(frames):  # some frames are not benchmark messages
-            self._other_frames([f for f in frames if not f.startswith(_MSG_PREFIX)])
+            others = [
+                f
+                for f in frames
+                if not f.startswith(_MSG_PREFIX) and not f.startswith(_BOARD_PREFIXES)
+            ]
+            if others:
+                self._other_frames(others)
         if found:
             self._deliveries(found, arrival)
 
