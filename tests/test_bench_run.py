@@ -908,6 +908,34 @@ def test_cli_ctrl_c_stops_everything_quietly() -> None:
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_python_dropped_still_stops_the_wait_for_the_workers() -> None:
+    """CPython only reports ("Exception ignored") a KeyboardInterrupt raised inside a
+    finalizer. Bench's SIGINT handler remembers the Ctrl-C, so the wait for the workers
+    stops on it instead of running on to its end (a rare CI failure: bench went on
+    measuring after Ctrl-C)."""
+    import multiprocessing
+
+    from chatcli.bench import runner
+
+    class Finalized:
+        def __del__(self) -> None:
+            runner.interrupted(signal.SIGINT, None)
+
+    workers = object.__new__(runner._Workers)
+    parent, child = multiprocessing.Pipe()
+    workers.pipes, workers.procs = [parent], []
+    runner.INTERRUPTED.clear()
+    try:
+        Finalized()  # gone at once: its KeyboardInterrupt is dropped, as CPython does
+        with pytest.raises(KeyboardInterrupt):  # without the flag: ChatError after 5 s
+            workers.collect(runner.WorkerResult, timeout=5.0)
+    finally:
+        runner.INTERRUPTED.clear()
+        parent.close()
+        child.close()
+
+
 # ------------------------------------------------------------------ the command, stopped
 
 

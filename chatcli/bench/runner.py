@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
+from types import FrameType
 from typing import Any, TypeVar, cast
 
 from chatcli.addresses import format_address
@@ -183,6 +185,17 @@ class Progress:
 
 View = Callable[[Progress], None]
 
+#: set by ``interrupted``, bench's SIGINT handler, and looked at while the run waits for
+#: its workers: a Ctrl-C whose KeyboardInterrupt CPython dropped (raised inside a
+#: finalizer, it is only reported as "Exception ignored") still stops the run
+INTERRUPTED = threading.Event()
+
+
+def interrupted(signum: int, frame: FrameType | None) -> None:
+    """SIGINT during a run: remember it, and raise KeyboardInterrupt as Python would."""
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
 
 class _Workers:
     """The worker processes and their pipes."""
@@ -233,6 +246,8 @@ class _Workers:
         results: dict[int, M] = {}
         deadline = time.monotonic() + timeout
         while len(results) < len(self.pipes):
+            if INTERRUPTED.is_set():
+                raise KeyboardInterrupt
             if time.monotonic() > deadline:
                 raise ChatError(f"load generator timed out waiting for '{kind.__name__}'")
             waiting = [p for i, p in enumerate(self.pipes) if i not in results]
@@ -242,6 +257,8 @@ class _Workers:
                 try:
                     message: WorkerMessage = pipe.recv()
                 except EOFError as exc:
+                    if INTERRUPTED.is_set():  # Ctrl-C reached the workers too
+                        raise KeyboardInterrupt from None
                     raise ChatError("a load generator process died") from exc
                 if isinstance(message, WorkerFailed):
                     raise ChatError(f"load generator failed: {message.reason}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from signal import SIGHUP, SIGTERM
+from signal import SIGHUP, SIGINT, SIGTERM
 from types import FrameType
 
 import click
@@ -302,7 +302,13 @@ def bench(
     from chatcli.bench.baseline import parse_tolerance
     from chatcli.bench.report_files import ReportFiles
     from chatcli.bench.report_schema import EXIT_CODES, read_report
-    from chatcli.bench.runner import BenchOptions, TargetUnreachable, run_bench
+    from chatcli.bench.runner import (
+        INTERRUPTED,
+        BenchOptions,
+        TargetUnreachable,
+        interrupted,
+        run_bench,
+    )
     from chatcli.bench.thresholds import parse_thresholds
     from chatcli.bench.view import LiveView, render_summary, run_header
     from chatcli.cli.common import fail
@@ -345,6 +351,10 @@ def bench(
     # SIGTERM/SIGHUP (a CI timeout, `timeout`, a closed terminal) unwind like Ctrl-C
     # does, so that run_bench stops the relay and the workers it started
     handlers = {sig: signal.signal(sig, _exit_on_signal) for sig in (SIGTERM, SIGHUP)}
+    # Ctrl-C: KeyboardInterrupt as ever, and remembered, so that one raised where Python
+    # drops it (inside a finalizer) still stops the run
+    INTERRUPTED.clear()
+    handlers[SIGINT] = signal.signal(SIGINT, interrupted)
     console.print(
         run_header(options),
         highlight=False,
