@@ -4,10 +4,12 @@ text sessions never see it, and it survives a restart of a server on a store fil
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from helpers import HOST, async_test
-from test_web import web_login, web_serving
+from test_web import WebClient, web_login, web_serving
 
 from chatcli.settings import ServerSettings
 from chatcli.store.sqlite import SQLiteStore
@@ -62,28 +64,15 @@ async def test_a_page_draws_and_a_tcp_client_and_a_second_page_see_it() -> None:
 @async_test
 async def test_the_board_survives_a_restart_on_a_store_file(tmp_path: Path) -> None:
     path = tmp_path / "board.db"
-    settings = ServerSettings(host=HOST, port=0, rate_limit=0)
 
     async def session(draw: bool) -> list[dict]:
-        store = SQLiteStore(path)
-        server = ChatServer(settings, store=store)
-        await server.start()
-        web = await start_web(server, HOST, 0)
-        try:
-            page = await web_login(web, "alice")
+        async with _page_on_store(path) as page:
             if draw:
                 await page.send({"type": "draw", "shape": LINE})
                 await page.send({"type": "draw", "shape": RECT})
                 await page.send({"type": "move", "id": 2, "dx": -300, "dy": 10})
                 await page.recv_until("move")
-            board = page.ready.get("board", [])
-            await page.ws.close()
-            return board
-        finally:
-            web.close()
-            await asyncio.wait_for(server.shutdown(), 5.0)
-            await web.wait_closed(2.0)
-            store.close()
+            return page.ready.get("board", [])
 
     assert await session(draw=True) == []
     # the store file can be drawn while the server is down, too
@@ -165,27 +154,34 @@ def test_the_draw_mix_against_a_target_needs_its_web_port() -> None:
     assert params["draw_clients"] == 2 and params["draw_target"] == "127.0.0.1:8080"
 
 
-async def _board_session(path: Path, *frames: dict) -> list[dict]:
-    """Start a server on the SQLite store ``path``, send ``frames`` from one page (each
-    answered before the next), stop the server; the answers."""
-    settings = ServerSettings(host=HOST, port=0, rate_limit=0)
+@asynccontextmanager
+async def _page_on_store(path: Path) -> AsyncIterator[WebClient]:
+    """A server on the SQLite store ``path`` with one page logged in as alice, for the
+    block; then the page leaves and the server stops (a restart is the next block)."""
     store = SQLiteStore(path)
-    server = ChatServer(settings, store=store)
+    server = ChatServer(ServerSettings(host=HOST, port=0, rate_limit=0), store=store)
     await server.start()
     web = await start_web(server, HOST, 0)
     try:
         page = await web_login(web, "alice")
-        acks = []
-        for frame in frames:
-            await page.send({**frame, "ref": "x"})
-            acks.append(await page.recv_until(frame["type"]))
+        yield page
         await page.ws.close()
-        return acks
     finally:
         web.close()
         await asyncio.wait_for(server.shutdown(), 5.0)
         await web.wait_closed(2.0)
         store.close()
+
+
+async def _board_session(path: Path, *frames: dict) -> list[dict]:
+    """Send ``frames`` from a page of a server on ``path`` (each answered before the
+    next), then stop the server; the answers."""
+    async with _page_on_store(path) as page:
+        acks = []
+        for frame in frames:
+            await page.send({**frame, "ref": "x"})
+            acks.append(await page.recv_until(frame["type"]))
+        return acks
 
 
 @async_test
