@@ -125,7 +125,8 @@ class _Entry:
     answer: Completion | None = None
     #: the feed position of what this entry hands out, once known
     seq: int | None = None
-    #: when it was published (monotonic), for the acknowledgement timeout
+    #: the subject it was published on, and when (monotonic, for the timeouts)
+    subject: str = ""
     sent: float = 0.0
     acked: bool = False
     #: JetStream is being asked whether it has this message
@@ -322,7 +323,7 @@ class ClusterStore:
             assert type(intent) is BoardChange
             subject = board_subject(intent.write.room)
             payload = _said_encoder.encode(_Changed(origin, intent.event))
-        entry.sent = time.monotonic()
+        entry.subject, entry.sent = subject, time.monotonic()
         self._waiting_echo[nonce] = entry
         self._outbox.append((subject, payload, reply, headers))
         if len(self._outbox) == 1:  # one task sends what one loop turn published
@@ -509,14 +510,8 @@ class ClusterStore:
         unknown: it is answered ``unavailable`` all the same, since this node's other
         answers wait in line behind it; a resend with the same ``txn`` is recognised.
         """
-        intent = entry.intent
-        if type(intent) is Append:
-            subject = msg_subject(intent.room)
-        else:
-            assert type(intent) is BoardChange
-            subject = board_subject(intent.write.room)
         try:
-            kept = await asyncio.wait_for(self._holds(subject, f"{self.node}.{nonce}"), 2.0)
+            kept = await asyncio.wait_for(self._holds(entry.subject, f"{self.node}.{nonce}"), 2.0)
         except Exception as exc:
             # NATS does not answer: nobody can tell. Every answer of this node waits in
             # line behind this one, so it cannot wait for ever: unavailable (a resend
@@ -529,7 +524,7 @@ class ClusterStore:
             return
         if entry.answer is None and self._waiting_echo.pop(nonce, None) is not None:
             self._waiting_ack.pop(nonce, None)
-            entry.answer = Failed(intent, UNAVAILABLE)
+            entry.answer = Failed(entry.intent, UNAVAILABLE)  # type: ignore[arg-type]
             self._advance()
             self._wake()
 
@@ -551,11 +546,11 @@ class ClusterStore:
             seq = (raw.seq or seq) + 1
 
     async def _watch_timeouts(self) -> None:
-        """Fail what JetStream never acknowledged; answer what the feed never brought."""
+        """Drop what was answered; ask JetStream about what the feed has not brought
+        back in ACK_TIMEOUT (``_check_kept``); log what it kept but the feed is late with."""
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
-            changed = False
             for nonce, entry in list(self._waiting_echo.items()):
                 age = now - entry.sent
                 if entry.answer is not None:
@@ -566,12 +561,10 @@ class ClusterStore:
                     self._checks.add(task := loop.create_task(self._check_kept(nonce, entry)))
                     task.add_done_callback(self._checks.discard)
                 elif entry.acked and age > ECHO_TIMEOUT:
-                    # kept: it comes in the feed once that catches up; say so once
+                    # kept: it comes in the feed once that catches up; say so every
+                    # ECHO_TIMEOUT meanwhile
                     log.warning("cluster: the feed is %.0f s late with message %s", age, nonce)
                     entry.sent = now
-            if changed:
-                self._advance()
-                self._wake()
 
 
 def _stream_sequence(msg: Any) -> int:
