@@ -78,6 +78,30 @@ def chatcli(*args: str, env: dict[str, str] | None = None, **popen: Any) -> subp
     )
 
 
+def pipe_lines_across_a_kill(
+    join: subprocess.Popen[bytes], kill: Any, lines: int = 20, kill_after: int = 9
+) -> tuple[int | None, str]:
+    """Write ``lines`` numbered lines into a piped ``chatcli join`` (one every 50 ms),
+    call ``kill()`` (its server going away) after line ``kill_after``, close its input
+    and wait (bounded) for it to end: its exit code and stderr. It is killed if it hangs."""
+    assert join.stdin is not None and join.stderr is not None
+    try:
+        for n in range(lines):
+            join.stdin.write(f"line {n}\n".encode())
+            join.stdin.flush()
+            time.sleep(0.05)
+            if n == kill_after:
+                kill()
+        join.stdin.close()
+        code = join.wait(40)
+        return code, join.stderr.read().decode()
+    finally:
+        if join.poll() is None:
+            join.kill()
+            join.wait(EXIT_TIMEOUT)
+        join.stderr.close()
+
+
 @contextmanager
 def serve_process(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A ``chatcli serve --port 0 -q`` process on 127.0.0.1 and the port it printed."""

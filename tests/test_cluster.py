@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 from nats_server import NatsServer, free_port
-from processes import EXIT_TIMEOUT, START_TIMEOUT, chatcli
+from processes import EXIT_TIMEOUT, START_TIMEOUT, chatcli, pipe_lines_across_a_kill
 
 HOST = "127.0.0.1"
 #: bound on one expected frame when nothing slow is going on
@@ -274,6 +274,16 @@ def login(node: Node, name: str, room: str = "lobby", **fields: Any) -> Client:
     answer = client.hello(name, room, **fields)
     assert answer["type"] == "ready", f"{name} on {node.name}: {answer}\n{diagnostics()}"
     return client
+
+
+def alice_and_bob(n1: Node, n2: Node, clients: list[Client]) -> tuple[Client, Client]:
+    """alice logged in on ``n1``, bob on ``n2`` (both closed with ``clients``), once
+    alice has seen bob join: each node knows of the other's user."""
+    alice = login(n1, "alice")
+    bob = login(n2, "bob")
+    clients += [alice, bob]
+    alice.expect("join", lambda f: f["name"] == "bob")
+    return alice, bob
 
 
 def refused(node: Node, name: str, room: str = "lobby") -> Frame:
@@ -723,10 +733,7 @@ def test_resume_on_another_node_after_kill_loses_and_repeats_nothing(
     message with its ``txn``: she has every message once, the room has hers once, and the
     dead node's sweep later does not announce her as lost."""
     n1, n2 = own_pair
-    alice = login(n1, "alice")
-    bob = login(n2, "bob")
-    clients += [alice, bob]
-    alice.expect("join", lambda f: f["name"] == "bob")
+    alice, bob = alice_and_bob(n1, n2, clients)
     for i in range(5):
         bob.send({"type": "say", "text": f"m{i}", "ref": f"m{i}"})
     got = alice.msgs(5, "lobby")
@@ -801,10 +808,7 @@ def test_nats_restart_refuses_then_recovers(
     up, what was acknowledged before is still in the history and the board, and nobody
     connected all along is announced as gone."""
     n1, n2 = own_pair
-    alice = login(n1, "alice")
-    bob = login(n2, "bob")
-    clients += [alice, bob]
-    alice.expect("join", lambda f: f["name"] == "bob")
+    alice, bob = alice_and_bob(n1, n2, clients)
     marks = {c.label: len(c.seen) for c in (alice, bob)}
     alice.send({"type": "say", "text": "before", "ref": "b"})
     before = alice.expect("msg", lambda f: f.get("ref") == "b")
@@ -1242,23 +1246,13 @@ def test_piped_join_resumes_on_the_next_node_with_no_loss_and_no_duplicate(
         "join", "sender", "--host", hosts, "--retry-for", "30",
         env=config, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    assert join.stdin is not None and join.stderr is not None
     try:
         bob.expect("join", lambda f: f["name"] == "sender", timeout=START_TIMEOUT)
-        for n in range(20):
-            join.stdin.write(f"line {n}\n".encode())
-            join.stdin.flush()
-            time.sleep(0.05)
-            if n == 9:
-                n1.kill()
-        join.stdin.close()
-        code = join.wait(40)
-        err = join.stderr.read().decode()
-    finally:
-        if join.poll() is None:
-            join.kill()
-            join.wait(EXIT_TIMEOUT)
-        join.stderr.close()
+    except BaseException:
+        join.kill()
+        join.wait(EXIT_TIMEOUT)
+        raise
+    code, err = pipe_lines_across_a_kill(join, n1.kill)
     assert code == 0, err
     assert f"reconnected to {HOST}:{n2.port}" in err, err
     assert "may have been lost" not in err, err
@@ -1277,10 +1271,7 @@ def test_a_clean_stop_says_goodbye_for_its_users(
     """SIGTERM of a node: its users get ``server_shutdown``, the other nodes' members see
     them leave at once (not after NODE_TIMEOUT), its registry entry goes."""
     n1, n2 = own_pair
-    alice = login(n1, "alice")
-    bob = login(n2, "bob")
-    clients += [alice, bob]
-    alice.expect("join", lambda f: f["name"] == "bob")
+    alice, bob = alice_and_bob(n1, n2, clients)
     assert n1.proc is not None
     n1.proc.send_signal(signal.SIGTERM)
     assert alice.expect("error")["code"] == "server_shutdown"
@@ -1300,10 +1291,7 @@ def test_a_node_name_in_use_is_refused(
     """Starting a node under the name of a live one must not take the live one's users
     away: the newcomer exits with one line naming the clash, alice stays listed."""
     n1, n2 = own_pair
-    alice = login(n1, "alice")
-    bob = login(n2, "bob")
-    clients += [alice, bob]
-    alice.expect("join", lambda f: f["name"] == "bob")
+    _, bob = alice_and_bob(n1, n2, clients)
     twin = Node(n1.url, "n1", tmp_path / "twin").spawn()
     try:
         assert twin.proc is not None
@@ -1327,10 +1315,7 @@ def test_a_dm_during_a_nats_outage_is_refused_or_delivered(
     nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
 ) -> None:
     n1, n2 = own_pair
-    alice = login(n1, "alice")
-    bob = login(n2, "bob")
-    clients += [alice, bob]
-    alice.expect("join", lambda f: f["name"] == "bob")
+    alice, bob = alice_and_bob(n1, n2, clients)
     nats_server.stop()
     alice.send({"type": "dm", "to": "bob", "text": "psst", "ref": "d"})
     answer = alice.expect_any(("dm", "error"), ref_is("d"))
@@ -1348,10 +1333,7 @@ def test_a_room_change_during_a_nats_outage_reaches_the_other_nodes(
     nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
 ) -> None:
     n1, n2 = own_pair
-    alice = login(n1, "alice")
-    bob = login(n2, "bob")
-    clients += [alice, bob]
-    alice.expect("join", lambda f: f["name"] == "bob")
+    alice, bob = alice_and_bob(n1, n2, clients)
     nats_server.stop()
     alice.send({"type": "join", "room": "elsewhere", "ref": "j"})
     answer = alice.expect_any(("ready", "error"), timeout=WAIT)
@@ -1376,10 +1358,7 @@ def test_presence_crosses_nodes_right_after_a_nats_restart(
     nats_server: NatsServer, own_pair: tuple[Node, Node], clients: list[Client]
 ) -> None:
     n1, n2 = own_pair
-    alice = login(n1, "alice")
-    bob = login(n2, "bob")
-    clients += [alice, bob]
-    alice.expect("join", lambda f: f["name"] == "bob")
+    alice, bob = alice_and_bob(n1, n2, clients)
     nats_server.stop()
     nats_server.restart()
     # messages flow again first (the feed is re-created at once) ...

@@ -37,6 +37,7 @@ from processes import (
     Terminal,
     Watcher,
     chatcli,
+    pipe_lines_across_a_kill,
     read_line,
     run_join,
 )
@@ -460,23 +461,8 @@ def test_a_piped_session_loses_no_line_when_its_server_is_killed(
             "join", "sender", "--host", f"{first.address},{second.address}",
             "--retry-for", "30", env=config, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        assert join.stdin is not None and join.stderr is not None
-        try:
-            for n in range(20):
-                join.stdin.write(f"line {n}\n".encode())
-                join.stdin.flush()
-                time.sleep(0.05)
-                if n == 9:
-                    first.kill()
-            join.stdin.close()
-            join.wait(40)
-            err = join.stderr.read().decode()
-        finally:
-            if join.poll() is None:
-                join.kill()
-                join.wait(EXIT_TIMEOUT)
-            join.stderr.close()
-    assert join.returncode == 0, err  # every line acknowledged by one server or the other
+        code, err = pipe_lines_across_a_kill(join, first.kill)
+    assert code == 0, err  # every line acknowledged by one server or the other
     assert f"reconnected to {second.address}" in err
 
     def said(server: Server) -> list[str]:
