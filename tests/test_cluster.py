@@ -276,6 +276,22 @@ def login(node: Node, name: str, room: str = "lobby", **fields: Any) -> Client:
     return client
 
 
+def exit_code(node: Node, within: float) -> int | None:
+    """The exit code of ``node``'s process once it ends (None: still running after
+    ``within`` seconds)."""
+    assert node.proc is not None
+    try:
+        return node.proc.wait(within)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def said_in_one_line(node: Node, word: str) -> None:
+    """``node`` ended with one line naming ``word``, no traceback."""
+    lines = node.log().strip().splitlines()
+    assert lines and word in lines[-1] and "Traceback" not in node.log(), lines
+
+
 def alice_and_bob(n1: Node, n2: Node, clients: list[Client]) -> tuple[Client, Client]:
     """alice logged in on ``n1``, bob on ``n2`` (both closed with ``clients``), once
     alice has seen bob join: each node knows of the other's user."""
@@ -885,14 +901,10 @@ def test_nats_wait_gives_up_with_one_clear_line(tmp_path: Path) -> None:
     """``--nats-wait 1`` with no NATS: exit 1 within a few seconds, one line, no traceback."""
     node = Node(f"nats://{HOST}:{free_port()}", "late", tmp_path, "--nats-wait", "1").spawn()
     try:
-        assert node.proc is not None
-        try:
-            code = node.proc.wait(10.0)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running 10 s after --nats-wait 1:\n{node.log()}") from None
+        code = exit_code(node, 10.0)
+        assert code is not None, f"still running 10 s after --nats-wait 1:\n{node.log()}"
         assert code == 1, node.log()
-        lines = node.log().strip().splitlines()
-        assert lines and "NATS" in lines[-1] and "Traceback" not in node.log(), lines
+        said_in_one_line(node, "NATS")
     finally:
         node.stop()
 
@@ -1294,17 +1306,12 @@ def test_a_node_name_in_use_is_refused(
     _, bob = alice_and_bob(n1, n2, clients)
     twin = Node(n1.url, "n1", tmp_path / "twin").spawn()
     try:
-        assert twin.proc is not None
-        try:
-            code = twin.proc.wait(START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = exit_code(twin, START_TIMEOUT)
         bob.send({"type": "who"})
         listed = users_of(bob.expect("users"))
         assert listed == {"alice", "bob"}, f"n2 lists {listed} after a second n1 started"
         assert code not in (None, 0), f"a second n1 is running:\n{twin.log()}"
-        lines = twin.log().strip().splitlines()
-        assert lines and "n1" in lines[-1] and "Traceback" not in twin.log(), lines
+        said_in_one_line(twin, "n1")
     finally:
         twin.stop()
 
