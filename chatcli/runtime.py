@@ -4,15 +4,17 @@ and how a relay tells the process that started it where it listens.
 ``chatcli serve``, ``join``, ``replay --to`` and bench's worker processes all run their
 main coroutine through :func:`run` (uvloop when it is installed) and raise their
 open-files limit through :func:`raise_open_files_limit`, so that a fix to either lands
-once. :func:`encode_ready` and :func:`decode_ready` are the two ends of
-``chatcli serve --ready-fd``: one JSON line naming every listening address, written to a
-descriptor the parent passed down, for programs (bench, tests) that must not scrape the
-human "listening on" line.
+once; the long-running ones (the relay, bench's load generators) freeze what they hold
+once set up (:func:`freeze_heap`). :func:`encode_ready` and :func:`decode_ready` are
+the two ends of ``chatcli serve --ready-fd``: one JSON line naming every listening
+address, written to a descriptor the parent passed down, for programs (bench, tests)
+that must not scrape the human "listening on" line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -24,6 +26,7 @@ __all__ = [
     "connections_that_fit",
     "decode_ready",
     "encode_ready",
+    "freeze_heap",
     "raise_open_files_limit",
     "run",
 ]
@@ -122,6 +125,24 @@ def decode_ready(line: bytes) -> list[tuple[str, int]]:
             case _:
                 raise ValueError(f"not an address: {item!r}")
     return found
+
+
+def freeze_heap() -> None:
+    """Leave what the process holds once it is set up out of every later full collection.
+
+    CPython's full (generation 2) collection walks every object the collector tracks, with
+    the event loop stopped. A process's first one comes once ten younger collections have
+    run, that is whenever its allocations bring it: in a relay under the draw mix about
+    15 s after start, walking the ~40,000 objects of its imports in 20-25 ms, which bench
+    saw as a one-second p99 of 16-20 ms (docs/benchmarks.md, "Pauses of the garbage
+    collector"). Collected once here, then frozen (``gc.freeze``), those objects are never
+    walked again: later full collections cost what the process made since.
+
+    Called by long-running processes (``chatcli serve``, bench's load generators) once,
+    when they are ready to work and before they say so.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 #: GIL switch interval while a store's writer thread shares the process with the relay

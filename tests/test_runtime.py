@@ -50,6 +50,25 @@ def test_raise_open_files_limit_raises_the_soft_limit_within_the_hard_one() -> N
     assert raise_open_files_limit(10) >= 10
 
 
+def test_freeze_heap_collects_the_garbage_then_leaves_the_rest_out_of_later_collections() -> None:
+    """What a server holds once set up is frozen (never walked by a full collection
+    again); garbage made while setting up is collected first, not frozen forever."""
+    code = (
+        "import gc, weakref\n"
+        "from chatcli.runtime import freeze_heap\n"
+        "class Node: pass\n"
+        "held = [[i] for i in range(100_000)]\n"
+        "cycle = Node(); cycle.me = cycle\n"
+        "gone = weakref.ref(cycle); del cycle\n"
+        "freeze_heap()\n"
+        "print(gone() is None, gc.get_freeze_count() >= 100_000, len(gc.get_objects()) < 10_000)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
 def test_ready_line_round_trips_ipv4_and_ipv6() -> None:
     addresses = [("127.0.0.1", 7777), ("::1", 40000)]
     line = encode_ready(addresses)

@@ -38,7 +38,7 @@ from chatcli.client.acks import AckPolicy, AckTracker
 from chatcli.core.client import ClientConnection
 from chatcli.core.protocol import Bye, ClientEvent, Error, Hello, LineFramer
 from chatcli.errors import ChatError, FrameTooLarge, ProtocolError, ServerRefused
-from chatcli.runtime import raise_open_files_limit, run
+from chatcli.runtime import freeze_heap, raise_open_files_limit, run
 from chatcli.tls import ClientTls, client_reason
 
 __all__ = ["WorkerSpec", "worker_main"]
@@ -540,6 +540,7 @@ async def _run(conn: Connection, spec: WorkerSpec) -> None:
     for index in spec.clients:
         worker.logs[index] = ClientLog(index)
     await worker.connect_all()
+    freeze_heap()  # a full collection while measuring would stop the clock's loop
     _say(
         conn,
         Connected(

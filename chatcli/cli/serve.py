@@ -361,7 +361,7 @@ def serve(
     """
     from chatcli.addresses import format_address, parse_host
     from chatcli.logs import console_err, setup_logging
-    from chatcli.runtime import encode_ready, run
+    from chatcli.runtime import encode_ready, freeze_heap, run
     from chatcli.transports.tcp import run_server
 
     host = parse_host(host)
@@ -418,6 +418,7 @@ def serve(
     _log_access(settings)
 
     def listening(addresses: list[tuple[str, int]]) -> None:
+        freeze_heap()  # set up: what it holds now is never walked by the collector again
         where = ", ".join(format_address(h, p) for h, p in addresses)
         tls = " (TLS)" if tls_cert is not None else ""
         click.echo(f"chatcli serve listening on {where}{tls}", err=False)
