@@ -24,7 +24,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def line(x: float = 10, y: float = 20, color: str = "#d62728") -> Shape:
-    return Shape(kind="line", points=[(x, y), (x + 100, y + 50)], color=color, width=3)
+    return Shape(kind="line", points=((x, y), (x + 100, y + 50)), color=color, width=3)
 
 
 def drawn(id: int, who: str, ts: float, shape: Shape | None = None, room: str = "lobby") -> Drawn:
@@ -91,20 +91,20 @@ BOARD: list[object] = [
     Joined(room="lobby", name="alice", ts=T0 + 1),
     drawn(1, "alice", T0 + 2),
     drawn(
-        2, "alice", T0 + 2.5, Shape(kind="rect", points=[(300, 300), (400, 350)], color="#1f77b4")
+        2, "alice", T0 + 2.5, Shape(kind="rect", points=((300, 300), (400, 350)), color="#1f77b4")
     ),
     drawn(
-        3, "bob", T0 + 3, Shape(kind="text", points=[(500, 500)], color="#2ca02c", text="<b>&hi")
+        3, "bob", T0 + 3, Shape(kind="text", points=((500, 500),), color="#2ca02c", text="<b>&hi")
     ),
     Moved(room="lobby", id=2, dx=600, dy=0, by="alice", ts=T0 + 3.2),
     Msg(id=1, room="lobby", from_="alice", text="look at the board", ts=T0 + 4),
     Erased(room="lobby", id=1, by="alice", ts=T0 + 10),
-    drawn(4, "alice", T0 + 20, Shape(kind="oval", points=[(0, 0), (100, 50)], color="#9467bd")),
+    drawn(4, "alice", T0 + 20, Shape(kind="oval", points=((0, 0), (100, 50)), color="#9467bd")),
     drawn(
         5,
         "bob",
         T0 + 21,
-        Shape(kind="pencil", points=[(1, 1), (2, 3), (5, 8)], color="#8c564b", width=5),
+        Shape(kind="pencil", points=((1, 1), (2, 3), (5, 8)), color="#8c564b", width=5),
     ),
     Cleared(room="lobby", by="bob", all=False, ts=T0 + 30),
 ]
@@ -138,7 +138,7 @@ def test_jsonl_export_keeps_every_board_event(tmp_path: Path) -> None:
 def test_board_at_follows_draws_moves_erases_and_clears() -> None:
     boards = board_at(BOARD)
     assert [d.id for d in boards["lobby"].in_order()] == [2, 4]
-    assert boards["lobby"].shapes[2].shape.points == [(900.0, 300.0), (1000.0, 350.0)]
+    assert boards["lobby"].shapes[2].shape.points == ((900.0, 300.0), (1000.0, 350.0))
     earlier = board_at(BOARD, until=T0 + 5)
     assert [d.id for d in earlier["lobby"].in_order()] == [1, 2, 3]
 
@@ -183,7 +183,7 @@ def test_replay_board_writes_the_board_as_svg(tmp_path: Path) -> None:
 
 
 def test_svg_escapes_everything_from_the_transcript() -> None:
-    evil = Shape(kind="text", points=[(1, 1)], color="#000000", text='"/><script>x</script>')
+    evil = Shape(kind="text", points=((1, 1),), color="#000000", text='"/><script>x</script>')
     svg = board_svg([drawn(1, 'a"><script>', T0, evil)], title="</title><script>")
     assert "<script>" not in svg
     [text] = _svg_shapes(svg)
@@ -192,8 +192,8 @@ def test_svg_escapes_everything_from_the_transcript() -> None:
 
 
 def test_svg_oval_and_pencil_geometry() -> None:
-    oval = Shape(kind="oval", points=[(100, 50), (0, 0)], color="#ABCDEF", width=2)
-    pencil = Shape(kind="pencil", points=[(1, 1), (2.5, 3), (5, 8)], color="#000000")
+    oval = Shape(kind="oval", points=((100, 50), (0, 0)), color="#ABCDEF", width=2)
+    pencil = Shape(kind="pencil", points=((1, 1), (2.5, 3), (5, 8)), color="#000000")
     ellipse, polyline = _svg_shapes(board_svg([drawn(2, "b", T0, pencil), drawn(1, "a", T0, oval)]))
     assert (ellipse.get("cx"), ellipse.get("cy"), ellipse.get("rx"), ellipse.get("ry")) == (
         "50",
@@ -271,7 +271,7 @@ async def test_replay_to_reinjects_draws_moves_erases_and_clears(tmp_path: Path)
         assert erased.id == 2
         left = srv.server.relay.board("lobby").committed.in_order()
         assert [(d.id, d.from_) for d in left] == [(1, "zed"), (3, "re-alice"), (5, "re-alice")]
-        assert left[1].shape.points == [(900.0, 300.0), (1000.0, 350.0)]
+        assert left[1].shape.points == ((900.0, 300.0), (1000.0, 350.0))
 
 
 # -- join ---------------------------------------------------------------------------------

@@ -135,7 +135,7 @@ def test_transcripts_read_back_every_recorded_type(tmp_path: Path) -> None:
             id=7,
             room="lobby",
             from_="alice",
-            shape=events.Shape(kind="text", points=[(10.5, 20.0)], color="#d62728", text="hi"),
+            shape=events.Shape(kind="text", points=((10.5, 20.0),), color="#d62728", text="hi"),
             ts=T0,
         ),
         events.Erased(room="lobby", id=7, by="alice", ts=T0),

@@ -201,7 +201,7 @@ def test_an_operators_mute_is_shared_for_every_node_and_applied_from_others() ->
 
 
 def _line(shape_id: int, sender: str = "alice") -> Drawn:
-    shape = Shape(kind="line", points=[[1.0, 1.0], [5.0, 5.0]], color="#112233", width=2)
+    shape = Shape(kind="line", points=((1.0, 1.0), (5.0, 5.0)), color="#112233", width=2)
     return Drawn(id=shape_id, room="lobby", from_=sender, shape=shape, ts=1.0)
 
 

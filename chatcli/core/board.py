@@ -108,7 +108,7 @@ def check_shape(shape: Shape, ref: Ref = None) -> Shape:
     elif text is not None:
         raise _refuse(f"a {shape.kind} has no text", ref)
     color = shape.color.lower()
-    points = [(round(x, DECIMALS), round(y, DECIMALS)) for x, y in shape.points]
+    points = tuple((round(x, DECIMALS), round(y, DECIMALS)) for x, y in shape.points)
     if color == shape.color and text == shape.text and points == shape.points:
         return shape
     return msgspec.structs.replace(shape, color=color, text=text, points=points)
@@ -129,7 +129,7 @@ def moved(shape: Shape, dx: float, dy: float) -> tuple[Shape, float, float]:
     ys = [y for _, y in shape.points]
     dx = round(min(max(dx, -min(xs)), BOARD_SIZE - max(xs)), DECIMALS)
     dy = round(min(max(dy, -min(ys)), BOARD_SIZE - max(ys)), DECIMALS)
-    points = [(_on_board(x + dx), _on_board(y + dy)) for x, y in shape.points]
+    points = tuple((_on_board(x + dx), _on_board(y + dy)) for x, y in shape.points)
     return msgspec.structs.replace(shape, points=points), dx, dy
 
 

@@ -68,7 +68,7 @@ def _write(board: Board, event: Drawn | Erased | Moved | Cleared) -> BoardWrite:
         found = board.shapes.get(event.id)
         if found is None:
             return BoardWrite(room)
-        points = [(x + event.dx, y + event.dy) for x, y in found.shape.points]
+        points = tuple((x + event.dx, y + event.dy) for x, y in found.shape.points)
         shape = msgspec.structs.replace(found.shape, points=points)
         return BoardWrite(room, put=[msgspec.structs.replace(found, shape=shape)])
     key = name_key(event.by)
