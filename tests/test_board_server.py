@@ -134,7 +134,7 @@ async def test_the_bench_draw_mix_draws_and_is_acknowledged() -> None:
         await asyncio.sleep(0.5)
         result = await asyncio.to_thread(draw.stop)
         assert result.sent >= 10 and result.errors == 0
-        assert result.sent - result.acked <= 2  # at most the draws in flight at the stop
+        assert result.acked == result.sent  # the draws in flight at the stop were waited for
         # each client cleared its drawings on the way out
         async with asyncio.timeout(5.0):
             while len(srv.server.relay.board("r0").committed):

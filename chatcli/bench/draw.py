@@ -2,11 +2,12 @@
 
 ``--draw-clients N`` opens N WebSocket clients on the relay's web port (``serve --web``)
 in the chat's first room; each draws a pencil stroke of ``points`` points every
-``1/rate`` seconds, open loop (it never waits for its echo), for the whole run, and
-clears its own drawings at the end. Its figures (draws sent, acknowledged by their own
-echo, refused) go beside the chat's: what the chat clients measure is whether board
-traffic slows the conversation. The clients run on a thread of their own with their own
-event loop, so the load generator's chat workers are not slowed by them.
+``1/rate`` seconds, open loop (it never waits for its echo), for the whole run; at the
+end it waits for the answers to the draws in flight, then clears its own drawings. Its
+figures (draws sent, acknowledged by their own echo, refused) go beside the chat's: what
+the chat clients measure is whether board traffic slows the conversation. The clients
+run on a thread of their own with their own event loop, so the load generator's chat
+workers are not slowed by them.
 
 The drawing clients also receive every chat message of the room (thousands a second),
 and the generator shares the machine with the relay it measures. So they are lean
@@ -45,6 +46,8 @@ _MAX_HEAD = 16 * 1024
 #: late, an ack or a ping is seen; no wake-up per message of the relay, which writes a
 #: busy browser at most every 10 ms anyway (``serve --web-flush-interval``)
 POLL_INTERVAL = 0.01
+#: how long the clients wait, when the run stops, for the answers to draws in flight
+SETTLE_TIMEOUT = 2.0
 #: what one ``recv`` asks for; a shorter answer means the socket is empty for now
 _RECV_SIZE = 1 << 18
 #: RFC 6455 section 5.2 opcodes, as plain ints for the per-message path
@@ -384,11 +387,26 @@ class DrawLoad:
         await self._stop.wait()
         for task in tasks:
             task.cancel()
+        await self._settle()
         poller.cancel()
         for client in live:
             with contextlib.suppress(ConnectionError):
                 client.send_text(json.dumps({"type": "clear"}))
         await asyncio.gather(*(client.close(2.0) for client in clients))
+
+    async def _settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Wait (at most ``timeout``) for the answers to the draws still in flight.
+
+        The run stops at any moment, a draw sent just before it is answered a poll later:
+        without this wait it would be counted as sent and never acknowledged. A client
+        that could not connect counts as an error, so a run with such errors may stop
+        waiting early; it is not a clean run anyway.
+        """
+        result = self.result
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while result.acked + result.errors < result.sent:
+                    await asyncio.sleep(POLL_INTERVAL)
 
     @staticmethod
     async def _poll(clients: list[DrawClient]) -> None:
