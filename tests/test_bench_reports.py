@@ -214,6 +214,22 @@ def test_relay_sampler_records_once_a_second_from_the_start() -> None:
     assert rss == [40.0, 40.0, None, 40.0]
 
 
+def test_the_median_p99_counts_only_the_seconds_with_enough_arrivals() -> None:
+    """p99_1s_median: the middle of the one-second p99s. A second with too few arrivals
+    for a p99 (the warm-up's edge, the drain) does not count; none at all is None."""
+    timeline = Timeline(
+        t=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        series={
+            "latency_count": [0.0, 500.0, 500.0, 500.0, 99.0, 500.0],
+            "p99_ms": [None, 3.0, 40.0, 4.0, 90.0, 5.0],
+        },
+    )
+    assert timeline.median_p99() == 4.5  # of 3, 40, 4 and 5: one noisy second moves it little
+    timeline.series["latency_count"] = [0.0, 99.0, 0.0, 0.0, 0.0, 0.0]
+    assert timeline.median_p99() is None
+    assert Timeline(t=[], series={}).median_p99() is None  # a report without the series
+
+
 def test_timeline_round_trips_and_bad_ones_are_refused() -> None:
     report = load("failed")
     again = loads_report(dumps_report(report))

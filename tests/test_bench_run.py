@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -158,6 +159,14 @@ def test_real_run_loses_nothing_and_counts_exactly(
     for stat in ("p50", "p99", "max"):
         assert num(report, stat) >= num(report, f"uncorrected_{stat}") > 0
     assert num(report, "lag_p50") >= 0
+    # the middle of the one-second p99s, over the seconds with a p99's worth of arrivals
+    # (300 a second here: the warm-up's edge and the drain do not count)
+    assert report.timeline is not None
+    counts, p99s = report.timeline.get("latency_count"), report.timeline.get("p99_ms")
+    assert counts is not None and p99s is not None
+    counted = [p for n, p in zip(counts, p99s, strict=True) if n is not None and n >= 100]
+    assert counted and num(report, "p99_1s_median") == round(statistics.median(counted), 3)
+    assert num(report, "p99_1s_median") <= num(report, "max")
     assert report.histograms["connect"].count == 6
     # bench started the relay, so its resources were measured
     for name in ("relay_cpu_s", "relay_rss_mb", "relay_cpu_us_per_delivery"):
@@ -552,6 +561,25 @@ def test_relay_that_drops_every_ack_is_not_a_clean_run() -> None:
 
 
 @pytest.mark.slow
+def test_the_draw_mix_is_measured_and_its_thresholds_judged() -> None:
+    """``--draw-clients``: browsers draw on bench's own relay (started with a web port)
+    beside the chat, every draw is answered, the chat is still exact, and thresholds on
+    the draw figures are judged on them (they once read "not measured")."""
+    checks = ("draw_errors==0", "draws_acked>0", "p99_1s_median<10s")
+    options = short(4, draw_clients=2, draw_rate=10.0)
+    report = run_bench(dataclasses.replace(options, thresholds=tuple(map(parse_threshold, checks))))
+    m = report.metrics
+    assert m["draw_clients"] == 2 and m["draw_errors"] == 0
+    assert m["draws_sent"] == m["draws_acked"] and num(report, "draws_sent") >= 2 * 10 * 1.5
+    assert_exact_run(report, 4)  # the chat clients skip the board changes they are sent
+    assert [(t["metric"], t["passed"]) for t in report.thresholds] == [
+        ("draw_errors", True),
+        ("draws_acked", True),
+        ("p99_1s_median", True),
+    ]
+
+
+@pytest.mark.slow
 def test_slow_relay_latency_is_at_least_its_delay() -> None:
     # Poisson arrivals this time: the seeded schedule says exactly what is measured.
     delay = 0.08
@@ -767,6 +795,7 @@ def test_cli_run_passes_and_writes_the_report(
         "--workers", "2",
         "-t", "loss==0",
         "-t", "p99<10s",
+        "-t", "p99_1s_median<10s",
         "--baseline", str(baseline),
         "--max-regression", "10%",
         "--json", str(out),
@@ -786,7 +815,8 @@ def test_cli_run_passes_and_writes_the_report(
     )
     assert data["histograms"]["latency"]["count"] == SHORT_EXPECTED
     assert data["histograms"]["connect"]["count"] == 6
-    assert [t["passed"] for t in data["thresholds"]] == [True, True]
+    assert [t["passed"] for t in data["thresholds"]] == [True, True, True]
+    assert data["thresholds"][2]["actual"] == m["p99_1s_median"] > 0
     assert data["baseline"]["failed"] is False
     assert read_report(out).to_dict() == data
     assert "outcome: pass" in proc.stdout

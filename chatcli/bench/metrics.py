@@ -110,6 +110,13 @@ def _histogram_metrics() -> list[Metric]:
 
 _METRICS: Final = [
     *_histogram_metrics(),
+    Metric(
+        "p99_1s_median",
+        "ms",
+        "median of the one-second p99s (a noisy phase of a few seconds moves it less than p99)",
+        "lower",
+        LATENCY_NOISE_MS,
+    ),
     Metric("deliveries_per_s", "msg/s", "messages delivered to receivers per second", "higher"),
     Metric("sent_per_s", "msg/s", "messages actually sent per second", None),
     Metric("offered_per_s", "msg/s", "messages the schedule planned per second", None),

@@ -17,6 +17,7 @@ planned send time (a message owed but never delivered has no arrival).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -29,6 +30,7 @@ __all__ = [
     "COUNTERS",
     "DECIMALS",
     "GAUGES",
+    "P99_MIN_ARRIVALS",
     "SERIES",
     "Timeline",
     "build_timeline",
@@ -39,6 +41,8 @@ __all__ = [
 INTERVAL_S: Final = 1.0
 #: the most intervals whose loss is accounted one by one (see lost_per_interval)
 MAX_LOSS_INTERVALS: Final = 60
+#: the fewest measured arrivals an interval needs for its p99 to count in median_p99
+P99_MIN_ARRIVALS: Final = 100
 #: decimals kept of times (s), latencies (ms), CPU (%) and memory (MiB) in the series
 DECIMALS: Final = 3
 
@@ -174,6 +178,26 @@ class Timeline:
             out.append(None if v is None or span <= 0 else v / span)
             previous = t
         return out
+
+    def median_p99(self) -> float | None:
+        """The median of the one-second p99s, over the intervals with enough arrivals.
+
+        A run's p99 is decided by its worst moments: on a shared machine, one noisy phase
+        of a few seconds sets it. The middle of the per-second p99s is what the relay did
+        most of the time, so a noise phase moves it far less (docs/benchmarks.md, "Issue
+        10, session 20"). An interval counts when it holds at least
+        ``P99_MIN_ARRIVALS`` measured arrivals (fewer make its p99 its maximum); None
+        when none does.
+        """
+        counts, p99s = self.series.get("latency_count"), self.series.get("p99_ms")
+        if counts is None or p99s is None:
+            return None
+        kept = [
+            p99
+            for count, p99 in zip(counts, p99s, strict=True)
+            if count is not None and count >= P99_MIN_ARRIVALS and p99 is not None
+        ]
+        return round(statistics.median(kept), DECIMALS) if kept else None
 
     def to_dict(self) -> dict[str, Any]:
         """The report's ``timeline`` object."""

@@ -112,7 +112,7 @@ _SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "errors",
         ),
     ),
-    ("latency from planned send", ("p50", "p90", "p99", "p999", "max", "mean")),
+    ("latency from planned send", ("p50", "p90", "p99", "p999", "max", "mean", "p99_1s_median")),
     ("latency from actual send", ("uncorrected_p50", "uncorrected_p99", "uncorrected_max")),
     ("schedule lag", ("lag_p50", "lag_p99", "lag_max")),
     ("connect", ("connected", "connect_p50", "connect_p99", "connect_max")),
