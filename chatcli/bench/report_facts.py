@@ -38,6 +38,7 @@ __all__ = [
 KEY_FIGURES: Final = (
     "p50",
     "p99",
+    "p99_1s_median",
     "p999",
     "max",
     "deliveries_per_s",
@@ -58,6 +59,7 @@ KEY_FIGURES: Final = (
 _LABELS: Final = {
     "p50": "latency p50",
     "p99": "latency p99",
+    "p99_1s_median": "p99, median second",
     "p999": "latency p99.9",
     "max": "latency max",
     "deliveries_per_s": "deliveries/s",
