@@ -95,5 +95,5 @@ class ServerSettings:
     #: holds what follows for its browsers and writes it all together once the interval
     #: is over (0: every flush, like TCP). A page paints at most every ~16 ms, so up to
     #: this much delay is not seen; the relay makes one write per browser per interval
-    #: instead of one per message. See docs/benchmarks.md, "browser pacing".
+    #: instead of one per message. See docs/benchmarks.md, "Issue 10, session 19".
     web_flush_interval: float = 0.01

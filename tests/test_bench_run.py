@@ -48,6 +48,7 @@ from chatcli.bench.report_schema import (
 from chatcli.bench.runner import BenchOptions, Progress, run_bench
 from chatcli.bench.schedule import Schedule
 from chatcli.bench.thresholds import parse_threshold
+from chatcli.bench.timeline import P99_MIN_ARRIVALS
 from chatcli.bench.view import render_summary
 
 HOST = "127.0.0.1"
@@ -164,7 +165,9 @@ def test_real_run_loses_nothing_and_counts_exactly(
     assert report.timeline is not None
     counts, p99s = report.timeline.get("latency_count"), report.timeline.get("p99_ms")
     assert counts is not None and p99s is not None
-    counted = [p for n, p in zip(counts, p99s, strict=True) if n is not None and n >= 100]
+    counted = [
+        p for n, p in zip(counts, p99s, strict=True) if n is not None and n >= P99_MIN_ARRIVALS
+    ]
     assert counted and num(report, "p99_1s_median") == round(statistics.median(counted), 3)
     assert num(report, "p99_1s_median") <= num(report, "max")
     assert report.histograms["connect"].count == 6

@@ -49,6 +49,8 @@ _MSG_PREFIX = b'{"type":"msg"'
 #: events; decoding thousands a second of pencil strokes slowed the very loop that
 #: timestamps the chat messages' arrival
 _BOARD_PREFIXES = (b'{"type":"draw"', b'{"type":"erase"', b'{"type":"move"', b'{"type":"clear"')
+#: frames ``_other_frames`` never needs: messages (read by PAYLOAD_RE) and board changes
+_NOT_OTHER = (_MSG_PREFIX, *_BOARD_PREFIXES)
 #: longest frame accepted from the relay (bench asks for no history: frames are small)
 MAX_FRAME = 1 << 22
 #: bench counts a rate-limited message (by its code) and moves on; it never times out
@@ -188,11 +190,7 @@ class BenchClient(asyncio.Protocol):
     def _frames(self, frames: list[bytes], arrival: int) -> None:
         found = PAYLOAD_RE.findall(b"\n".join(frames))
         if len(found) < len(frames):  # some frames are not benchmark messages
-            others = [
-                f
-                for f in frames
-                if not f.startswith(_MSG_PREFIX) and not f.startswith(_BOARD_PREFIXES)
-            ]
+            others = [f for f in frames if not f.startswith(_NOT_OTHER)]
             if others:
                 self._other_frames(others)
         if found:

@@ -288,17 +288,18 @@ class MessageTransport:
         ):
             self._enqueue(data)
         elif self._held:  # behind what already waits for the write-out
-            framed = self._cache.framed(data)
-            self._held.append(framed)
-            self._held_bytes += len(framed)
+            self._hold(data)
         elif ws.paused:
             self._enqueue(data)
         elif self._pacer.interval and self._pacer.hold(self):
-            framed = self._cache.framed(data)
-            self._held.append(framed)
-            self._held_bytes += len(framed)
+            self._hold(data)
         else:
             ws.transport.write(self._cache.framed(data))
+
+    def _hold(self, data: bytes) -> None:
+        framed = self._cache.framed(data)
+        self._held.append(framed)
+        self._held_bytes += len(framed)
 
     def _enqueue(self, data: bytes) -> None:
         self._queue.append(data)
